@@ -1,0 +1,35 @@
+"""Shared fixtures: golden data paths and a seeded checkpoint in the official layout."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+# The reference bundle (with the 22 MB of intermediates) sits beside the repo in CI.
+SHARED_GOLDEN = ROOT.parent / "shared" / "reference" / "golden"
+
+sys.path.insert(0, str(TESTS))
+
+
+def golden_cases() -> list[dict]:
+    return json.loads((FIXTURES / "cases.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoint(tmp_path_factory) -> Path:
+    """All 931 official keys (CLIP image tower included), seed 0, `module.` prefixed."""
+    from seeded import official_seeded_checkpoint
+
+    return official_seeded_checkpoint(FIXTURES / "keys.tsv", 0, tmp_path_factory.mktemp("ckpt") / "seed0.pth")
+
+
+@pytest.fixture(scope="session")
+def seeded_model(seeded_checkpoint):
+    from unilseg.build import load_model
+
+    return load_model(seeded_checkpoint, ROOT / "configs" / "unilseg20.yaml", device="cpu")

@@ -1,0 +1,56 @@
+"""Predictor: image encoded once, many texts batched; equal to the single-call path."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES
+
+from unilseg.errors import UnilsegError
+from unilseg.predictor import Predictor
+from unilseg.tokenizer import tokenize
+from unilseg.transforms import postprocess, preprocess, read_image
+
+IMG = FIXTURES / "images/chelsea.png"
+TEXTS = ["cat", "the left ear of the cat", "the wall behind", "all the whiskers"]
+
+
+def single_path(model, text):
+    image = read_image(IMG)
+    x, inverse = preprocess(image, 480)
+    with torch.inference_mode():
+        logits = model(x, tokenize(text))
+    return postprocess(logits, inverse, image.shape[:2], 0.35)
+
+
+def test_batched_texts_equal_one_at_a_time(seeded_model):
+    predictor = Predictor(seeded_model)
+    predictor.set_image(IMG)
+    batched = predictor.predict(TEXTS)
+    assert [p.text for p in batched] == TEXTS
+    for text, pred in zip(TEXTS, batched):
+        mask, prob = single_path(seeded_model, text)
+        assert pred.prob.shape == (300, 451) and pred.mask.dtype == bool
+        assert np.abs(pred.prob - prob).max() <= 1e-4
+        assert (pred.mask != mask).mean() <= 1e-4
+        expected_score = float(prob[mask].mean()) if mask.any() else 0.0
+        assert abs(pred.score - expected_score) <= 1e-4
+
+
+def test_image_sources_and_colour_order(seeded_model):
+    predictor = Predictor(seeded_model)
+    predictor.set_image(IMG)
+    ref = predictor.predict_logits("cat")
+    bgr = cv2.imread(str(IMG))
+    predictor.set_image(bgr, color="BGR")
+    assert torch.equal(predictor.predict_logits("cat"), ref)
+    predictor.set_image(bgr[:, :, ::-1].copy(), color="RGB")
+    assert torch.equal(predictor.predict_logits("cat"), ref)
+    from PIL import Image
+
+    predictor.set_image(Image.open(IMG))
+    assert torch.equal(predictor.predict_logits("cat"), ref)
+
+
+def test_predict_before_set_image_raises(seeded_model):
+    with pytest.raises(UnilsegError, match="set_image"):
+        Predictor(seeded_model).predict("cat")

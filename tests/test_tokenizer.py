@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+from conftest import FIXTURES, golden_cases
+
+from unilseg.tokenizer import EOT, SOT, tokenize
+
+
+@pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c["name"])
+def test_tokens_match_golden(case):
+    expected = np.load(FIXTURES / f"{case['name']}.tokens.npy")
+    got = tokenize(case["exp"], warn=False).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_long_expression_is_cut_like_the_authors_and_warns():
+    text = "the handle of the white coffee cup on the saucer, which is on a wooden table next to a spoon"
+    with pytest.warns(UserWarning, match="only the first 15"):
+        tokens = tokenize(text)
+    assert tokens.shape == (1, 17)
+    assert tokens[0, 0] == SOT and tokens[0, -1] == EOT
+    assert (tokens[0, 1:-1] != 0).all()
+
+
+def test_batch_pads_with_zero_and_ends_with_eot():
+    tokens = tokenize(["cat", "the sky above the hills"])
+    assert tokens.shape == (2, 17) and tokens.dtype.is_floating_point is False
+    for row in tokens:
+        n = int((row != 0).sum())
+        assert row[0] == SOT and row[n - 1] == EOT and (row[n:] == 0).all()
+
+
+def test_cleaning_html_and_case():
+    np.testing.assert_array_equal(tokenize("Cat &amp; Dog"), tokenize("cat & dog"))

@@ -1,0 +1,1 @@
+"""The UniLSeg network, one module per box of the paper's figure."""
