@@ -1,23 +1,27 @@
 """The one place that turns a config into a wired UniLSeg network."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import load_weights, read_checkpoint
-from .config import load_config, resolve_path
+from .checkpoint import load_weights, read_weights
+from .config import apply_overrides, load_config, resolve_path
+from .errors import CheckpointError, UnilsegError
 from .modeling.pixel_decoder import PixelDecoder
 from .modeling.query_decoder import QueryDecoder
 from .modeling.swin import SwinTransformer
 from .modeling.text_encoder import TextEncoder
 from .modeling.unilseg import UniLSeg
+from .registry import DEFAULT_MODEL, MODELS, cache_dir, cached_weights, config_path, download_command, get_spec
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
 
 
-def _as_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any]:
+def as_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any]:
+    """A config dict from a dict, a YAML path, or None (the UniLSeg-20 config)."""
     if config is None:
         config = DEFAULT_CONFIG
     return config if isinstance(config, dict) else load_config(config)
@@ -25,7 +29,7 @@ def _as_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any]:
 
 def build_model(config: dict[str, Any] | str | Path | None = None) -> UniLSeg:
     """Build an (initialised, untrained) UniLSeg from a config dict or YAML path."""
-    m = _as_config(config)["model"]
+    m = as_config(config)["model"]
     swin = SwinTransformer(**m["swin"])
     text = TextEncoder(**m["text"])
     pd = m["pixel_decoder"]
@@ -37,18 +41,73 @@ def build_model(config: dict[str, Any] | str | Path | None = None) -> UniLSeg:
     )
 
 
+def resolve_model(
+    weights: str | Path | None = None,
+    config: dict[str, Any] | str | Path | None = None,
+    opts: Sequence[str] = (),
+) -> tuple[Path, dict[str, Any] | None]:
+    """Find the weight file and config to use -> (path, config or None = "take the file's").
+
+    weights: a registered model name (see `unilseg.registry`), a file path, or None for the
+    model the config names (default: unilseg-20). config: dict, YAML path or None; None
+    means the registry's config for a name, else the config stored in a `.safetensors`.
+    """
+    if weights is None or (isinstance(weights, str) and weights in MODELS):
+        if weights is None:
+            cfg = as_config(config)
+            name = cfg.get("name", DEFAULT_MODEL)
+        else:
+            name = weights
+            cfg = as_config(config if config is not None else config_path(get_spec(name)))
+        path = _registered_weights(name, cfg)
+    else:
+        path = resolve_path(weights)
+        if not path.exists() and isinstance(weights, str) and not Path(weights).suffix and "/" not in weights:
+            raise UnilsegError(
+                f"unknown model {weights!r} and no such file; known models: {', '.join(sorted(MODELS))}"
+            )
+        cfg = None if config is None else as_config(config)
+    if opts:
+        cfg = apply_overrides(cfg if cfg is not None else as_config(None), opts)
+    return path, cfg
+
+
+def _registered_weights(name: str, cfg: dict[str, Any]) -> Path:
+    if name not in MODELS:
+        if "weights" in cfg:
+            return resolve_path(cfg["weights"])
+        raise CheckpointError(f"config names model {name!r}, which is not registered and gives no `weights`")
+    spec = get_spec(name)
+    path = cached_weights(spec)
+    if path is None:
+        raise CheckpointError(
+            f"weights for {name} not found in {cache_dir()} ({spec.filename}); run `{download_command(name)}` "
+            f"(or add --download), or get the file from {spec.source}"
+        )
+    return path
+
+
 def load_model(
     weights: str | Path | None = None,
     config: dict[str, Any] | str | Path | None = None,
     device: str | torch.device = "cpu",
+    opts: Sequence[str] = (),
 ) -> UniLSeg:
-    """Build the network without random init and load a checkpoint into it (eval mode).
+    """Build the network without random init, load weights into it, return it in eval mode.
 
-    weights: a `.pth` in the official layout; defaults to the config's `weights` entry.
+    weights: registered name (`"unilseg-20"`), `.pth` (official layout) or `.safetensors`
+    path, or None for the config's model. See `resolve_model` for how config is chosen.
+    The tensors are taken over (`assign=True`), not copied: a memory-mapped file stays mapped.
     """
-    cfg = _as_config(config)
-    path = resolve_path(weights if weights is not None else cfg["weights"])
-    state_dict = read_checkpoint(path)
+    path, cfg = resolve_model(weights, config, opts)
+    state_dict, stored_cfg = read_weights(path)
+    if cfg is None:
+        if stored_cfg is None and path.suffix == ".safetensors":
+            raise CheckpointError(
+                f"{path} has no unilseg config in its metadata; pass --config, or write the file with "
+                "`python -m unilseg convert IN.pth OUT.safetensors`"
+            )
+        cfg = stored_cfg if stored_cfg is not None else as_config(None)
     with torch.device("meta"):
         model = build_model(cfg)
     load_weights(model, state_dict, source=str(path))

@@ -1,16 +1,19 @@
-"""Safe, strict loading of UniLSeg weights.
+"""Safe, strict loading of UniLSeg weights, from `.pth` or `.safetensors`.
 
 Official checkpoints are `{'state_dict': {'module.<key>': tensor}}` pickles; they are
-read with `torch.load(weights_only=True)`, which refuses anything but tensors and plain
-containers. CLIP's image tower (`backbone.visual.*`) is stored but never run: it is
-dropped on load.
+read with `torch.load(weights_only=True, mmap=True)`, which refuses anything but tensors
+and plain containers. CLIP's image tower (`backbone.visual.*`) is stored but never run:
+it is dropped on load. `.safetensors` files (see `unilseg.convert`) carry the model
+config in their metadata and are memory-mapped.
 """
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,14 +33,51 @@ def remap_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
+SAFETENSORS_FORMAT = "unilseg"
+PAD_SUFFIX = "|pad"  # alignment padding entries written by unilseg.convert
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `.pth` checkpoint safely -> flat {key: tensor} with official key names."""
+    """Read a `.pth` or `.safetensors` file safely -> flat {key: tensor} (official key names)."""
+    return read_weights(path)[0]
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """-> (state dict, config stored in the file or None). Both formats go through here."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"weights file not found: {path}; download UniLSeg20_no_finetune.pth (see weights/README.md) "
             "or pass --weights PATH"
         )
+    if _is_safetensors(path):
+        return _read_safetensors(path)
+    return _read_pth(path), None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        state_dict = load_file(path)  # memory-mapped: pages are read as tensors are touched
+        state_dict = {k: v for k, v in state_dict.items() if not k.endswith(PAD_SUFFIX)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"cannot read {path}: the file is truncated or corrupt ({_first_line(e)}); convert or download it again"
+        ) from e
+    config = None
+    if "config" in metadata:
+        try:
+            config = json.loads(metadata["config"])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: the config in its metadata is not valid JSON; convert it again") from e
+    return state_dict, config
+
+
+def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes would add lines to our one-line error
             warnings.simplefilter("ignore")
@@ -88,6 +128,13 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     return model
 
 
+def _is_safetensors(path: Path) -> bool:
+    """safetensors: 8-byte little-endian header length, then a JSON header starting with '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
+
+
 def _is_zip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"PK\x03\x04"
@@ -98,4 +145,3 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else e.__class__.__name__
 
 
-__all__ = ["read_checkpoint", "remap_official_keys", "check_state_dict", "load_weights"]

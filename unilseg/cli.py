@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Sequence
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
+DEFAULT_MODEL = "unilseg-20"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -21,9 +22,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--img", required=True, help="input image (any format OpenCV reads)")
     p.add_argument("--exp", required=True, help='the instruction, e.g. "the man in red"')
     p.add_argument("--sp", default="demo.png", help="output mask: single-channel 0/255 PNG (default demo.png)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"model config YAML (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", help=f"model config YAML (default: the model's own; {DEFAULT_CONFIG})")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, dotted keys")
-    p.add_argument("--weights", help="checkpoint (.pth); default: the config's `weights` entry")
+    p.add_argument("--model", help="registered model name (default unilseg-20); `python -m unilseg models` lists them")
+    p.add_argument("--weights", help="weights file (.pth or .safetensors); overrides --model")
+    p.add_argument("--download", action="store_true", help="download the model's weights first if not cached")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU) | cpu | cuda[:N] | mps")
     p.add_argument("--threshold", type=float, default=None, help="mask = soft map > threshold (default 0.35)")
     p.add_argument("--save-prob", metavar="PATH.npy", help="also save the float32 soft map at the image size")
@@ -49,8 +52,12 @@ def run(args: argparse.Namespace) -> None:
     if args.save_prob:
         check_writable_dir(args.save_prob, "--save-prob")
     device = resolve_device(args.device)
-    cfg = load_config(args.config, args.opts)
-    model = load_model(args.weights, cfg, device=device)
+    cfg = load_config(args.config, args.opts) if args.config else None
+    if args.download and not args.weights:
+        from .download import download
+
+        download(args.model or (cfg or {}).get("name") or DEFAULT_MODEL)
+    model = load_model(args.weights or args.model, cfg, device=device, opts=() if cfg else args.opts)
     predictor = Predictor(model, threshold=args.threshold)
     predictor.set_image(image)
     result = predictor.predict(args.exp)[0]

@@ -34,6 +34,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode a plainly created file would get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def encode_image(path: str | Path, image: np.ndarray) -> bytes:
     """Encode with OpenCV in the format the path's extension names (PNG, JPEG, ...)."""
     import cv2

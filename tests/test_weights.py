@@ -1,0 +1,153 @@
+"""Model registry, download, conversion to safetensors, and refusal of bad weight files."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+from unilseg.build import load_model, resolve_model
+from unilseg.checkpoint import read_weights
+from unilseg.convert import convert
+from unilseg.download import download, verify_file
+from unilseg.errors import CheckpointError, UnilsegError
+from unilseg.registry import MODELS, cached_weights, get_spec
+
+CONFIG = ROOT / "configs/unilseg20.yaml"
+
+
+@pytest.fixture(scope="module")
+def converted(seeded_checkpoint, tmp_path_factory):
+    return convert(seeded_checkpoint, tmp_path_factory.mktemp("st") / "seed0.safetensors")
+
+
+def test_registry_resolves_name_to_cached_file_preferring_safetensors(monkeypatch, tmp_path, seeded_checkpoint):
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    spec = get_spec("unilseg-20")
+    with pytest.raises(CheckpointError, match="python -m unilseg download unilseg-20"):
+        resolve_model("unilseg-20")
+    (tmp_path / spec.filename).symlink_to(seeded_checkpoint)
+    path, cfg = resolve_model("unilseg-20")
+    assert path == tmp_path / spec.filename and cfg["name"] == "unilseg-20"
+    assert resolve_model(None)[0] == path  # the default config names unilseg-20
+    (tmp_path / "UniLSeg20_no_finetune.safetensors").write_bytes(b"")
+    assert cached_weights(spec) == tmp_path / "UniLSeg20_no_finetune.safetensors"
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(UnilsegError, match="unknown model 'unilseg-999'.*unilseg-20"):
+        resolve_model("unilseg-999")
+    with pytest.raises(UnilsegError, match="unknown model"):
+        get_spec("nope")
+    assert "unilseg-20" in MODELS
+
+
+def test_partial_download_is_never_taken_for_the_file(monkeypatch, tmp_path, seeded_checkpoint):
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    spec = get_spec("unilseg-20")
+    data = seeded_checkpoint.read_bytes()[: 10_000_000]
+    (tmp_path / (spec.filename + ".part")).write_bytes(data)
+    assert cached_weights(spec) is None  # a .part file is invisible to resolution
+    truncated = tmp_path / spec.filename
+    truncated.write_bytes(data)
+    with pytest.raises(CheckpointError, match="incomplete or corrupt"):
+        verify_file(truncated, spec)
+    with pytest.raises(CheckpointError, match="incomplete or corrupt"):
+        download("unilseg-20")  # an existing but truncated file is re-checked, not trusted
+
+
+def _offline_prefix() -> tuple[list[str], dict]:
+    """Run a command with no network: a fresh network namespace, else a refused proxy."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-n"], {}
+    closed = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
+    return [], {"HTTPS_PROXY": closed, "HTTP_PROXY": closed, "https_proxy": closed, "http_proxy": closed}
+
+
+def test_download_without_network_fails_fast_with_one_line(tmp_path):
+    prefix, extra_env = _offline_prefix()
+    env = {**os.environ, **extra_env, "UNILSEG_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "unilseg", "download", "unilseg-20"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach Google Drive"), proc.stderr
+    assert "UniLSeg20_no_finetune.pth" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_unwritable_cache_directory(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("UNILSEG_HOME", str(blocker / "cache"))
+    with pytest.raises(UnilsegError, match="cannot create cache directory"):
+        download("unilseg-20")
+
+
+def test_cli_without_weights_names_the_download_command(tmp_path, capsys):
+    from unilseg.cli import main
+
+    env_home = os.environ.get("UNILSEG_HOME")
+    os.environ["UNILSEG_HOME"] = str(tmp_path)
+    try:
+        code = main(["--img", str(ROOT / "tests/fixtures/images/chelsea.png"), "--exp", "cat",
+                     "--sp", str(tmp_path / "m.png")])
+    finally:
+        if env_home is None:
+            del os.environ["UNILSEG_HOME"]
+        else:
+            os.environ["UNILSEG_HOME"] = env_home
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "python -m unilseg download unilseg-20" in err[0]
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_convert_round_trip_identical_tensors(seeded_checkpoint, converted):
+    pth, _ = read_weights(seeded_checkpoint)
+    st, cfg = read_weights(converted)
+    assert cfg == json.loads(json.dumps(__import__("yaml").safe_load(CONFIG.read_text())))
+    used = {k.removeprefix("module."): v for k, v in pth.items() if not k.startswith("module.backbone.visual.")}
+    assert set(st) == set(used) and len(st) == 779
+    for k, v in used.items():
+        assert st[k].dtype == v.dtype and torch.equal(st[k], v), k
+    assert converted.stat().st_size < seeded_checkpoint.stat().st_size - 300e6  # CLIP image tower dropped
+
+
+def test_safetensors_and_pth_give_identical_logits(seeded_model, converted):
+    model_st = load_model(converted)  # config comes from the file's metadata
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    tokens = torch.tensor([[49406, 2368, 49407] + [0] * 14])
+    with torch.inference_mode():
+        assert torch.equal(model_st(x, tokens), seeded_model(x, tokens))
+
+
+def test_safetensors_without_metadata_needs_a_config(converted, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(converted), str(bare))
+    with pytest.raises(CheckpointError, match="no unilseg config in its metadata"):
+        load_model(bare)
+    assert not load_model(bare, CONFIG).training
+
+
+def test_truncated_safetensors_is_refused(converted, tmp_path):
+    bad = tmp_path / "cut.safetensors"
+    with open(converted, "rb") as f:
+        bad.write_bytes(f.read(5_000_000))
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(bad)
+
+
+def test_convert_refuses_another_models_checkpoint(tmp_path):
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(CheckpointError, match="does not match this model"):
+        convert(other, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -1,0 +1,94 @@
+"""Convert an official `.pth` checkpoint to `.safetensors`: only the tensors the model
+uses (the CLIP image tower is dropped, ~340 MB less), the config in the metadata."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .build import as_config, build_model
+from .checkpoint import PAD_SUFFIX, SAFETENSORS_FORMAT, check_state_dict, read_weights, remap_official_keys
+from .errors import UnilsegError
+from .io import check_writable_dir, default_file_mode
+
+
+def convert(src: str | Path, dst: str | Path, config: dict[str, Any] | str | Path | None = None) -> Path:
+    """Write `dst` (.safetensors) from `src` (.pth or .safetensors); checks keys/shapes first."""
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise UnilsegError(f"output {dst} must end in .safetensors")
+    check_writable_dir(dst, "output")
+    state_dict, stored = read_weights(src)
+    cfg = as_config(config if config is not None else stored)
+    state_dict = remap_official_keys(state_dict)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    check_state_dict(model, state_dict, source=str(src))
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "config": json.dumps(cfg),
+        "source": src.name,
+        "unilseg_version": __version__,
+    }
+    tensors, metadata = align_tensors({k: v.contiguous() for k, v in state_dict.items()}, metadata)
+    from safetensors.torch import save_file
+
+    part = dst.with_name(f".{dst.name}.part")
+    try:
+        save_file(tensors, str(part), metadata=metadata)
+        os.chmod(part, default_file_mode())
+        part.replace(dst)
+    finally:
+        part.unlink(missing_ok=True)
+    return dst
+
+
+# safetensors lays tensors out back to back, sorted by dtype (widest first) then name. CPU
+# kernels pick their summation order by the data's alignment, so an unaligned memory-mapped
+# weight gives logits that differ in the last bits from the 64-byte-aligned `.pth` load.
+# Padding entries (dropped on load) and a padded header keep every tensor 64-byte aligned.
+ALIGN = 64
+_DTYPE_RANK = {torch.int64: 5, torch.float64: 4, torch.float32: 3, torch.int32: 3,
+               torch.float16: 2, torch.bfloat16: 2, torch.int16: 2, torch.uint8: 1, torch.int8: 1, torch.bool: 0}
+_DTYPE_NAME = {torch.int64: "I64", torch.float64: "F64", torch.float32: "F32", torch.int32: "I32",
+               torch.float16: "F16", torch.bfloat16: "BF16", torch.int16: "I16", torch.uint8: "U8", torch.int8: "I8",
+               torch.bool: "BOOL"}
+
+
+def align_tensors(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Add `<name>|pad` tensors and an `align` metadata entry so every tensor starts 64-byte aligned."""
+    order = sorted(tensors, key=lambda k: (-_DTYPE_RANK[tensors[k].dtype], k))
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        out[name] = t
+        offset += t.numel() * t.element_size()
+        gap = -offset % ALIGN
+        if gap:
+            if gap % t.element_size():
+                raise ValueError(f"cannot pad {name} ({t.dtype}) to {ALIGN} bytes")
+            out[name + PAD_SUFFIX] = torch.zeros(gap // t.element_size(), dtype=t.dtype)
+            offset += gap
+    metadata = dict(metadata, align="")
+    header_len = len(_header_json(out, metadata))
+    padded = header_len + (-header_len % 8)  # safetensors pads the header to 8 bytes with spaces
+    metadata["align"] = " " * (-(8 + padded) % ALIGN)
+    return out, metadata
+
+
+def _header_json(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The safetensors header as the library writes it (compact JSON; length is order-independent)."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPE_NAME[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    return json.dumps(header, separators=(",", ":"))
