@@ -1,0 +1,1 @@
+"""Image-text-mask data: the unified JSONL format, loaders for public layouts, generated scenes."""

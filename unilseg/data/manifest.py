@@ -1,0 +1,226 @@
+"""The unified format: one JSON object per line naming an image, a mask and the texts for it.
+
+    {"image": "images/1.jpg", "mask": "masks/1.png", "expression": ["the red car", "the car on the left"],
+     "granularity": "object", "source": "mydata", "id": "1"}
+
+`image` and a PNG `mask` are paths (relative ones are taken from the manifest's folder);
+`mask` may instead be a COCO RLE `{"size": [h, w], "counts": str or list}`. A PNG mask is
+the target where it is non-zero. `expression` is a text or a non-empty list of texts that
+all name the same mask. `granularity` (default "object") is free text, usually one of
+object / part / group / stuff; `source` (default: the manifest's file stem) names the
+data set. Other keys are kept in `Sample.meta`.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnilsegError
+
+REQUIRED = ("image", "mask", "expression")
+KNOWN = (*REQUIRED, "granularity", "source", "id")
+
+
+@dataclass
+class Sample:
+    """One (image, mask, texts) record.
+
+    image: a path, or an RGB uint8 (H, W, 3) array for generated data.
+    mask: a PNG path, a COCO RLE dict, or a bool (H, W) array.
+    origin: where the record came from ("file:line"), for error messages.
+    """
+
+    image: str | Path | np.ndarray
+    mask: str | Path | dict | np.ndarray
+    expressions: list[str]
+    granularity: str = "object"
+    source: str = ""
+    id: str = ""
+    origin: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _row_problem(row: Any) -> str | None:
+    """What is wrong with a decoded row, or None."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    if not isinstance(row["image"], str) or not row["image"].strip():
+        return "'image' must be a non-empty path string"
+    mask = row["mask"]
+    if isinstance(mask, dict):
+        size, counts = mask.get("size"), mask.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            return "'mask' RLE needs 'size': [height, width] of positive integers"
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(isinstance(v, int) for v in counts))):
+            return "'mask' RLE needs 'counts': a string or a list of integers"
+    elif not isinstance(mask, str) or not mask.strip():
+        return "'mask' must be a PNG path or a COCO RLE object"
+    expr = row["expression"]
+    texts = [expr] if isinstance(expr, str) else expr
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        return "'expression' must be a non-empty text or a non-empty list of non-empty texts"
+    for key in ("granularity", "source", "id"):
+        value = row.get(key, "x")
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            return f"'{key}' must be a non-empty string"
+    return None
+
+
+def _resolve(base: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
+    """Read and validate a JSONL manifest; every bad row is reported with its line number.
+
+    check_files: also require that image and mask files exist.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UnilsegError(f"cannot read manifest {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise UnilsegError(f"manifest {path} is not UTF-8 text") from e
+    base = path.parent
+    samples, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {number}: not valid JSON ({e.msg})")
+            continue
+        problem = _row_problem(row)
+        if problem is None and check_files:
+            for key in ("image", "mask"):
+                if isinstance(row[key], str) and not _resolve(base, row[key]).is_file():
+                    problem = f"{key} file not found: {_resolve(base, row[key])}"
+                    break
+        if problem:
+            problems.append(f"line {number}: {problem}")
+            continue
+        expr = row["expression"]
+        mask = row["mask"]
+        samples.append(Sample(
+            image=_resolve(base, row["image"]),
+            mask=_resolve(base, mask) if isinstance(mask, str) else mask,
+            expressions=[expr] if isinstance(expr, str) else list(expr),
+            granularity=str(row.get("granularity", "object")),
+            source=str(row.get("source", path.stem)),
+            id=str(row.get("id", number)),
+            origin=f"{path}:{number}",
+            meta={k: v for k, v in row.items() if k not in KNOWN},
+        ))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} bad rows in all)" if len(problems) > 5 else "")
+        raise UnilsegError(f"manifest {path}: {shown}")
+    if not samples:
+        raise UnilsegError(f"manifest {path} has no rows")
+    return samples
+
+
+def _json_path(p: str | Path, base: Path) -> str:
+    p = Path(p)
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(p.resolve())
+
+
+def write_manifest(path: str | Path, samples: Iterable[Sample]) -> int:
+    """Write samples with path images/masks (or RLE masks) as JSONL; paths relative to the file when inside
+    its folder. Returns the number of rows."""
+    path = Path(path)
+    base = path.parent
+    rows = []
+    for s in samples:
+        if isinstance(s.image, np.ndarray) or isinstance(s.mask, np.ndarray):
+            raise UnilsegError("write_manifest needs image and mask files (or RLE); save arrays as PNGs first")
+        row: dict[str, Any] = {
+            "image": _json_path(s.image, base),
+            "mask": s.mask if isinstance(s.mask, dict) else _json_path(s.mask, base),
+            "expression": s.expressions[0] if len(s.expressions) == 1 else s.expressions,
+            "granularity": s.granularity,
+            "source": s.source,
+        }
+        if s.id:
+            row["id"] = s.id
+        row.update(s.meta)
+        rows.append(json.dumps(row, ensure_ascii=False))
+    from ..io import write_bytes_atomic
+
+    write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8"))
+    return len(rows)
+
+
+def load_image(sample: Sample) -> np.ndarray:
+    """The sample's image as BGR uint8 (H, W, 3)."""
+    if isinstance(sample.image, np.ndarray):
+        return np.ascontiguousarray(sample.image[:, :, ::-1])
+    from ..transforms import read_image
+
+    try:
+        return read_image(sample.image)
+    except UnilsegError as e:
+        raise UnilsegError(f"{sample.origin or sample.id}: {e}") from e
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE (compressed string or uncompressed list counts) -> bool (H, W)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = rle["size"]
+    if isinstance(rle["counts"], list):
+        rle = mask_utils.frPyObjects(rle, h, w)
+    elif isinstance(rle["counts"], str):
+        rle = {"size": [h, w], "counts": rle["counts"].encode("ascii")}
+    with warnings.catch_warnings():  # pycocotools' own NumPy 2 notice about __array__(copy=...); harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """bool (H, W) -> compressed COCO RLE with a str `counts` (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
+    """The sample's mask as bool (H, W); `shape` (H, W) if given must match."""
+    where = sample.origin or sample.id
+    if isinstance(sample.mask, np.ndarray):
+        mask = sample.mask.astype(bool)
+    elif isinstance(sample.mask, dict):
+        try:
+            mask = decode_rle(sample.mask)
+        except (ValueError, TypeError, UnicodeEncodeError) as e:
+            raise UnilsegError(f"{where}: cannot decode the RLE mask ({e})") from e
+    else:
+        import cv2
+
+        data = np.fromfile(sample.mask, dtype=np.uint8) if Path(sample.mask).is_file() else None
+        if data is None:
+            raise UnilsegError(f"{where}: mask file not found: {sample.mask}")
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if image is None:
+            raise UnilsegError(f"{where}: cannot read mask {sample.mask}; masks are PNG images, non-zero = target")
+        mask = (image != 0).any(axis=2) if image.ndim == 3 else image != 0
+    if shape is not None and tuple(mask.shape) != tuple(shape[:2]):
+        raise UnilsegError(
+            f"{where}: mask is {mask.shape[0]}x{mask.shape[1]} but the image is {shape[0]}x{shape[1]} (height x width)"
+        )
+    return mask
