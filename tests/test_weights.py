@@ -151,3 +151,15 @@ def test_convert_refuses_another_models_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="does not match this model"):
         convert(other, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, monkeypatch):
+    from unilseg.__main__ import main
+
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    assert main(["models"]) == 0
+    assert "unilseg-20" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: weights file not found")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -42,9 +42,7 @@ def build_model(config: dict[str, Any] | str | Path | None = None) -> UniLSeg:
 
 
 def resolve_model(
-    weights: str | Path | None = None,
-    config: dict[str, Any] | str | Path | None = None,
-    opts: Sequence[str] = (),
+    weights: str | Path | None = None, config: dict[str, Any] | str | Path | None = None
 ) -> tuple[Path, dict[str, Any] | None]:
     """Find the weight file and config to use -> (path, config or None = "take the file's").
 
@@ -67,8 +65,6 @@ def resolve_model(
                 f"unknown model {weights!r} and no such file; known models: {', '.join(sorted(MODELS))}"
             )
         cfg = None if config is None else as_config(config)
-    if opts:
-        cfg = apply_overrides(cfg if cfg is not None else as_config(None), opts)
     return path, cfg
 
 
@@ -99,7 +95,7 @@ def load_model(
     path, or None for the config's model. See `resolve_model` for how config is chosen.
     The tensors are taken over (`assign=True`), not copied: a memory-mapped file stays mapped.
     """
-    path, cfg = resolve_model(weights, config, opts)
+    path, cfg = resolve_model(weights, config)
     state_dict, stored_cfg = read_weights(path)
     if cfg is None:
         if stored_cfg is None and path.suffix == ".safetensors":
@@ -108,6 +104,8 @@ def load_model(
                 "`python -m unilseg convert IN.pth OUT.safetensors`"
             )
         cfg = stored_cfg if stored_cfg is not None else as_config(None)
+    if opts:
+        cfg = apply_overrides(cfg, opts)
     with torch.device("meta"):
         model = build_model(cfg)
     load_weights(model, state_dict, source=str(path))

@@ -84,17 +84,14 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B * nW, N, C); mask: (nW, N, N) additive or None -> (B * nW, N, C)."""
         bw, n, c = x.shape
-        q, k, v = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        nw = 1 if mask is None else mask.shape[0]
+        qkv = self.qkv(x).view(bw // nw, nw, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each (B, nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.heads).permute(2, 0, 1)  # (heads, N, N)
-        if mask is None:
-            attn_bias = bias.unsqueeze(0).to(q.dtype)
-        else:
-            nw = mask.shape[0]
-            attn_bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).to(q.dtype)  # (nW, heads, N, N)
-            attn_bias = attn_bias.repeat(bw // nw, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        attn_bias = bias if mask is None else bias.unsqueeze(0) + mask.unsqueeze(1)  # broadcasts over B
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
+        return self.proj(out.transpose(2, 3).reshape(bw, n, c))
 
 
 class SwinBlock(nn.Module):

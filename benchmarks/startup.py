@@ -1,0 +1,62 @@
+"""Start-up cost: one cold CLI call (process start to PNG written) and model load alone.
+
+    python benchmarks/startup.py [--repeat 3] [--workdir /tmp/unilseg-bench]
+
+Uses seeded full-size UniLSeg-20 checkpoints (same tensors as the real one) in both
+formats; the page cache is warm (files just written or read), the process is cold.
+Prints medians of wall time and peak RSS (the child's own ru_maxrss).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import ROOT, median, run_child, seeded_checkpoints
+
+LOAD_ONLY = """
+import resource, sys, time
+import torch
+from unilseg.build import load_model
+rss0 = int(open('/proc/self/statm').read().split()[1]) * 4096
+t0 = time.perf_counter()
+model = load_model(sys.argv[1], device='cpu')
+t = time.perf_counter() - t0
+rss1 = int(open('/proc/self/statm').read().split()[1]) * 4096
+print(t, (rss1 - rss0) / 1e9)
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
+    p.add_argument("--size", type=int, default=480, help="input size (the checkpoint's is 480)")
+    args = p.parse_args()
+    pth, st = seeded_checkpoints(args.workdir)
+    img = ROOT / "tests/fixtures/images/astronaut.png"
+    out = args.workdir / "mask.png"
+    print(f"input {args.size}x{args.size}, fp32, CPU, {args.repeat} runs each (median)")
+    print("| weights | cold CLI call: wall | peak RSS | model load alone: wall | RSS added by load |")
+    print("|---|---|---|---|---|")
+    for path in (pth, st):
+        cli = [sys.executable, "general_inference.py", "--img", str(img), "--exp", "the face of the astronaut",
+               "--sp", str(out), "--weights", str(path), "--device", "cpu", "--opts", "input.size", str(args.size)]
+        walls, peaks, loads, added = [], [], [], []
+        for _ in range(args.repeat):
+            out.unlink(missing_ok=True)
+            wall, peak, _ = run_child(cli)
+            assert out.is_file(), "the CLI wrote no mask"
+            walls.append(wall)
+            peaks.append(peak)
+            _, _, text = run_child([sys.executable, "-c", LOAD_ONLY, str(path)])
+            t, rss = map(float, text.split())
+            loads.append(t)
+            added.append(rss)
+        print(f"| {path.suffix} ({path.stat().st_size / 1e9:.2f} GB) | {median(walls):.2f} s | {median(peaks):.2f} GB "
+              f"| {median(loads):.2f} s | {median(added):.2f} GB |")
+
+
+if __name__ == "__main__":
+    main()
