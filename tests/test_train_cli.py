@@ -1,0 +1,86 @@
+"""`python -m unilseg.train` / `python -m unilseg.eval`: files written, resume, one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from unilseg.eval.cli import main as eval_main
+from unilseg.train.cli import main as train_main
+
+TINY = str(ROOT / "configs/unilseg-tiny.yaml")
+
+
+def test_train_resume_and_eval_commands(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = [TINY, "--out", str(out), "--val-data", "synthetic:2:1:96", "--no-progress",
+              "--opts", "train.ckpt_every", "2", "train.eval_every", "3", "train.log_every", "1"]
+    assert train_main([*common, "--steps", "3"]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "log.jsonl", "model.pth", "step0000002.pt",
+                                                "step0000003.pt"}
+    assert train_main([*common, "--steps", "4", "--resume"]) == 0  # picks up step 3, runs one more
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    evals = [r for r in rows if "eval" in r]
+    assert [r["step"] for r in evals] == [3, 4] and evals[0]["eval"]["overall"]["count"] == 8
+    assert {"lr", "bce", "dice", "grad_norm", "samples_per_s"} <= set(rows[0])
+
+    per_sample, report = tmp_path / "per.jsonl", tmp_path / "report.json"
+    capsys.readouterr()
+    assert eval_main(["--weights", str(out / "step0000004.pt"), "--config", str(out / "config.yaml"),
+                      "--data", "synthetic:3:5:96", "--per-sample", str(per_sample), "--json", str(report),
+                      "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "granularity=part" in printed and printed.splitlines()[0].startswith("synthetic:3:5:96: 12 texts")
+    lines = [json.loads(x) for x in per_sample.read_text().splitlines()]
+    assert len(lines) == 12 and {"id", "text", "granularity", "source", "inter", "union", "iou"} <= set(lines[0])
+    data = json.loads(report.read_text())
+    assert data["overall"]["count"] == 12 and set(data["granularity"]) == {"object", "part", "group", "stuff"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--opts", "train.nope", "1"], "error: --opts: unknown config key 'train.nope'"),
+        (["--data", "pictures/"], "error: cannot tell what data 'pictures/' is"),
+        (["--data", "synthetic:x"], "error: bad data spec 'synthetic:x'"),
+        (["--resume", "missing.pt"], "error: checkpoint not found: missing.pt"),
+        (["--init", "missing.pth"], "error: weights file not found: missing.pth"),
+        (["--opts", "train.batch_size", "100", "train.data", "synthetic:50:0:96"],
+         "error: the training data has 50 items, fewer than one global batch"),
+    ],
+)
+def test_train_errors_are_one_line(tmp_path, capsys, argv, message):
+    assert train_main([TINY, "--out", str(tmp_path / "r"), "--steps", "1", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_unknown_train_setting_in_config(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(open(TINY).read().replace("  workers: 0\n", "  workers: 0\n  epochs: 3\n"))
+    assert train_main([str(config), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown train setting(s) epochs; known: data, val_data")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "synthetic:2", "--weights", "nothing.pth"], "error: weights file not found: nothing.pth"),
+        (["--data", "nope.jsonl", "--weights", "nothing.pth"], "error: cannot read manifest nope.jsonl"),
+        (["--data", "refcoco:val"], "error: --data refcoco:val needs --refer-root"),
+        (["--data", "synthetic:2", "--model", "no-such-model"], "error: unknown model 'no-such-model'"),
+        (["--data", "synthetic:2", "--batch-size", "0"], "error: --batch-size and --limit must be positive"),
+    ],
+)
+def test_eval_errors_are_one_line(capsys, argv, message):
+    assert eval_main([*argv, "--config", TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_module_entry_points_answer_help():
+    for module in ("unilseg.train", "unilseg.eval"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0 and "usage:" in done.stdout
