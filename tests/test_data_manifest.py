@@ -120,3 +120,20 @@ def test_array_samples_cannot_be_written(tmp_path):
     s = Sample(image=np.zeros((2, 2, 3), np.uint8), mask=np.zeros((2, 2), bool), expressions=["x"])
     with pytest.raises(UnilsegError, match="save arrays as PNGs"):
         write_manifest(tmp_path / "m.jsonl", [s])
+
+
+def test_export_generated_scenes_as_a_manifest(tmp_path, capsys):
+    from unilseg.data.cli import main
+    from unilseg.data.sources import open_samples
+
+    out = tmp_path / "held" / "manifest.jsonl"
+    assert main(["synthetic:3:4:64", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 12 rows to {out}"
+    samples = read_manifest(out)
+    generated = open_samples("synthetic:3:4:64")
+    assert len(samples) == 12 and len(list((out.parent / "images").iterdir())) == 3  # one PNG per scene
+    for s, g in zip(samples, generated):
+        assert s.expressions == g.expressions and s.granularity == g.granularity and s.source == "synthetic"
+        assert np.array_equal(load_image(s), g.image[:, :, ::-1]) and np.array_equal(load_mask(s), g.mask)
+    assert main(["synthetic:1", "--out", str(tmp_path / "m.json")]) == 2
+    assert capsys.readouterr().err == f"error: --out {tmp_path / 'm.json'}: a manifest is a .jsonl file\n"

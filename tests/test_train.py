@@ -136,3 +136,17 @@ def test_resume_continues_bit_exactly(tmp_path):
     losses_b = {r["step"]: r["loss"] for r in map(json.loads, log_b)}
     assert sorted(losses_b) == [3, 4] and all(losses_a[s] == losses_b[s] for s in (3, 4))
     assert not torch.equal(a["fusion_proj.weight"], build_model(cfg).state_dict()["fusion_proj.weight"])
+
+
+def test_small_config_builds_and_steps():
+    """The shipped small config is consistent: it builds, gives stride-4 logits and trains."""
+    cfg = with_train_defaults(load_config(ROOT / "configs/unilseg-small.yaml"))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    data = train_dataset("synthetic:4:0", InputSpec.from_config(cfg))
+    batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("image", "tokens", "mask")}
+    assert batch["image"].shape == (2, 3, 192, 192)
+    assert model(batch["image"], batch["tokens"]).shape == (2, 1, 48, 48)
+    opt = torch.optim.AdamW(param_groups(model, cfg["train"]))
+    out = train_step(model, batch, opt, make_scheduler(opt, 10, 1), cfg["train"], torch.device("cpu"))
+    assert math.isfinite(out["loss"].item())

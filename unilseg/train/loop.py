@@ -1,4 +1,4 @@
-"""The training loop: one function, `train`, driven entirely by the config's `train` section."""
+"""The training loop (`Trainer` / `train`), driven entirely by the config's `train` section."""
 from __future__ import annotations
 
 import copy
@@ -77,8 +77,11 @@ def with_train_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
 def train_step(
     model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any,
     train: dict[str, Any], device: torch.device,
-) -> dict[str, float]:
-    """One optimiser step on a batch (image (B,3,S,S), tokens (B,L), mask (B,1,S,S)) -> logged numbers."""
+) -> dict[str, Any]:
+    """One optimiser step on a batch (image (B,3,S,S), tokens (B,L), mask (B,1,S,S)).
+
+    Returns detached scalar tensors loss, bce, dice, grad_norm (before clipping) and the lr used.
+    """
     model.train()
     image, tokens, mask = (batch[k].to(device, non_blocking=True) for k in ("image", "tokens", "mask"))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(train["bf16"])):
@@ -132,6 +135,7 @@ class Trainer:
 
         torch.manual_seed(int(t["seed"]))  # the same initial weights on every process
         self.model = build_model(cfg)
+        self.model.config = cfg  # pre-processing settings travel with the model (as load_model does)
         if t["init"] and ckpt is None:
             load_weights(self.model, read_checkpoint(resolve_path(t["init"])), source=str(t["init"]))
         self.model.to(self.device)
