@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
 
@@ -20,9 +19,10 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="data spec: manifest.jsonl, a folder with texts.csv, "
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]")
-    p.add_argument("--model", help="a registered model name (instead of --weights/--config)")
-    p.add_argument("--weights", help="checkpoint: official .pth, a training checkpoint or model.pth")
-    p.add_argument("--config", help=f"model config YAML (default {DEFAULT_CONFIG}, or the --model's)")
+    p.add_argument("--model", help="a registered model name, e.g. unilseg-20 (its config comes with it)")
+    p.add_argument("--weights", help="weights file: official .pth, .safetensors, a training run's model.pth or "
+                   "stepNNNNNNN.pt (give the run's config.yaml as --config)")
+    p.add_argument("--config", help=f"model config YAML (default: the model's own, else {DEFAULT_CONFIG})")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides by dotted key")
     p.add_argument("--refer-root", help="refer data folder (holding refcoco/, refcoco+/, refcocog/)")
     p.add_argument("--coco-images", help="COCO train2014 images (default REFER_ROOT/images/mscoco/images/train2014)")
@@ -37,27 +37,19 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_model_files(
-    model: str | None, weights: str | None, config: str | None
-) -> tuple[str | Path | None, str | Path]:
-    """(weights, config) from the flags: the one place that consults the model registry."""
-    if model is None:
-        return weights, config or DEFAULT_CONFIG
-    from ..errors import UnilsegError
-    from ..registry import cached_weights, config_path, download_command, get_spec
+def model_source(model: str | None, weights: str | None) -> str | None:
+    """What `load_model` resolves: a registered model name, a weights file, or None (the config's model)."""
+    if model is not None and weights is not None:
+        from ..errors import UnilsegError
 
-    spec = get_spec(model)
-    found = weights or cached_weights(spec)
-    if found is None:
-        raise UnilsegError(f"no weights for model {model!r} here; run `{download_command(model)}` or pass --weights")
-    return found, config or config_path(spec)
+        raise UnilsegError("give --model NAME or --weights PATH, not both")
+    return model if model is not None else weights
 
 
 def run(args: argparse.Namespace) -> dict:
     import json
 
     from ..build import load_model
-    from ..config import load_config
     from ..data.dataset import InputSpec
     from ..data.sources import open_samples
     from ..errors import UnilsegError
@@ -71,11 +63,11 @@ def run(args: argparse.Namespace) -> dict:
     for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
         if path:
             check_writable_dir(path, flag)
-    weights, config = resolve_model_files(args.model, args.weights, args.config)
-    cfg = load_config(config, args.opts)
+    source = model_source(args.model, args.weights)
     samples = open_samples(args.data, args.refer_root, args.coco_images)
     device = resolve_device(args.device)
-    model = load_model(weights, cfg, device=device)
+    model = load_model(source, args.config, device=device, opts=args.opts)
+    cfg = model.config
     threshold = args.threshold if args.threshold is not None else float(cfg.get("test", {}).get("threshold", 0.35))
     rows: list[str] = []
     on_record = (lambda r: rows.append(json.dumps(r))) if args.per_sample else None
@@ -83,8 +75,8 @@ def run(args: argparse.Namespace) -> dict:
                        args.limit, progress=not args.no_progress, on_record=on_record)
     print(f"{args.data}: {summary['overall']['count']} texts, threshold {threshold}")
     print(format_table(summary))
-    report = {"data": args.data, "weights": str(weights if weights is not None else cfg.get("weights")),
-              "config": str(config), "threshold": threshold, **summary}
+    report = {"data": args.data, "model": source or cfg.get("name"), "config": args.config, "threshold": threshold,
+              **summary}
     if args.json:
         write_bytes_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     if args.per_sample:
