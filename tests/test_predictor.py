@@ -54,3 +54,41 @@ def test_image_sources_and_colour_order(seeded_model):
 def test_predict_before_set_image_raises(seeded_model):
     with pytest.raises(UnilsegError, match="set_image"):
         Predictor(seeded_model).predict("cat")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny import write_tiny_model
+
+    from unilseg.build import load_model
+
+    return load_model(*reversed(write_tiny_model(tmp_path_factory.mktemp("tiny"))))
+
+
+def test_images_in_one_encoder_batch_equal_one_by_one(tiny_model):
+    images = [read_image(FIXTURES / f"images/{n}.png") for n in ("chelsea", "coffee")]
+    texts = ["the cat", "sky", "a red cup"]
+    single = Predictor(tiny_model)
+    batched = Predictor(tiny_model, max_batch=4)  # the first decoder batch mixes the two images
+    embeddings = batched.embed(images)
+    assert [e.image_size for e in embeddings] == [im.shape[:2] for im in images]
+    pairs = [(i, t) for i in range(2) for t in texts]
+    preds = batched.predict_pairs([embeddings[i] for i, _ in pairs], [t for _, t in pairs])
+    for (i, text), pred in zip(pairs, preds):
+        single.set_image(images[i])
+        ref = single.predict(text)[0]
+        assert pred.text == text and pred.prob.shape == images[i].shape[:2]
+        assert np.abs(pred.prob - ref.prob).max() <= 1e-4 and abs(pred.score - ref.score) <= 1e-4
+        assert torch.allclose(single.predict_logits(text), batched.predict_logits(text, embeddings[i]), atol=1e-4)
+
+
+def test_empty_expression_and_bad_arguments(tiny_model):
+    predictor = Predictor(tiny_model)
+    predictor.set_image(IMG)
+    with pytest.raises(UnilsegError, match="empty expression"):
+        predictor.predict(["cat", "  "])
+    with pytest.raises(UnilsegError, match="max_batch"):
+        Predictor(tiny_model, max_batch=0)
+    with pytest.raises(UnilsegError, match="uint8"):
+        predictor.set_image(np.zeros((4, 4), np.float32))
+    assert predictor.predict([]) == []

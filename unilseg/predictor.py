@@ -1,10 +1,12 @@
 """Encode an image once, then segment it for as many instructions as you like.
 
 UniLSeg fuses text into the image features only after the Swin encoder, so the Swin
-maps of one image can be reused, unchanged, for every instruction.
+maps of one image can be reused, unchanged, for every instruction. Images of any size
+letterbox to the same square, so several images also run through Swin as one batch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,8 +15,11 @@ import numpy as np
 import torch
 
 from .errors import UnilsegError
+from .precision import apply_precision, model_precision
 from .tokenizer import tokenize
 from .transforms import CLIP_MEAN, CLIP_STD, postprocess, preprocess, read_image
+
+ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
 
 @dataclass
@@ -25,6 +30,15 @@ class Prediction:
     mask: np.ndarray  # bool (H, W)
     prob: np.ndarray  # float32 (H, W), the soft map (cubic warp: may overshoot [0, 1] slightly)
     score: float  # mean probability inside the mask (0 when the mask is empty)
+
+
+@dataclass
+class ImageEmbedding:
+    """One image's Swin maps and the letterbox that maps its masks back to it."""
+
+    features: list[torch.Tensor]  # (1, C_i, size/4/2^i, size/4/2^i) for strides 4/8/16/32
+    inverse: np.ndarray  # (2, 3) affine: letterboxed square -> original image
+    image_size: tuple[int, int]  # (H, W) of the original image
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -46,71 +60,136 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def to_bgr(image: ImageLike, color: Literal["BGR", "RGB"] = "BGR") -> np.ndarray:
+    """A path, a uint8 (H, W, 3) array in `color` order, or a PIL image -> uint8 BGR (H, W, 3)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise UnilsegError(f"expected a uint8 (H, W, 3) image array, got {image.dtype} {image.shape}")
+        if color not in ("BGR", "RGB"):
+            raise UnilsegError(f"color must be 'BGR' or 'RGB', not {color!r}")
+        return image if color == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+    if hasattr(image, "convert"):  # PIL.Image, always RGB
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    raise UnilsegError(f"unsupported image type {type(image).__name__}; pass a path, numpy array or PIL image")
+
+
 class Predictor:
     """SAM-style predictor: `set_image` runs the image encoder, `predict` runs the rest per text.
 
     Pre-processing settings (input size, mean/std, context length, threshold) come from
-    the model's config.
+    the model's config. `precision` 'bf16'/'fp16' casts the model's heavy layers in place
+    (see `unilseg.precision`); None keeps the model as it is. Texts are decoded in
+    batches of at most `max_batch` (memory grows ~0.3 GB per text at 480 px in fp32).
     """
 
-    def __init__(self, model: torch.nn.Module, threshold: float | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, threshold: float | None = None, precision: str | None = None,
+        max_batch: int = 8,
+    ) -> None:
         cfg: dict[str, Any] = getattr(model, "config", {}) or {}
         inp = cfg.get("input", {})
         self.model = model.eval()
+        if precision is not None:
+            apply_precision(model, precision, self.device)
+        self.precision: str = model_precision(model)
         self.size: int = int(inp.get("size", 480))
         self.mean = tuple(inp.get("mean", CLIP_MEAN))
         self.std = tuple(inp.get("std", CLIP_STD))
         self.context_length: int = int(inp.get("context_length", 17))
         default_threshold = cfg.get("test", {}).get("threshold", 0.35)
         self.threshold: float = float(default_threshold if threshold is None else threshold)
-        self._features: list[torch.Tensor] | None = None
-        self._inverse: np.ndarray | None = None
-        self.image_size: tuple[int, int] | None = None
+        if max_batch < 1:
+            raise UnilsegError(f"max_batch must be at least 1, not {max_batch}")
+        self.max_batch = max_batch
+        self.embedding: ImageEmbedding | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def set_image(self, image: str | Path | np.ndarray | Any, color: Literal["BGR", "RGB"] = "BGR") -> None:
-        """Encode an image: a path, a uint8 (H, W, 3) array in `color` order, or a PIL image."""
-        if isinstance(image, (str, Path)):
-            bgr = read_image(image)
-        elif isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise UnilsegError(f"expected a uint8 (H, W, 3) image array, got {image.dtype} {image.shape}")
-            bgr = image if color == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
-        elif hasattr(image, "convert"):  # PIL.Image, always RGB
-            bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
-        else:
-            raise UnilsegError(f"unsupported image type {type(image).__name__}; pass a path, numpy array or PIL image")
-        x, self._inverse = preprocess(bgr, self.size, self.mean, self.std)
-        self.image_size = bgr.shape[:2]
-        with torch.inference_mode():
-            self._features = self.model.encode_image(x.to(self.device))
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the image set by `set_image`, or None."""
+        return None if self.embedding is None else self.embedding.image_size
 
-    def predict_logits(self, texts: str | list[str]) -> torch.Tensor:
-        """Logits (B, 1, size/4, size/4) for each text against the current image, as one batch."""
-        if self._features is None:
-            raise UnilsegError("call set_image() before predict()")
+    def embed(self, images: Sequence[ImageLike], color: Literal["BGR", "RGB"] = "BGR") -> list[ImageEmbedding]:
+        """Letterbox every image to size x size and run Swin once on the stack (B = len(images))."""
+        boxed, inverses, sizes = [], [], []
+        for image in images:
+            bgr = to_bgr(image, color)
+            x, inverse = preprocess(bgr, self.size, self.mean, self.std)
+            boxed.append(x)
+            inverses.append(inverse)
+            sizes.append(bgr.shape[:2])
+        if not boxed:
+            return []
+        with torch.inference_mode():
+            maps = self.model.encode_image(torch.cat(boxed).to(self.device))
+        return [
+            ImageEmbedding([m[i : i + 1] for m in maps], inverse, size)
+            for i, (inverse, size) in enumerate(zip(inverses, sizes))
+        ]
+
+    def set_image(self, image: ImageLike, color: Literal["BGR", "RGB"] = "BGR") -> None:
+        """Encode an image: a path, a uint8 (H, W, 3) array in `color` order, or a PIL image."""
+        self.embedding = self.embed([image], color)[0]
+
+    def predict_logits(self, texts: str | Sequence[str], embedding: ImageEmbedding | None = None) -> torch.Tensor:
+        """Logits (B, 1, size/4, size/4) float32 for each text against one image (default: the set one)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        embedding = embedding if embedding is not None else self._current()
+        return self.pair_logits([embedding] * len(texts), texts)
+
+    def pair_logits(self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str]) -> torch.Tensor:
+        """Logits (P, 1, size/4, size/4) for P (image, text) pairs, in batches of at most `max_batch`."""
+        if len(embeddings) != len(texts):
+            raise ValueError(f"{len(embeddings)} images for {len(texts)} texts")
         for text in texts:
-            if not text or not text.strip():
+            if not isinstance(text, str) or not text.strip():
                 raise UnilsegError("empty expression; give a text naming what to segment")
-        tokens = tokenize(texts, self.context_length).to(self.device)
+        out = []
+        for start in range(0, len(texts), self.max_batch):
+            out.append(self._decode(embeddings[start : start + self.max_batch], texts[start : start + self.max_batch]))
+        return torch.cat(out) if out else torch.empty(0, 1, self.size // 4, self.size // 4)
+
+    def _decode(self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str]) -> torch.Tensor:
+        tokens = tokenize(list(texts), self.context_length).to(self.device)
+        n = len(texts)
+        if all(e is embeddings[0] for e in embeddings):
+            visual = [f.expand(n, -1, -1, -1) for f in embeddings[0].features]  # a view: no copy per text
+        else:
+            visual = [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
         with torch.inference_mode():
             word, state, pad_mask = self.model.encode_text(tokens)
-            visual = [f.expand(len(texts), -1, -1, -1) for f in self._features]
             fused = self.model.fuse(visual, word, pad_mask)
-            return self.model.decode(fused, word, state, pad_mask)
+            return self.model.decode(fused, word, state, pad_mask).float()
 
-    def predict(self, texts: str | list[str], threshold: float | None = None) -> list[Prediction]:
+    def predict(
+        self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None
+    ) -> list[Prediction]:
         """One Prediction per text (mask = soft map > threshold, default from the config)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        embedding = embedding if embedding is not None else self._current()
+        return self.predict_pairs([embedding] * len(texts), texts, threshold)
+
+    def predict_pairs(
+        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str], threshold: float | None = None
+    ) -> list[Prediction]:
+        """One Prediction per (image, text) pair; pairs of several images share decoder batches."""
         threshold = self.threshold if threshold is None else threshold
-        logits = self.predict_logits(texts)
-        out = []
-        for text, lg in zip(texts, logits):
-            mask, prob = postprocess(lg, self._inverse, self.image_size, threshold)
-            score = float(prob[mask].mean()) if mask.any() else 0.0
-            out.append(Prediction(text, mask, prob, score))
-        return out
+        logits = self.pair_logits(embeddings, texts)
+        return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(texts, logits, embeddings)]
+
+    def _current(self) -> ImageEmbedding:
+        if self.embedding is None:
+            raise UnilsegError("call set_image() before predict()")
+        return self.embedding
+
+
+def to_prediction(text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float) -> Prediction:
+    """Logits (1, s, s) of one pair -> Prediction in the original image frame."""
+    mask, prob = postprocess(logits, embedding.inverse, embedding.image_size, threshold)
+    score = float(prob[mask].mean()) if mask.any() else 0.0
+    return Prediction(text, mask, prob, score)
