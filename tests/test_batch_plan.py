@@ -1,0 +1,158 @@
+"""Batch planning without a model: inputs, manifests, output names, shards, the results log."""
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from unilseg.batch import (
+    Item,
+    ResultsLog,
+    expand_images,
+    outputs_of,
+    parse_shard,
+    plan_items,
+    read_expression_file,
+    read_manifest,
+    read_results,
+    safe_stem,
+    select_shard,
+    slugify,
+)
+from unilseg.errors import UnilsegError
+
+# Characters no common file system (ext4, APFS, NTFS, FAT) objects to, with no case clash.
+PORTABLE = re.compile(r"[a-z0-9-]+")
+
+
+def test_slug_is_portable_and_distinguishes_texts():
+    texts = ["The man in red", "the man, in red!", "café au lait", "a/b\\c:d*e?f\"g<h>i|j", "  ..  ", "一只猫",
+             "一只狗", "CON", "x" * 300, "naïve résumé"]
+    slugs = [slugify(t) for t in texts]
+    for slug in slugs:
+        assert PORTABLE.fullmatch(slug) and len(slug) <= 48 and not slug.startswith("-") and not slug.endswith("-")
+    assert slugs[0] == slugs[1] == "the-man-in-red"
+    assert slugs[2] == "cafe-au-lait" and slugs[9] == "naive-resume"
+    assert slugs[5] != slugs[6]  # no ASCII at all: a hash keeps them apart
+    assert slugify("一只猫") == slugs[5]  # and it is deterministic
+    assert safe_stem("..hidden photo: #1") == "hidden_photo_1"
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", safe_stem("фото 2024")) and safe_stem("") == "image"
+
+
+def test_names_and_collisions(tmp_path):
+    pairs = [
+        ("a/cat.jpg", "the dog", None),
+        ("a/cat.jpg", "The dog!", None),  # same slug
+        ("b/cat.png", "the dog", None),  # same stem, other directory
+        ("b/Cat.png", "the dog", None),  # differs only in case: clashes on macOS/Windows
+        ("a/cat.jpg", "the dog", None),  # exact repeat
+        ("a/cat.jpg", "", None),
+        ("c/x.jpg", "ears", "custom/ears.png"),
+        ("c/y.jpg", "ears", "custom/ears.png"),  # explicit output repeated: that item fails
+        ("c/x.jpg", "ears", "cat__the-dog__3.png"),  # an explicit name takes precedence over a derived one
+    ]
+    items = plan_items(pairs, tmp_path, "png")
+    names = [it.output.relative_to(tmp_path).as_posix() for it in items]
+    assert names[:5] == ["cat__the-dog.png", "cat__the-dog__2.png", "cat__the-dog__4.png", "Cat__the-dog__5.png",
+                         "cat__the-dog__6.png"]
+    assert names[6] == "custom/ears.png" and names[8] == "cat__the-dog__3.png"
+    assert [it.error is None for it in items] == [True] * 5 + [False, True, False, True]
+    assert "empty expression" in items[5].error and "item 6" in items[7].error
+    ok = [it for it in items if it.error is None]
+    assert len({str(it.output).casefold() for it in ok}) == len(ok)
+    assert plan_items(pairs, tmp_path, "rle-json")[0].output.name == "cat__the-dog.json"
+    assert plan_items(pairs, tmp_path, "npy")[0].output.name == "cat__the-dog.npy"
+
+
+def test_sidecars_and_done(tmp_path):
+    item = Item(0, "x.jpg", "dog", tmp_path / "x__dog.png")
+    paths = outputs_of(item, save_prob=True, overlay_ext="jpg")
+    assert [p.name for p in paths] == ["x__dog.prob.npy", "x__dog.overlay.jpg", "x__dog.png"]
+
+
+def test_expand_images_file_dir_glob(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ["b.JPG", "a.png", "notes.txt", ".hidden.png", "c.webp"]:
+        (d / name).write_bytes(b"x")
+    (d / "sub").mkdir()
+    (d / "sub" / "z.png").write_bytes(b"x")
+    assert [Path(p).name for p in expand_images([str(d)])] == ["a.png", "b.JPG", "c.webp"]
+    assert [Path(p).name for p in expand_images([str(d / "*.png"), str(d / "sub" / "z.png")])] == ["a.png", "z.png"]
+    assert [Path(p).name for p in expand_images([str(d / "**" / "*.png")])] == ["a.png", "z.png"]
+    assert expand_images([str(d / "missing.jpg")]) == [str(d / "missing.jpg")]  # fails later, as an item
+    with pytest.raises(UnilsegError, match="matches no images"):
+        expand_images([str(d / "*.gif")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UnilsegError, match="no images in this directory"):
+        expand_images([str(tmp_path / "empty")])
+
+
+def test_expression_file(tmp_path):
+    f = tmp_path / "exps.txt"
+    f.write_text("\ufeffthe dog\n\n  its left ear  \nthe leash\n", encoding="utf-8")
+    assert read_expression_file(f) == ["the dog", "its left ear", "the leash"]
+    f.write_text("\n \n")
+    with pytest.raises(UnilsegError, match="no expressions"):
+        read_expression_file(f)
+
+
+def test_manifest_csv_and_jsonl(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text('image,expression,output\nimgs/a.png,"the dog, left",\n/abs/b.png,cat,out/b.png\n')
+    rows = read_manifest(csv_path)
+    assert [(r.image, r.expression, r.output) for r in rows] == [
+        (str(tmp_path / "imgs/a.png"), "the dog, left", None), ("/abs/b.png", "cat", "out/b.png")]
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"image": "a.png", "expression": "dog"}\n\n{"image": "b.png", "expression": "", "output": "o"}\n')
+    rows = read_manifest(jsonl)
+    assert [(Path(r.image).name, r.expression, r.output) for r in rows] == [("a.png", "dog", None), ("b.png", "", "o")]
+    jsonl.write_text('{"image": "a.png", "expression": "dog"}\n{"image": "b.png", "expr\n')
+    with pytest.raises(UnilsegError, match="line 2: not valid JSON"):
+        read_manifest(jsonl)
+    csv_path.write_text("path,text\na.png,dog\n")
+    with pytest.raises(UnilsegError, match="must name `image` and `expression`"):
+        read_manifest(csv_path)
+    jsonl.write_text('{"expression": "dog"}\n')
+    with pytest.raises(UnilsegError, match="line 1: no `image`"):
+        read_manifest(jsonl)
+
+
+@pytest.mark.parametrize("text", ["4/4", "1/0", "a/3", "-1/3", "2"])
+def test_bad_shard(text):
+    with pytest.raises(UnilsegError, match="I counts from 0"):
+        parse_shard(text)
+
+
+def test_shards_cover_every_item_once_and_keep_images_together(tmp_path):
+    rng = random.Random(0)
+    pairs = [(f"img{rng.randrange(30)}.png", f"exp {rng.randrange(5)}", None) for _ in range(200)]
+    plan = plan_items(pairs, tmp_path, "png")
+    for count in (1, 2, 3, 7, 40):
+        shards = [select_shard(plan, i, count) for i in range(count)]
+        seen = [it.index for shard in shards for it in shard]
+        assert sorted(seen) == list(range(len(plan)))
+        owner = {it.image: i for i, shard in enumerate(shards) for it in shard}
+        assert all(owner[it.image] == i for i, shard in enumerate(shards) for it in shard)
+        assert select_shard(plan, 1 % count, count) == shards[1 % count]  # deterministic
+
+
+def test_results_log_appends_and_compacts(tmp_path):
+    plan = plan_items([("a.png", "x", None), ("b.png", "y", None)], tmp_path, "png")
+    path = tmp_path / "results.jsonl"
+    log = ResultsLog(path)
+    log.append({"output": str(plan[1].output), "error": "boom"})
+    assert read_results(path) == [{"output": str(plan[1].output), "error": "boom"}]  # on disk at once
+    log.append({"output": str(plan[0].output), "error": None})
+    log.finish(plan)
+    path.write_text(path.read_text() + '{"output": "torn')  # a killed run's last line
+    log = ResultsLog(path, keep_existing=True)
+    assert log.has_success(plan[0].output) and not log.has_success(plan[1].output)
+    log.append({"output": str(plan[1].output), "error": None, "score": 0.5})
+    log.finish(plan)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"output": str(plan[0].output), "error": None},
+                    {"output": str(plan[1].output), "error": None, "score": 0.5}]
+    ResultsLog(path).finish(plan)  # a fresh run starts a fresh log
+    assert path.read_text() == ""
