@@ -19,7 +19,7 @@ PLURALS = {"house": "houses", "tree": "trees", "car": "cars", "ball": "balls", "
 # Part groups worth naming ("all the wheels"): part name -> plural.
 PART_GROUPS = {"roof": "roofs", "door": "doors", "windows": "windows", "trunk": "trunks", "wheels": "wheels"}
 STUFF = {"sky": ("the sky",), "ground": ("the ground",), "background": ("the background",)}
-MIN_PART_PIXELS = 12
+MIN_PART_PIXELS = 80  # smaller parts are a few stride-4 logits wide: no instruction names them
 MAX_WORDS = 12  # CLIP keeps 15 word pieces; every word here is one or two pieces
 
 Box = tuple[int, int, int, int]

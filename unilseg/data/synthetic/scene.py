@@ -38,8 +38,8 @@ GROUND_KINDS = ("house", "tree", "car", "ball")
 KIND_SHAPES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "house": ((0.22, 0.40), (0.8, 1.2)),
     "tree": ((0.24, 0.44), (0.5, 0.75)),
-    "car": ((0.10, 0.17), (1.7, 2.2)),
-    "ball": ((0.06, 0.13), (1.0, 1.0)),
+    "car": ((0.12, 0.19), (1.7, 2.1)),
+    "ball": ((0.07, 0.14), (1.0, 1.0)),
 }
 # Muted palettes, far from the object colours, so stuff never looks like a thing.
 SKY_COLORS: tuple[tuple[RGB, RGB], ...] = (
@@ -153,7 +153,7 @@ def _tree(rng, box, color: RGB) -> list[Part]:
     x0, y0, x1, y1 = box
     w, h = x1 - 1 - x0, y1 - 1 - y0
     cx = x0 + w / 2
-    trunk = _rect(cx - 0.1 * w, y0 + 0.55 * h, cx + 0.1 * w, y1 - 1, _jitter(rng, TRUNK_COLOR, 8))
+    trunk = _rect(cx - 0.12 * w, y0 + 0.55 * h, cx + 0.12 * w, y1 - 1, _jitter(rng, TRUNK_COLOR, 8))
     crown = _ellipse_in(x0, y0, x1 - 1, y0 + 0.66 * h, color)
     return [Part("trunk", [trunk]), Part("crown", [crown])]
 
