@@ -270,6 +270,18 @@ def test_single_image_extras(capsys, tiny, reference, tmp_path):
     assert np.abs(np.load(tmp_path / "m.prob.npy") - ref.prob).max() <= 1e-4
     assert cv2.imread(str(tmp_path / "over.png")).shape == ref.mask.shape + (3,)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.prob.npy", "over.png"]  # no results.jsonl
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    code, _ = cli(capsys, tiny, "--img", str(img), "--exp", "the cat", "--sp", str(sp), "--format", "rle-json",
+                  "--save-prob", "--overlay", str(tmp_path / "over.png"), "--skip-existing")
+    assert code == 0 and stamps == {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+
+
+def test_batch_with_a_bad_checkpoint_leaves_nothing(capsys, tiny, tmp_path):
+    code = main(["--img", str(tiny[2]), "--exp", "sky", "--sp", str(tmp_path / "out"), "--config", str(tiny[0]),
+                 "--weights", str(tmp_path / "missing.pth"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "weights file not found" in err[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_precision_flags(capsys, tiny, tmp_path):

@@ -231,6 +231,21 @@ def _key(path: Path) -> str:
     return os.path.normcase(os.path.abspath(path)).casefold()
 
 
+def check_output_dir(sp: str, count: int) -> Path:
+    """--sp of a batch -> its Path, checked (not created): a directory, or one that can be made."""
+    out = Path(sp).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
+    if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:
+        raise UnilsegError(f"--sp {sp} looks like a file name, but this batch has {count} items: pass a directory")
+    existing = out.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UnilsegError(f"--sp {sp}: cannot write there ({existing} is not a writable directory); choose another")
+    return out
+
+
 # ---------------------------------------------------------------- shards and resuming
 
 
@@ -251,6 +266,11 @@ def select_shard(items: Sequence[Item], index: int, count: int) -> list[Item]:
     for item in items:
         order.setdefault(item.image, len(order))
     return [item for item in items if order[item.image] % count == index]
+
+
+def results_name(shard: tuple[int, int] | None) -> str:
+    """`results.jsonl`, or one file per shard so shards can share an output directory."""
+    return f"results.shard-{shard[0]}-of-{shard[1]}.jsonl" if shard else "results.jsonl"
 
 
 def outputs_of(item: Item, save_prob: bool, overlay_ext: str | None) -> list[Path]:
@@ -293,6 +313,12 @@ class ResultsLog:
     def has_success(self, output: Path) -> bool:
         """Whether a row records `output` as written without error."""
         return str(output) in self._succeeded
+
+    def note_skipped(self, item: Item) -> None:
+        """Log an item skipped as done, unless a row already says so (its run was killed before logging it)."""
+        if not self.has_success(item.output):
+            self.append({"image": item.image, "expression": item.expression, "output": str(item.output),
+                         "score": None, "foreground": None, "seconds": 0.0, "error": None, "skipped": True})
 
     def append(self, row: dict[str, Any]) -> None:
         self._rows.append(row)

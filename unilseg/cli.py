@@ -11,9 +11,11 @@ failing item is reported and skipped, and the exit code is 1 if any item failed.
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
 DEFAULT_MODEL = "unilseg-20"
@@ -87,16 +89,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _is_single(args: argparse.Namespace) -> bool:
     """The authors' call: one image file, one --exp, nothing that makes a batch."""
-    import glob
-    from pathlib import Path
-
     if args.manifest or args.exp_file or args.shard or len(args.img) != 1 or len(args.exp) != 1:
         return False
     img = Path(args.img[0]).expanduser()
     return not img.is_dir() and (img.is_file() or not glob.has_magic(args.img[0]))
 
 
-def _load_predictor(args: argparse.Namespace):
+def _load_predictor(args: argparse.Namespace):  # -> Predictor (not imported here: --help stays torch-free)
     from .build import load_model
     from .config import load_config
     from .predictor import Predictor, resolve_device
@@ -113,8 +112,6 @@ def _load_predictor(args: argparse.Namespace):
 
 
 def _run_single(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .batch import MASK_EXTENSIONS
     from .errors import UnilsegError
     from .io import check_writable_dir, write_mask_png, write_npy
@@ -126,8 +123,8 @@ def _run_single(args: argparse.Namespace) -> None:
         raise UnilsegError("--exp is empty; give a text naming what to segment")
     image = read_image(args.img[0])
     sp = Path(args.sp or Path(DEFAULT_OUTPUT).with_suffix(MASK_EXTENSIONS[args.format]))
-    prob_path = _sidecar_path(args.save_prob, sp, ".prob.npy", "--save-prob")
-    overlay_path = _sidecar_path(args.overlay, sp, ".overlay.jpg", "--overlay")
+    prob_path = _sidecar_path(args.save_prob, sp, ".prob.npy")
+    overlay_path = _sidecar_path(args.overlay, sp, ".overlay.jpg")
     for path, flag in ((sp, "--sp"), (prob_path, "--save-prob"), (overlay_path, "--overlay")):
         if path is not None:
             check_writable_dir(path, flag)
@@ -150,26 +147,27 @@ def _run_single(args: argparse.Namespace) -> None:
         write_file(sp, encode_mask(result.mask, args.format))
 
 
-def _sidecar_path(value, sp, default_suffix: str, flag: str):
+def _sidecar_path(value: str | bool | None, sp: Path, default_suffix: str) -> Path | None:
     """--save-prob/--overlay value in single mode: a path, or True for one beside --sp."""
-    from pathlib import Path
-
     if value is None:
         return None
     if value is True:
-        return sp.with_suffix("").with_name(sp.with_suffix("").name + default_suffix)
+        base = sp.with_suffix("")
+        return base.with_name(base.name + default_suffix)
     return Path(value)
 
 
 def _run_batch(args: argparse.Namespace) -> int:
     from .batch import (
         ResultsLog,
+        check_output_dir,
         expand_images,
         is_done,
         parse_shard,
         plan_items,
         read_expression_file,
         read_manifest,
+        results_name,
         select_shard,
     )
     from .errors import UnilsegError
@@ -186,21 +184,17 @@ def _run_batch(args: argparse.Namespace) -> int:
     else:
         expressions = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
         pairs = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
-    out_dir = _output_dir(args.sp, len(pairs))
+    out_dir = check_output_dir(args.sp, len(pairs))
     plan = plan_items(pairs, out_dir, args.format)
     items = select_shard(plan, *shard) if shard else plan
     save_prob = bool(args.save_prob)
-    done = {item.index for item in items
-            if args.skip_existing and item.error is None and is_done(item, save_prob, overlay_ext)}
-    todo = [item for item in items if item.index not in done]
+    done = [args.skip_existing and item.error is None and is_done(item, save_prob, overlay_ext) for item in items]
+    todo = [item for item, d in zip(items, done) if not d]
     predictor = _load_predictor(args) if any(item.error is None for item in todo) else None
-    name = f"results.shard-{shard[0]}-of-{shard[1]}.jsonl" if shard else "results.jsonl"
-    results = ResultsLog(out_dir / name, keep_existing=args.skip_existing)
-    for item in items:
-        if item.index in done and not results.has_success(item.output):
-            # written by a run that was killed before it logged the item
-            results.append({"image": item.image, "expression": item.expression, "output": str(item.output),
-                            "score": None, "foreground": None, "seconds": 0.0, "error": None, "skipped": True})
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a bad model or input leaves nothing behind
+    results = ResultsLog(out_dir / results_name(shard), keep_existing=args.skip_existing)
+    for item in (item for item, d in zip(items, done) if d):
+        results.note_skipped(item)
     batch_size = args.batch_size or (1 if predictor is None or predictor.device.type == "cpu" else 4)
     options = BatchOptions(args.format, save_prob, overlay_ext, batch_size, args.threshold)
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(todo) > 1)
@@ -216,7 +210,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overlay_ext(value) -> str | None:
+def _overlay_ext(value: str | bool | None) -> str | None:
+    """--overlay in a batch: no value -> 'jpg'; else 'jpg' or 'png'."""
     from .errors import UnilsegError
 
     if value is None:
@@ -227,30 +222,6 @@ def _overlay_ext(value) -> str | None:
     if ext not in ("jpg", "png"):
         raise UnilsegError(f"--overlay {value}: in a batch give jpg or png (the overlay's format), not a path")
     return ext
-
-
-def _output_dir(sp: str, count: int):
-    """--sp of a batch: an existing or new directory (not something that looks like an image file)."""
-    from pathlib import Path
-
-    from .batch import IMAGE_EXTENSIONS
-    from .errors import UnilsegError
-
-    out = Path(sp).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
-    if not out.exists():
-        if out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:
-            raise UnilsegError(f"--sp {sp} looks like a file name, but this batch has {count} items: pass a directory")
-        try:
-            out.mkdir(parents=True)
-        except OSError as e:
-            raise UnilsegError(f"--sp {sp}: cannot create the output directory ({e.strerror})") from e
-    import os
-
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UnilsegError(f"--sp {sp}: directory is not writable; choose another")
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

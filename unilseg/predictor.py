@@ -81,7 +81,7 @@ class Predictor:
     Pre-processing settings (input size, mean/std, context length, threshold) come from
     the model's config. `precision` 'bf16'/'fp16' casts the model's heavy layers in place
     (see `unilseg.precision`); None keeps the model as it is. Texts are decoded in
-    batches of at most `max_batch` (memory grows ~0.3 GB per text at 480 px in fp32).
+    batches of at most `max_batch` (at 480 px in fp32 the peak grows ~0.35 GB per text in a batch).
     """
 
     def __init__(
