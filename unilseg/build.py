@@ -70,7 +70,7 @@ def resolve_model(
 
 def _registered_weights(name: str, cfg: dict[str, Any]) -> Path:
     if name not in MODELS:
-        if "weights" in cfg:
+        if cfg.get("weights"):
             return resolve_path(cfg["weights"])
         raise CheckpointError(f"config names model {name!r}, which is not registered and gives no `weights`")
     spec = get_spec(name)

@@ -25,6 +25,7 @@ class ModelSpec:
     gdrive_folder: str | None = None  # Google Drive folder holding `filename` (downloaded with gdown)
     sha256: str | None = None  # of `filename`, where known
     description: str = ""
+    bundled: bool = False  # shipped in the repository's weights/ (no download)
 
 
 AUTHORS_DRIVE = "https://drive.google.com/drive/folders/1llKmPaOUhsAqxtopFdfnIBAlspvw_I4I"
@@ -64,7 +65,10 @@ def config_path(spec: ModelSpec) -> Path:
 
 
 def cached_weights(spec: ModelSpec) -> Path | None:
-    """The cached weight file for `spec` (safetensors preferred), or None if absent."""
+    """The cached (or bundled) weight file for `spec`, safetensors preferred; None if absent."""
+    if spec.bundled:
+        path = PROJECT_ROOT / "weights" / spec.filename
+        return path if path.is_file() else None
     target = cache_dir() / spec.filename
     for candidate in (target.with_suffix(".safetensors"), target):
         if candidate.is_file():
