@@ -163,3 +163,21 @@ def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: weights file not found")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_half_precision_file_loads_as_float32(tmp_path):
+    from unilseg.build import build_model
+
+    cfg = ROOT / "configs/unilseg-tiny.yaml"
+    model = build_model(cfg)
+    src = tmp_path / "tiny.pth"
+    torch.save({"state_dict": model.state_dict()}, src)
+    dst = convert(src, tmp_path / "tiny.safetensors", cfg, half=True)
+    stored, _ = read_weights(dst)
+    assert all(v.dtype == torch.float16 for k, v in stored.items() if model.state_dict()[k].is_floating_point())
+    loaded = load_model(dst)
+    for key, value in model.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == value.dtype
+        expected = value.half().float() if value.is_floating_point() else value
+        assert torch.equal(got, expected), key

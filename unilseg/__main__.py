@@ -67,12 +67,13 @@ def convert_main(argv: Sequence[str]) -> int:
     p.add_argument("src", help="official .pth checkpoint (or a .safetensors to re-write)")
     p.add_argument("dst", help="output .safetensors")
     p.add_argument("--config", help="model config YAML (default: the file's own, else configs/unilseg20.yaml)")
+    p.add_argument("--half", action="store_true", help="store float tensors as float16 (half the size)")
     args = p.parse_args(argv)
 
     def run() -> None:
         from .convert import convert
 
-        print(convert(args.src, args.dst, args.config))
+        print(convert(args.src, args.dst, args.config, half=args.half))
 
     return _guarded(run)
 

@@ -124,6 +124,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     """Strictly load official-layout weights into `model`, taking the tensors over (assign=True)."""
     state_dict = remap_official_keys(state_dict)
     check_state_dict(model, state_dict, source)
+    # Files may store weights in half precision (the shipped demo model does); compute in fp32.
+    state_dict = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model
 

@@ -16,8 +16,13 @@ from .errors import UnilsegError
 from .io import check_writable_dir, default_file_mode
 
 
-def convert(src: str | Path, dst: str | Path, config: dict[str, Any] | str | Path | None = None) -> Path:
-    """Write `dst` (.safetensors) from `src` (.pth or .safetensors); checks keys/shapes first."""
+def convert(
+    src: str | Path, dst: str | Path, config: dict[str, Any] | str | Path | None = None, half: bool = False
+) -> Path:
+    """Write `dst` (.safetensors) from `src` (.pth or .safetensors); checks keys/shapes first.
+
+    half: store float tensors as float16 (half the size; loading casts them back to float32).
+    """
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise UnilsegError(f"output {dst} must end in .safetensors")
@@ -34,6 +39,8 @@ def convert(src: str | Path, dst: str | Path, config: dict[str, Any] | str | Pat
         "source": src.name,
         "unilseg_version": __version__,
     }
+    if half:
+        state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     tensors, metadata = align_tensors({k: v.contiguous() for k, v in state_dict.items()}, metadata)
     from safetensors.torch import save_file
 
