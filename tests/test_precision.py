@@ -8,7 +8,7 @@ from tiny import TINY_CONFIG
 
 from unilseg.build import build_model, load_model
 from unilseg.errors import UnilsegError
-from unilseg.precision import LOW_PRECISION_PARTS, apply_precision, model_precision
+from unilseg.precision import LOW_PRECISION_ATTENTION, LOW_PRECISION_LAYERS, apply_precision, model_precision
 from unilseg.predictor import Predictor
 from unilseg.transforms import read_image
 
@@ -47,8 +47,11 @@ def test_only_heavy_layers_are_cast():
     assert model_precision(model) == "bf16"
     for name, p in model.named_parameters():
         module = model.get_submodule(name.rsplit(".", 1)[0])
-        heavy = name.startswith(LOW_PRECISION_PARTS) and type(module) in (torch.nn.Linear, torch.nn.Conv2d)
-        assert p.dtype == (torch.bfloat16 if heavy else torch.float32), name
+        layer = name.startswith(LOW_PRECISION_LAYERS) and type(module) in (torch.nn.Linear, torch.nn.Conv2d)
+        attention = name.startswith(LOW_PRECISION_ATTENTION) and (".multihead_attn." in name or ".self_attn." in name)
+        assert p.dtype == (torch.bfloat16 if layer or attention else torch.float32), name
+    assert model.backbone.token_embedding.weight.dtype == torch.float32  # the text encoder stays fp32
+    assert model.query_decoder.query_transformer.decoder.layers[0].linear1.weight.dtype == torch.float32
     assert sum(p.numel() for p in model.parameters() if p.dtype == torch.bfloat16) > 0
     with torch.inference_mode():
         out = model(x.expand(2, -1, -1, -1), tokens)

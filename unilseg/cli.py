@@ -56,7 +56,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "with AVX512-BF16/AMX); fp16 (GPU only)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
     p.add_argument("--text-batch", type=int, metavar="N",
-                   help="(image, text) pairs per decoder batch (default: 8 on CPU, 16 on GPU)")
+                   help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
+                        "16 on GPU)")
     p.add_argument("--skip-existing", action="store_true", help="batch: skip items whose outputs all exist (resume)")
     p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -107,8 +108,7 @@ def _load_predictor(args: argparse.Namespace):  # -> Predictor (not imported her
 
         download(args.model or (cfg or {}).get("name") or DEFAULT_MODEL)
     model = load_model(args.weights or args.model, cfg, device=device, opts=() if cfg else args.opts)
-    max_batch = args.text_batch or (8 if device.type == "cpu" else 16)
-    return Predictor(model, threshold=args.threshold, precision=args.precision, max_batch=max_batch)
+    return Predictor(model, threshold=args.threshold, precision=args.precision, max_batch=args.text_batch)
 
 
 def _run_single(args: argparse.Namespace) -> None:

@@ -80,13 +80,18 @@ class Predictor:
 
     Pre-processing settings (input size, mean/std, context length, threshold) come from
     the model's config. `precision` 'bf16'/'fp16' casts the model's heavy layers in place
-    (see `unilseg.precision`); None keeps the model as it is. Texts are decoded in
-    batches of at most `max_batch` (at 480 px in fp32 the peak grows ~0.35 GB per text in a batch).
+    (see `unilseg.precision`); None keeps the model as it is.
+
+    `max_batch` caps the (image, text) pairs per fusion/decoder batch; None means 1 on
+    CPU and 16 on a GPU. On CPU batching gains nothing there: at stride 4 the decoder's
+    matrix products already have 14400 rows, while batch-sized activations (> 32 MB at
+    480 px) fall outside glibc's reusable heap and are page-faulted afresh on each call
+    (8 texts in one batch cost ~20% more per text than one by one, and ~0.35 GB each).
     """
 
     def __init__(
         self, model: torch.nn.Module, threshold: float | None = None, precision: str | None = None,
-        max_batch: int = 8,
+        max_batch: int | None = None,
     ) -> None:
         cfg: dict[str, Any] = getattr(model, "config", {}) or {}
         inp = cfg.get("input", {})
@@ -100,6 +105,8 @@ class Predictor:
         self.context_length: int = int(inp.get("context_length", 17))
         default_threshold = cfg.get("test", {}).get("threshold", 0.35)
         self.threshold: float = float(default_threshold if threshold is None else threshold)
+        if max_batch is None:
+            max_batch = 1 if self.device.type == "cpu" else 16
         if max_batch < 1:
             raise UnilsegError(f"max_batch must be at least 1, not {max_batch}")
         self.max_batch = max_batch
@@ -143,28 +150,27 @@ class Predictor:
         return self.pair_logits([embedding] * len(texts), texts)
 
     def pair_logits(self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str]) -> torch.Tensor:
-        """Logits (P, 1, size/4, size/4) for P (image, text) pairs, in batches of at most `max_batch`."""
+        """Logits (P, 1, size/4, size/4) float32 for P (image, text) pairs.
+
+        All texts go through the text encoder as one batch; fusion and decoders take at
+        most `max_batch` pairs at a time.
+        """
         if len(embeddings) != len(texts):
             raise ValueError(f"{len(embeddings)} images for {len(texts)} texts")
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise UnilsegError("empty expression; give a text naming what to segment")
-        out = []
-        for start in range(0, len(texts), self.max_batch):
-            out.append(self._decode(embeddings[start : start + self.max_batch], texts[start : start + self.max_batch]))
-        return torch.cat(out) if out else torch.empty(0, 1, self.size // 4, self.size // 4)
-
-    def _decode(self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, 1, self.size // 4, self.size // 4)
         tokens = tokenize(list(texts), self.context_length).to(self.device)
-        n = len(texts)
-        if all(e is embeddings[0] for e in embeddings):
-            visual = [f.expand(n, -1, -1, -1) for f in embeddings[0].features]  # a view: no copy per text
-        else:
-            visual = [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
+        out = []
         with torch.inference_mode():
             word, state, pad_mask = self.model.encode_text(tokens)
-            fused = self.model.fuse(visual, word, pad_mask)
-            return self.model.decode(fused, word, state, pad_mask).float()
+            for i in range(0, len(texts), self.max_batch):
+                j = i + self.max_batch
+                fused = self.model.fuse(_stack_features(embeddings[i:j]), word[i:j], pad_mask[i:j])
+                out.append(self.model.decode(fused, word[i:j], state[i:j], pad_mask[i:j]).float())
+        return torch.cat(out)
 
     def predict(
         self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None
@@ -186,6 +192,14 @@ class Predictor:
         if self.embedding is None:
             raise UnilsegError("call set_image() before predict()")
         return self.embedding
+
+
+def _stack_features(embeddings: Sequence[ImageEmbedding]) -> list[torch.Tensor]:
+    """Swin maps of B pairs' images, batched per level: (B, C_i, H_i, W_i)."""
+    first = embeddings[0]
+    if all(e is first for e in embeddings):
+        return [f.expand(len(embeddings), -1, -1, -1) for f in first.features]  # a view: no copy per text
+    return [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
 
 
 def to_prediction(text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float) -> Prediction:
