@@ -22,21 +22,6 @@ SUBCOMMANDS = {
 }
 
 
-def _guarded(fn, *args) -> int:
-    """Run fn, turning a user-fixable error into one `error:` line and exit code 2."""
-    from .errors import UnilsegError
-
-    try:
-        fn(*args)
-    except UnilsegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
 def models_main(argv: Sequence[str]) -> int:
     argparse.ArgumentParser(prog="unilseg models", description="List registered models.").parse_args(argv)
     from .registry import MODELS, cache_dir, cached_weights
@@ -59,7 +44,9 @@ def download_main(argv: Sequence[str]) -> int:
 
         print(download(args.name, args.dir))
 
-    return _guarded(run)
+    from .errors import run_guarded
+
+    return run_guarded(run)
 
 
 def convert_main(argv: Sequence[str]) -> int:
@@ -75,7 +62,9 @@ def convert_main(argv: Sequence[str]) -> int:
 
         print(convert(args.src, args.dst, args.config, half=args.half))
 
-    return _guarded(run)
+    from .errors import run_guarded
+
+    return run_guarded(run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

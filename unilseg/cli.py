@@ -226,19 +226,11 @@ def _overlay_ext(value: str | bool | None) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    from .errors import UnilsegError
+    from .errors import run_guarded
 
     with warnings.catch_warnings():
         warnings.showwarning = _warn_line
-        try:
-            code = run(args)
-        except UnilsegError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            return 130
-    return code
+        return run_guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

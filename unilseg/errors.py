@@ -1,4 +1,8 @@
-"""Errors a user can fix; the CLI prints their message as one line, without a traceback."""
+"""Errors a user can fix; the CLIs print their message as one line, without a traceback."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UnilsegError(Exception):
@@ -7,3 +11,17 @@ class UnilsegError(Exception):
 
 class CheckpointError(UnilsegError):
     """A weights file that is missing, unreadable, unsafe or of another model."""
+
+
+def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> int:
+    """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
+    `error:` line and 2, Ctrl-C 130."""
+    try:
+        result = fn()
+        return result if isinstance(result, int) else 0
+    except UnilsegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130

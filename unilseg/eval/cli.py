@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
@@ -86,14 +85,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    from ..errors import UnilsegError
+    from ..errors import run_guarded
 
-    try:
-        run(args)
-    except UnilsegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_guarded(lambda: run(args))

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 
@@ -54,14 +53,6 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    from ..errors import UnilsegError
+    from ..errors import run_guarded
 
-    try:
-        run(args)
-    except UnilsegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
-    return 0
+    return run_guarded(lambda: run(args), interrupted="interrupted (resume with --resume)")
