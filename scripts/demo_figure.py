@@ -32,7 +32,7 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def captioned(tile: np.ndarray, text: str, width: int = 256) -> np.ndarray:
+def captioned(tile: np.ndarray, text: str, width: int = 240) -> np.ndarray:
     """Scale a tile to `width` and put a caption band above it."""
     tile = cv2.resize(tile, (width, width), interpolation=cv2.INTER_NEAREST)
     band = np.full((26, width, 3), 255, np.uint8)
@@ -44,8 +44,8 @@ def captioned(tile: np.ndarray, text: str, width: int = 256) -> np.ndarray:
 def pick_examples(per_granularity: int) -> list[tuple[int, object]]:
     """Deterministic held-out (scene index, instruction) pairs, `per_granularity` of each."""
     picked: list[tuple[int, object]] = []
-    for g in GRANULARITIES:
-        index, n = 0, 0
+    for gi, g in enumerate(GRANULARITIES):
+        index, n = 17 * gi, 0
         while n < per_granularity:
             scene = generate_scene(HELD_OUT_SEED, index)
             _, labels = render(scene)
@@ -102,7 +102,7 @@ def main() -> None:
         ], 1))
     sep = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([r for row in rows for r in (row, sep)][:-1], 0)
-    cv2.imwrite(str(args.out / "demo_granularity.png"), grid[:, :, ::-1])
+    cv2.imwrite(str(args.out / "demo_granularity.png"), grid[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {args.out}/demo_granularity.png and demo scenes")
 
 

@@ -21,7 +21,8 @@ def convert(
 ) -> Path:
     """Write `dst` (.safetensors) from `src` (.pth or .safetensors); checks keys/shapes first.
 
-    half: store float tensors as float16 (half the size; loading casts them back to float32).
+    half: store weights as float16 (half the size; loading casts them back to float32);
+    BatchNorm statistics and values beyond float16's range stay float32.
     """
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
@@ -40,7 +41,7 @@ def convert(
         "unilseg_version": __version__,
     }
     if half:
-        state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+        state_dict = {k: _to_half(k, v) for k, v in state_dict.items()}
     tensors, metadata = align_tensors({k: v.contiguous() for k, v in state_dict.items()}, metadata)
     from safetensors.torch import save_file
 
@@ -52,6 +53,20 @@ def convert(
     finally:
         part.unlink(missing_ok=True)
     return dst
+
+
+FP16_MAX = 65504.0
+
+
+def _to_half(name: str, t: torch.Tensor) -> torch.Tensor:
+    """float16 copy of a weight; BatchNorm statistics and out-of-range tensors stay float32.
+
+    Running variances of a trained model can exceed float16's range (seen: 4e5), and an
+    inf there silently ruins every mask.
+    """
+    if not t.is_floating_point() or name.endswith(("running_mean", "running_var")):
+        return t
+    return t if t.abs().max().item() >= FP16_MAX else t.half()
 
 
 # safetensors lays tensors out back to back, sorted by dtype (widest first) then name. CPU

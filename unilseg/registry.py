@@ -42,6 +42,14 @@ MODELS: dict[str, ModelSpec] = {
             sha256=None,  # not published by the authors
             description="UniLSeg-20 (Swin-B + CLIP ViT-B/16 text), the authors' release, no fine-tuning",
         ),
+        ModelSpec(
+            name="unilseg-demo",
+            config="configs/unilseg-demo.yaml",
+            filename="unilseg-demo.safetensors",
+            source="this repository (weights/), trained by `python -m unilseg train configs/unilseg-demo.yaml`",
+            bundled=True,
+            description="small offline demo model trained on generated scenes (not for photographs)",
+        ),
     )
 }
 DEFAULT_MODEL = "unilseg-20"
