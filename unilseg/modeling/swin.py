@@ -16,8 +16,13 @@ from torch import nn
 
 
 def relative_position_index(window: int) -> torch.Tensor:
-    """(window^2, window^2) index into the (2*window-1)^2-row bias table."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    """(window^2, window^2) index into the (2*window-1)^2-row bias table.
+
+    Always built on the CPU: under a `meta` device context these ops would pull in
+    torch._dynamo (a second of start-up) for a buffer the checkpoint replaces anyway.
+    """
+    r = torch.arange(window, device="cpu")
+    coords = torch.stack(torch.meshgrid(r, r, indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
 

@@ -57,7 +57,12 @@ class TextEncoder(nn.Module):
         max_positions: int = 77, embed_dim: int = 512,
     ) -> None:
         super().__init__()
-        self.token_embedding = nn.Embedding(vocab_size, width)
+        # Built on the meta device (to load weights into), nn.Embedding's own normal_ init would
+        # import torch._dynamo, a second of start-up; given storage, it skips that init.
+        on_meta = torch.empty(0).is_meta
+        self.token_embedding = nn.Embedding(
+            vocab_size, width, _weight=torch.empty(vocab_size, width) if on_meta else None
+        )
         self.positional_embedding = nn.Parameter(torch.empty(max_positions, width))
         self.transformer = TextTransformer(width, layers, heads)
         self.ln_final = nn.LayerNorm(width)
