@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_CONFIG = "configs/unilseg20.yaml"
-DEFAULT_MODEL = "unilseg-20"
 DEFAULT_OUTPUT = "demo.png"
 FORMATS = ("png", "npy", "rle-json")  # unilseg.outputs.FORMATS; repeated so --help imports no numpy/cv2
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
@@ -105,6 +104,7 @@ def _load_predictor(args: argparse.Namespace):  # -> Predictor (not imported her
     cfg = load_config(args.config, args.opts) if args.config else None
     if args.download and not args.weights:
         from .download import download
+        from .registry import DEFAULT_MODEL
 
         download(args.model or (cfg or {}).get("name") or DEFAULT_MODEL)
     model = load_model(args.weights or args.model, cfg, device=device, opts=() if cfg else args.opts)

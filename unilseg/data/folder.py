@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 
 from ..errors import UnilsegError
-from .manifest import Sample
+from .manifest import Sample, checked_rows
 
 COLUMNS = ("image", "expression", "mask", "granularity", "source", "id")
 
@@ -59,9 +59,4 @@ def load_folder(path: str | Path, csv_name: str = "texts.csv", check_files: bool
             granularity=(row.get("granularity") or "object").strip(), source=(row.get("source") or base.name).strip(),
             id=(row.get("id") or str(line)).strip(), origin=f"{csv_path}:{line}",
         ))
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} bad rows in all)" if len(problems) > 5 else "")
-        raise UnilsegError(f"{csv_path}: {shown}")
-    if not samples:
-        raise UnilsegError(f"{csv_path} has no rows")
-    return samples
+    return checked_rows(str(csv_path), samples, problems)

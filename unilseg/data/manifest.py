@@ -123,11 +123,16 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
             origin=f"{path}:{number}",
             meta={k: v for k, v in row.items() if k not in KNOWN},
         ))
+    return checked_rows(f"manifest {path}", samples, problems)
+
+
+def checked_rows(where: str, samples: list[Sample], problems: list[str]) -> list[Sample]:
+    """Return samples, or raise one error naming up to five bad rows (or that there were none)."""
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} bad rows in all)" if len(problems) > 5 else "")
-        raise UnilsegError(f"manifest {path}: {shown}")
+        raise UnilsegError(f"{where}: {shown}")
     if not samples:
-        raise UnilsegError(f"manifest {path} has no rows")
+        raise UnilsegError(f"{where} has no rows")
     return samples
 
 
