@@ -162,3 +162,18 @@ def test_every_granularity_and_texts_fit_the_tokenizer():
 def test_a_granularity_can_be_requested(granularity):
     s = make_sample(1, 5, granularity=granularity)
     assert s.granularity == granularity
+
+
+def test_granularity_weights_steer_training_draws():
+    weighted = Counter(make_sample(2, i, weights={"object": 1, "part": 1, "group": 0, "stuff": 0}).granularity
+                       for i in range(60))
+    assert set(weighted) <= {"object", "part"} and min(weighted.values()) >= 15
+
+
+def test_bad_granularity_weights_are_refused():
+    from unilseg.data.dataset import InputSpec
+    from unilseg.data.sources import train_dataset
+    from unilseg.errors import UnilsegError
+
+    with pytest.raises(UnilsegError, match="granularity_weights"):
+        train_dataset("synthetic:4:0", InputSpec(size=64), granularity_weights={"objects": 1})

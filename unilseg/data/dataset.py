@@ -70,16 +70,20 @@ class SampleDataset(Dataset):
 class SyntheticDataset(Dataset):
     """Training items from generated scenes: scene `index` of stream `seed`, instruction number `draw`."""
 
-    def __init__(self, num_scenes: int, seed: int, spec: InputSpec, scene: SceneConfig | None = None) -> None:
+    def __init__(
+        self, num_scenes: int, seed: int, spec: InputSpec, scene: SceneConfig | None = None,
+        weights: dict[str, float] | None = None,
+    ) -> None:
         self.num_scenes, self.seed, self.spec = num_scenes, seed, spec
         self.scene = scene or SceneConfig()
+        self.weights = weights  # granularity sampling weights (None: uniform)
 
     def __len__(self) -> int:
         return self.num_scenes
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         index, draw = _split_key(key)
-        s = make_sample(self.seed, index, draw, config=self.scene)
+        s = make_sample(self.seed, index, draw, config=self.scene, weights=self.weights)
         return encode_example(np.ascontiguousarray(s.image[:, :, ::-1]), s.mask, s.text, self.spec)
 
 

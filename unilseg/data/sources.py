@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..errors import UnilsegError
 from .dataset import InputSpec, SampleDataset, SyntheticDataset, SyntheticSamples
 from .manifest import Sample
-from .synthetic import SceneConfig
+from .synthetic import GRANULARITIES, SceneConfig
 
 REFCOCO_PREFIXES = ("refcoco:", "refcoco+:", "refcocog:")
 
@@ -72,10 +72,20 @@ def open_samples(
 
 def train_dataset(
     spec: str, input_spec: InputSpec, seed: int = 0, refer_root: str | Path | None = None,
-    coco_images: str | Path | None = None,
+    coco_images: str | Path | None = None, granularity_weights: dict[str, float] | None = None,
 ) -> Dataset:
-    """A training dataset: generated scenes draw a fresh instruction on each pass; others pick one of their texts."""
+    """A training dataset: generated scenes draw a fresh instruction on each pass; others pick one of their texts.
+
+    `granularity_weights` ({"object": 3, "part": 3, "group": 2, "stuff": 1}) applies to generated scenes only.
+    """
     if spec == "synthetic" or spec.startswith("synthetic:"):
         scenes, stream, scene = _synthetic_args(spec)
-        return SyntheticDataset(scenes, stream, input_spec, scene)
+        if granularity_weights is not None:
+            unknown = set(granularity_weights) - set(GRANULARITIES)
+            if unknown or any(float(w) < 0 for w in granularity_weights.values()):
+                raise UnilsegError(
+                    f"train.granularity_weights must map {', '.join(GRANULARITIES)} to weights >= 0; "
+                    f"got {granularity_weights}"
+                )
+        return SyntheticDataset(scenes, stream, input_spec, scene, granularity_weights)
     return SampleDataset(open_samples(spec, refer_root, coco_images), input_spec, seed)

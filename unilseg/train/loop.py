@@ -53,6 +53,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "bf16": False,  # bfloat16 autocast for the forward pass
     "bce_weight": 1.0,
     "dice_weight": 1.0,
+    "granularity_weights": None,  # generated scenes: {object: 3, part: 3, group: 2, stuff: 1}; null = uniform
     "init": None,  # weights to start from (official .pth or a training checkpoint)
     "seed": 0,
     "workers": 1,  # DataLoader worker processes
@@ -149,7 +150,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
         self.spec = InputSpec.from_config(cfg)
-        data = train_dataset(t["data"], self.spec, int(t["seed"]), refer_root, coco_images)
+        data = train_dataset(t["data"], self.spec, int(t["seed"]), refer_root, coco_images, t["granularity_weights"])
         sampler = StepBatchSampler(len(data), int(t["batch_size"]), self.total, int(t["seed"]), self.step,
                                    self.dist.rank, self.dist.world_size)
         workers = int(t["workers"])

@@ -40,14 +40,18 @@ class SyntheticSample:
 
 
 def make_sample(
-    seed: int, index: int, draw: int = 0, granularity: str | None = None, config: SceneConfig | None = None
+    seed: int, index: int, draw: int = 0, granularity: str | None = None, config: SceneConfig | None = None,
+    weights: dict[str, float] | None = None,
 ) -> SyntheticSample:
-    """Scene `index` of stream `seed` with its `draw`-th randomly chosen instruction."""
+    """Scene `index` of stream `seed` with its `draw`-th randomly chosen instruction.
+
+    `weights` ({"object": 3, ...}) makes some granularities likelier; by default each present one is equally likely.
+    """
     config = config or SceneConfig()
     scene = generate_scene(seed, index, config)
     image, labels = render(scene)
     rng = np.random.default_rng([seed, index, draw, 1])
-    inst = sample_instruction(instructions(scene, labels), rng, granularity)
+    inst = sample_instruction(instructions(scene, labels), rng, granularity, weights)
     return SyntheticSample(image, target_mask(scene, labels, inst.target), inst.text, inst.granularity, scene, labels)
 
 

@@ -178,12 +178,19 @@ def target_mask(scene: Scene, labels: np.ndarray, target: Target) -> np.ndarray:
 
 
 def sample_instruction(
-    options: dict[str, list[list[Instruction]]], rng: np.random.Generator, granularity: str | None = None
+    options: dict[str, list[list[Instruction]]], rng: np.random.Generator, granularity: str | None = None,
+    weights: dict[str, float] | None = None,
 ) -> Instruction:
-    """Granularity uniformly (among those present), then a target, then one of its phrasings."""
+    """A granularity (uniformly, or by `weights`, among those present), then a target, then one of its phrasings."""
     if granularity is None:
         present = [g for g in GRANULARITIES if options.get(g)]
-        granularity = present[int(rng.integers(len(present)))]
+        if weights is None:
+            granularity = present[int(rng.integers(len(present)))]
+        else:
+            w = np.array([float(weights.get(g, 0.0)) for g in present])
+            if w.sum() <= 0:  # only zero-weight granularities in this scene
+                w = np.ones(len(present))
+            granularity = present[int(rng.choice(len(present), p=w / w.sum()))]
     targets = options[granularity]
     alts = targets[int(rng.integers(len(targets)))]
     return alts[int(rng.integers(len(alts)))]
