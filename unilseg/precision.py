@@ -98,8 +98,11 @@ def _output_to_float32(layer: nn.Module, args: tuple, output: torch.Tensor) -> t
 
 
 def _cast_attention_inputs(attn: nn.MultiheadAttention, args: tuple, kwargs: dict[str, Any]) -> tuple:
-    """query, key, value (positional) -> the weights' dtype; masks are left to the module."""
+    """query, key, value (positional) and an additive attn_mask -> the weights' dtype."""
     dtype = attn.out_proj.weight.dtype
+    mask = kwargs.get("attn_mask")
+    if mask is not None and mask.is_floating_point():
+        kwargs = {**kwargs, "attn_mask": mask.to(dtype)}
     return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args), kwargs
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .position_encoding import sine_position_2d
-from .transformer_layers import to_map, to_sequence
+from .transformer_layers import padding_bias, to_map, to_sequence
 
 
 class CrossModalFusion(nn.Module):
@@ -25,5 +25,6 @@ class CrossModalFusion(nn.Module):
         pos = sine_position_2d(b, c, h, w, device=visual.device, dtype=visual.dtype)
         v = to_sequence(visual)
         words = words.transpose(0, 1)  # (L, B, C)
-        out = self.multihead_attn(v + to_sequence(pos), words, words, key_padding_mask=pad_mask, need_weights=False)[0]
+        bias = padding_bias(pad_mask, self.multihead_attn.num_heads, v.shape[0], v.dtype)
+        out = self.multihead_attn(v + to_sequence(pos), words, words, attn_mask=bias, need_weights=False)[0]
         return to_map(v + out, h, w)

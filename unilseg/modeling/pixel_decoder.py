@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .position_encoding import sine_position_1d, sine_position_2d
-from .transformer_layers import conv_bn_relu, to_map, to_sequence
+from .transformer_layers import conv_bn_relu, padding_bias, to_map, to_sequence
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -49,15 +49,15 @@ class VisionLanguageBlock(nn.Module):
         qk = torch.cat((qk_small, word_seq))
         v = torch.cat((v_small, word_seq))
         mask = torch.cat((pad_mask.new_zeros(b, n), pad_mask), dim=1)
-        attended = self.self_attn(qk, qk, v, key_padding_mask=mask, need_weights=False)[0][:n]
+        bias = padding_bias(mask, self.self_attn.num_heads, qk.shape[0], x.dtype)
+        attended = self.self_attn(qk, qk, v, attn_mask=bias, need_weights=False)[0][:n]
         attended = _resize(to_map(attended, *size), (h, w))
 
         seq = self.norm1(to_sequence(x + attended))
         pos_seq = to_sequence(pos)
         word_pos = sine_position_1d(words.shape[1], b, c, device=x.device, dtype=x.dtype)
-        cross = self.multihead_attn(
-            seq + pos_seq, word_seq + word_pos, word_seq, key_padding_mask=pad_mask, need_weights=False
-        )[0]
+        bias = padding_bias(pad_mask, self.multihead_attn.num_heads, seq.shape[0], x.dtype)
+        cross = self.multihead_attn(seq + pos_seq, word_seq + word_pos, word_seq, attn_mask=bias, need_weights=False)[0]
         seq = self.norm2(seq + cross)
         seq = self.norm3(seq + self.linear2(F.relu(self.linear1(seq))))
         return to_map(seq, h, w)
