@@ -22,13 +22,17 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     assert train_main([*common, "--steps", "4", "--resume"]) == 0  # picks up step 3, runs one more
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    # resuming from an earlier checkpoint: the log keeps one row per step
+    assert train_main([*common, "--steps", "4", "--resume", str(out / "step0000003.pt")]) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     evals = [r for r in rows if "eval" in r]
     assert [r["step"] for r in evals] == [3, 4] and evals[0]["eval"]["overall"]["count"] == 8
     assert {"lr", "bce", "dice", "grad_norm", "samples_per_s"} <= set(rows[0])
 
     per_sample, report = tmp_path / "per.jsonl", tmp_path / "report.json"
     capsys.readouterr()
-    assert eval_main(["--weights", str(out / "step0000004.pt"), "--config", str(out / "config.yaml"),
+    assert eval_main(["--weights", str(out / "step0000004.pt"),  # the config travels in the file
                       "--data", "synthetic:3:5:96", "--per-sample", str(per_sample), "--json", str(report),
                       "--workers", "0", "--no-progress"]) == 0
     printed = capsys.readouterr().out

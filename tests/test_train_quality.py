@@ -15,7 +15,7 @@ def _train_and_score(tmp_path, steps: int) -> dict:
     out = tmp_path / f"steps{steps}"
     assert train_main([TINY, "--out", str(out), "--steps", str(steps), "--val-data", "none", "--no-progress"]) == 0
     report = tmp_path / f"eval{steps}.json"
-    args = ["--weights", str(out / "model.pth"), "--config", str(out / "config.yaml"), "--data", HELD_OUT,
+    args = ["--weights", str(out / "model.pth"), "--data", HELD_OUT,  # model.pth carries its config
             "--json", str(report), "--workers", "0", "--no-progress"]
     assert eval_main(args) == 0
     return json.loads(report.read_text())

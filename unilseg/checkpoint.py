@@ -52,7 +52,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         )
     if _is_safetensors(path):
         return _read_safetensors(path)
-    return _read_pth(path), None
+    return _read_pth(path)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -77,7 +77,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return state_dict, config
 
 
-def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+def _read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The official layout ({'state_dict': ...} or a bare dict of tensors); our training files add 'config'."""
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes would add lines to our one-line error
             warnings.simplefilter("ignore")
@@ -91,11 +92,14 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot read {path}: the file is truncated or corrupt ({_first_line(e)}); download it again"
         ) from e
+    config = None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        stored = obj.get("config")
+        config = dict(stored) if isinstance(stored, Mapping) and isinstance(stored.get("model"), Mapping) else None
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} is not a UniLSeg checkpoint: expected a dict of tensors under 'state_dict'")
-    return dict(obj)
+    return dict(obj), config
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

@@ -1,7 +1,7 @@
 """`python -m unilseg.eval`: score a model's masks (mIoU, oIoU, Prec@X by granularity and source).
 
     python -m unilseg.eval --weights weights/UniLSeg20_no_finetune.pth --data refcoco:val --refer-root data
-    python -m unilseg.eval --weights runs/small/model.pth --config runs/small/config.yaml --data synthetic:250:1
+    python -m unilseg.eval --weights runs/small/model.pth --data synthetic:250:1
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def get_parser() -> argparse.ArgumentParser:
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]")
     p.add_argument("--model", help="a registered model name, e.g. unilseg-20 (its config comes with it)")
     p.add_argument("--weights", help="weights file: official .pth, .safetensors, a training run's model.pth or "
-                   "stepNNNNNNN.pt (give the run's config.yaml as --config)")
+                   "stepNNNNNNN.pt (these carry their config)")
     p.add_argument("--config", help=f"model config YAML (default: the model's own, else {DEFAULT_CONFIG})")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides by dotted key")
     p.add_argument("--refer-root", help="refer data folder (holding refcoco/, refcoco+/, refcocog/)")

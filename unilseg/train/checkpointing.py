@@ -45,10 +45,10 @@ def save_training_checkpoint(
     write_bytes_atomic(path, buf.getvalue())
 
 
-def save_weights(path: str | Path, model: nn.Module) -> None:
-    """Weights only, as `{'state_dict': ...}` (what `load_model` reads)."""
+def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any] | None = None) -> None:
+    """Weights as `{'state_dict': ..., 'config': ...}`: `load_model` and `convert` need no --config for it."""
     buf = io.BytesIO()
-    torch.save({"state_dict": model.state_dict()}, buf)
+    torch.save({"state_dict": model.state_dict(), **({"config": config} if config is not None else {})}, buf)
     write_bytes_atomic(path, buf.getvalue())
 
 

@@ -19,6 +19,7 @@ from ..data.dataset import InputSpec
 from ..data.sources import open_samples, train_dataset
 from ..errors import UnilsegError
 from ..eval.evaluate import evaluate
+from ..io import write_bytes_atomic
 from ..predictor import resolve_device
 from .checkpointing import (
     checkpoint_name,
@@ -162,6 +163,8 @@ class Trainer:
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+            if self.step:
+                _truncate_log(self.run_dir / "log.jsonl", self.step)
             if t["val_data"]:
                 self.val = open_samples(t["val_data"], refer_root, coco_images)
 
@@ -223,12 +226,29 @@ class Trainer:
                         self.step, int(t["eval_every"] or 0), self.total):
                     self.checkpoint_and_eval(bar)
             if self.dist.is_main:
-                save_weights(self.run_dir / "model.pth", self.model)
+                save_weights(self.run_dir / "model.pth", self.model, self.cfg)
         finally:
             if bar is not None:
                 bar.close()
             cleanup(self.dist)
         return self.model
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the rows logged after `step` (a resumed run logs those steps again) and any half-written row."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def keep(line: str) -> bool:
+        try:
+            return line.endswith("\n") and json.loads(line).get("step", 0) <= step
+        except json.JSONDecodeError:
+            return False
+
+    kept = [line for line in lines if keep(line)]
+    if len(kept) != len(lines):
+        write_bytes_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, **kwargs: Any) -> nn.Module:
