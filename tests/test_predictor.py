@@ -92,3 +92,11 @@ def test_empty_expression_and_bad_arguments(tiny_model):
     with pytest.raises(UnilsegError, match="uint8"):
         predictor.set_image(np.zeros((4, 4), np.float32))
     assert predictor.predict([]) == []
+
+
+def test_public_names_resolve():
+    import unilseg
+
+    for name in unilseg.__all__:
+        assert getattr(unilseg, name).__name__ == name
+    assert "ImageEmbedding" in unilseg.__all__  # what Predictor.embed returns, for type hints

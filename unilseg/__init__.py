@@ -1,7 +1,8 @@
 """unilseg: segment whatever a language instruction names in an image (UniLSeg, CVPR 2024).
 
 Public surface (imported lazily, so `import unilseg` is instant):
-    tokenize, preprocess, postprocess, build_model, load_model, Predictor, Prediction
+    tokenize, preprocess, postprocess, read_image, build_model, load_model, Predictor, Prediction,
+    ImageEmbedding
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "load_model": "unilseg.build",
     "Predictor": "unilseg.predictor",
     "Prediction": "unilseg.predictor",
+    "ImageEmbedding": "unilseg.predictor",
     "UnilsegError": "unilseg.errors",
     "CheckpointError": "unilseg.errors",
 }
