@@ -156,3 +156,28 @@ def test_results_log_appends_and_compacts(tmp_path):
                     {"output": str(plan[1].output), "error": None, "score": 0.5}]
     ResultsLog(path).finish(plan)  # a fresh run starts a fresh log
     assert path.read_text() == ""
+
+
+def test_a_training_manifest_is_a_batch_manifest(tmp_path):
+    import json
+
+    from unilseg.data.cli import export
+    from unilseg.data.manifest import read_manifest as read_training_manifest
+
+    path = tmp_path / "data" / "manifest.jsonl"
+    assert export("synthetic:1:4:64", str(path)) == 4  # rows written
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["expression"] = [first["expression"], "another name for it"]
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    samples = read_training_manifest(path)
+    rows = read_manifest(path)  # a row per text; mask, granularity, source and id are ignored
+    assert [r.expression for r in rows] == [t for s in samples for t in s.expressions] and len(rows) == 5
+    assert [r.image for r in rows] == [str(s.image) for s in samples for _ in s.expressions]
+    assert all(Path(r.image).is_file() and r.output is None for r in rows)
+    path.write_text('{"image": "a.png", "expression": ["dog", "cat"], "output": "o.png"}\n')
+    with pytest.raises(UnilsegError, match="line 1: `output` names one file but `expression` lists 2 texts"):
+        read_manifest(path)
+    path.write_text('{"image": "a.png", "expression": ["dog", 3]}\n')
+    with pytest.raises(UnilsegError, match="must be text or a list of texts"):
+        read_manifest(path)

@@ -109,7 +109,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     """CSV (with a header row) or JSONL (one object per line) with `image`, `expression`, optional `output`.
 
     `.jsonl`/`.ndjson` files are read as JSONL, anything else as CSV. Relative image paths
-    are taken from the manifest's directory.
+    are taken from the manifest's directory. A JSONL `expression` may be a list of texts (a
+    row per text), and other keys are ignored, so a training/evaluation manifest works as is.
     """
     path = Path(path)
     try:
@@ -129,14 +130,18 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         image, expression, output = rec.get("image"), rec.get("expression"), rec.get("output")
         if not isinstance(image, str) or not image.strip():
             raise UnilsegError(f"--manifest {path}, {where}: no `image`")
-        if expression is not None and not isinstance(expression, str):
-            raise UnilsegError(f"--manifest {path}, {where}: `expression` must be text")
+        texts = expression if isinstance(expression, list) else [expression]
+        if not texts or not all(t is None or isinstance(t, str) for t in texts):
+            raise UnilsegError(f"--manifest {path}, {where}: `expression` must be text or a list of texts")
         if output is not None and not isinstance(output, str):
             raise UnilsegError(f"--manifest {path}, {where}: `output` must be text")
+        if output and len(texts) > 1:
+            raise UnilsegError(f"--manifest {path}, {where}: `output` names one file but `expression` lists "
+                               f"{len(texts)} texts; drop `output` (names are derived per text) or split the row")
         image_path = Path(image.strip()).expanduser()
         if not image_path.is_absolute():
             image_path = path.parent / image_path
-        rows.append(ManifestRow(str(image_path), expression or "", (output or "").strip() or None))
+        rows += [ManifestRow(str(image_path), text or "", (output or "").strip() or None) for text in texts]
     return rows
 
 
