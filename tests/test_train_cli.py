@@ -53,6 +53,7 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
         (["--init", "missing.pth"], "error: weights file not found: missing.pth"),
         (["--opts", "train.batch_size", "100", "train.data", "synthetic:50:0:96"],
          "error: the training data has 50 items, fewer than one global batch"),
+        (["--opts", "train.batch_size", "1"], "error: train.batch_size is 1; it must be at least 2 per process"),
     ],
 )
 def test_train_errors_are_one_line(tmp_path, capsys, argv, message):

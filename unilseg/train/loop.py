@@ -66,13 +66,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 
 def with_train_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A copy of cfg whose `train` section has every key (defaults filled in); unknown keys are refused."""
+    """A copy of cfg whose `train` section has every key (defaults filled in); unknown keys and a batch of one
+    are refused."""
     cfg = copy.deepcopy(cfg)
     given = cfg.get("train") or {}
     unknown = sorted(set(given) - set(TRAIN_DEFAULTS))
     if unknown:
         raise UnilsegError(f"unknown train setting(s) {', '.join(unknown)}; known: {', '.join(TRAIN_DEFAULTS)}")
     cfg["train"] = {**TRAIN_DEFAULTS, **given}
+    if int(cfg["train"]["batch_size"]) < 2:
+        raise UnilsegError(f"train.batch_size is {cfg['train']['batch_size']}; it must be at least 2 per process "
+                           "(the query decoder's BatchNorm needs two samples to train)")
     return cfg
 
 
