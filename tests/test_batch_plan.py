@@ -108,15 +108,21 @@ def test_manifest_csv_and_jsonl(tmp_path):
     jsonl.write_text('{"image": "a.png", "expression": "dog"}\n\n{"image": "b.png", "expression": "", "output": "o"}\n')
     rows = read_manifest(jsonl)
     assert [(Path(r.image).name, r.expression, r.output) for r in rows] == [("a.png", "dog", None), ("b.png", "", "o")]
-    jsonl.write_text('{"image": "a.png", "expression": "dog"}\n{"image": "b.png", "expr\n')
-    with pytest.raises(UnilsegError, match="line 2: not valid JSON"):
-        read_manifest(jsonl)
-    csv_path.write_text("path,text\na.png,dog\n")
-    with pytest.raises(UnilsegError, match="must name `image` and `expression`"):
-        read_manifest(csv_path)
-    jsonl.write_text('{"expression": "dog"}\n')
-    with pytest.raises(UnilsegError, match="line 1: no `image`"):
-        read_manifest(jsonl)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("m.jsonl", '{"image": "a.png", "expression": "dog"}\n{"image": "b.png", "expr\n', "line 2: not valid JSON"),
+    ("m.csv", "path,text\na.png,dog\n", "must name `image` and `expression`"),
+    ("m.jsonl", '{"expression": "dog"}\n', "line 1: no `image`"),
+    ("m.jsonl", '{"image": "a.png", "expression": ["dog", "cat"], "output": "o.png"}\n',
+     "line 1: `output` names one file but `expression` lists 2 texts"),
+    ("m.jsonl", '{"image": "a.png", "expression": ["dog", 3]}\n', "must be text or a list of texts"),
+])
+def test_bad_manifests(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(UnilsegError, match=message):
+        read_manifest(path)
 
 
 @pytest.mark.parametrize("text", ["4/4", "1/0", "a/3", "-1/3", "2"])
@@ -175,9 +181,3 @@ def test_a_training_manifest_is_a_batch_manifest(tmp_path):
     assert [r.expression for r in rows] == [t for s in samples for t in s.expressions] and len(rows) == 5
     assert [r.image for r in rows] == [str(s.image) for s in samples for _ in s.expressions]
     assert all(Path(r.image).is_file() and r.output is None for r in rows)
-    path.write_text('{"image": "a.png", "expression": ["dog", "cat"], "output": "o.png"}\n')
-    with pytest.raises(UnilsegError, match="line 1: `output` names one file but `expression` lists 2 texts"):
-        read_manifest(path)
-    path.write_text('{"image": "a.png", "expression": ["dog", 3]}\n')
-    with pytest.raises(UnilsegError, match="must be text or a list of texts"):
-        read_manifest(path)
