@@ -46,7 +46,7 @@ MODELS: dict[str, ModelSpec] = {
             name="unilseg-demo",
             config="configs/unilseg-demo.yaml",
             filename="unilseg-demo.safetensors",
-            source="this repository (weights/), trained by `python -m unilseg train configs/unilseg-demo.yaml`",
+            source="this repository (weights/), trained from configs/unilseg-demo.yaml in two stages (README)",
             bundled=True,
             description="small offline demo model trained on generated scenes (not for photographs)",
         ),
