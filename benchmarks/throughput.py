@@ -75,7 +75,7 @@ def _per_image(weights: Path, precision: str, repeat: int) -> dict:
     image = read_image(ROOT / "tests/fixtures/images/astronaut.png")
     model = load_model(weights, device="cpu")
     predictor = Predictor(model, precision=precision)
-    x, _ = preprocess(image, predictor.size)
+    x, _ = preprocess(image, predictor.spec.size)
     tokens = tokenize(TEXTS[0])
 
     def single() -> None:
@@ -141,10 +141,10 @@ def steady_image_cost(weights: Path, image_paths: list[Path], repeat: int, preci
     import torch
 
     from unilseg.build import load_model
-    from unilseg.io import write_mask_png
     from unilseg.predictor import Predictor
     from unilseg.tokenizer import tokenize
     from unilseg.transforms import postprocess, preprocess, read_image
+    from unilseg.writers import encode_mask, write_atomic
 
     model = load_model(weights, device="cpu")
     Predictor(model, precision=precision)  # casts the weights for bf16
@@ -160,7 +160,7 @@ def steady_image_cost(weights: Path, image_paths: list[Path], repeat: int, preci
         x, inverse = preprocess(image, 480)
         with torch.inference_mode():
             logits = model(x, tokenize("the face"))
-        write_mask_png(out, postprocess(logits, inverse, image.shape[:2])[0])
+        write_atomic(out, encode_mask(postprocess(logits, inverse, image.shape[:2])[0], "png"))
 
     paths = image_paths[: max(repeat, 3)]
     for p in paths:

@@ -10,8 +10,6 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 FIXTURES = TESTS / "fixtures"
-# The reference bundle (with the 22 MB of intermediates) sits beside the repo in CI.
-SHARED_GOLDEN = ROOT.parent / "shared" / "reference" / "golden"
 
 sys.path.insert(0, str(TESTS))
 
@@ -32,4 +30,4 @@ def seeded_checkpoint(tmp_path_factory) -> Path:
 def seeded_model(seeded_checkpoint):
     from unilseg.build import load_model
 
-    return load_model(seeded_checkpoint, ROOT / "configs" / "unilseg20.yaml", device="cpu")
+    return load_model(seeded_checkpoint, ROOT / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")

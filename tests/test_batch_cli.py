@@ -15,8 +15,8 @@ from tiny import write_images, write_tiny_model
 
 from unilseg.build import load_model
 from unilseg.cli import main
-from unilseg.outputs import render_overlay
 from unilseg.predictor import Predictor
+from unilseg.writers import render_overlay
 
 THRESHOLD = 0.5  # the tiny config's
 
@@ -263,7 +263,7 @@ def test_single_image_extras(capsys, tiny, reference, tmp_path):
     code, err = cli(capsys, tiny, "--img", str(img), "--exp", "the cat", "--sp", str(sp), "--format", "rle-json",
                     "--save-prob", "--overlay", str(tmp_path / "over.png"))
     assert code == 0 and err == []
-    from unilseg.outputs import rle_decode
+    from unilseg.writers import rle_decode
 
     ref = reference(img, "the cat")
     assert_same_mask(rle_decode(json.loads(sp.read_text())), ref)
@@ -332,6 +332,6 @@ def test_fixture_images_named_from_their_stems(capsys, tiny, tmp_path):
 
 
 def test_cli_choices_match_the_library():
-    from unilseg import cli, outputs, precision
+    from unilseg import cli, cliargs, precision, writers
 
-    assert cli.FORMATS == outputs.FORMATS and cli.PRECISION_CHOICES == precision.PRECISIONS
+    assert cli.FORMATS == writers.FORMATS and cliargs.PRECISIONS == precision.PRECISIONS

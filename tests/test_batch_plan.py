@@ -8,13 +8,13 @@ import pytest
 
 from unilseg.batch import (
     Item,
+    OutputOptions,
     ResultsLog,
     expand_images,
-    outputs_of,
     parse_shard,
     plan_items,
+    read_batch_manifest,
     read_expression_file,
-    read_manifest,
     read_results,
     safe_stem,
     select_shard,
@@ -52,7 +52,7 @@ def test_names_and_collisions(tmp_path):
         ("c/y.jpg", "ears", "custom/ears.png"),  # explicit output repeated: that item fails
         ("c/x.jpg", "ears", "cat__the-dog__3.png"),  # an explicit name takes precedence over a derived one
     ]
-    items = plan_items(pairs, tmp_path, "png")
+    items = plan_items(pairs, tmp_path, OutputOptions(fmt="png"))
     names = [it.output.relative_to(tmp_path).as_posix() for it in items]
     assert names[:5] == ["cat__the-dog.png", "cat__the-dog__2.png", "cat__the-dog__4.png", "Cat__the-dog__5.png",
                          "cat__the-dog__6.png"]
@@ -61,14 +61,17 @@ def test_names_and_collisions(tmp_path):
     assert "empty expression" in items[5].error and "item 6" in items[7].error
     ok = [it for it in items if it.error is None]
     assert len({str(it.output).casefold() for it in ok}) == len(ok)
-    assert plan_items(pairs, tmp_path, "rle-json")[0].output.name == "cat__the-dog.json"
-    assert plan_items(pairs, tmp_path, "npy")[0].output.name == "cat__the-dog.npy"
+    assert plan_items(pairs, tmp_path, OutputOptions(fmt="rle-json"))[0].output.name == "cat__the-dog.json"
+    assert plan_items(pairs, tmp_path, OutputOptions(fmt="npy"))[0].output.name == "cat__the-dog.npy"
 
 
 def test_sidecars_and_done(tmp_path):
-    item = Item(0, "x.jpg", "dog", tmp_path / "x__dog.png")
-    paths = outputs_of(item, save_prob=True, overlay_ext="jpg")
-    assert [p.name for p in paths] == ["x__dog.prob.npy", "x__dog.overlay.jpg", "x__dog.png"]
+    item = Item(0, "x.jpg", "dog", tmp_path / "x__dog.png").with_sidecars(OutputOptions(save_prob=True, overlay="jpg"))
+    assert [p.name for p in item.outputs()] == ["x__dog.prob.npy", "x__dog.overlay.jpg", "x__dog.png"]
+    assert not item.is_done()
+    for p in item.outputs():
+        p.write_bytes(b"x")
+    assert item.is_done()
 
 
 def test_expand_images_file_dir_glob(tmp_path):
@@ -101,12 +104,12 @@ def test_expression_file(tmp_path):
 def test_manifest_csv_and_jsonl(tmp_path):
     csv_path = tmp_path / "m.csv"
     csv_path.write_text('image,expression,output\nimgs/a.png,"the dog, left",\n/abs/b.png,cat,out/b.png\n')
-    rows = read_manifest(csv_path)
+    rows = read_batch_manifest(csv_path)
     assert [(r.image, r.expression, r.output) for r in rows] == [
         (str(tmp_path / "imgs/a.png"), "the dog, left", None), ("/abs/b.png", "cat", "out/b.png")]
     jsonl = tmp_path / "m.jsonl"
     jsonl.write_text('{"image": "a.png", "expression": "dog"}\n\n{"image": "b.png", "expression": "", "output": "o"}\n')
-    rows = read_manifest(jsonl)
+    rows = read_batch_manifest(jsonl)
     assert [(Path(r.image).name, r.expression, r.output) for r in rows] == [("a.png", "dog", None), ("b.png", "", "o")]
 
 
@@ -122,7 +125,7 @@ def test_bad_manifests(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(UnilsegError, match=message):
-        read_manifest(path)
+        read_batch_manifest(path)
 
 
 @pytest.mark.parametrize("text", ["4/4", "1/0", "a/3", "-1/3", "2"])
@@ -134,7 +137,7 @@ def test_bad_shard(text):
 def test_shards_cover_every_item_once_and_keep_images_together(tmp_path):
     rng = random.Random(0)
     pairs = [(f"img{rng.randrange(30)}.png", f"exp {rng.randrange(5)}", None) for _ in range(200)]
-    plan = plan_items(pairs, tmp_path, "png")
+    plan = plan_items(pairs, tmp_path)
     for count in (1, 2, 3, 7, 40):
         shards = [select_shard(plan, i, count) for i in range(count)]
         seen = [it.index for shard in shards for it in shard]
@@ -145,7 +148,7 @@ def test_shards_cover_every_item_once_and_keep_images_together(tmp_path):
 
 
 def test_results_log_appends_and_compacts(tmp_path):
-    plan = plan_items([("a.png", "x", None), ("b.png", "y", None)], tmp_path, "png")
+    plan = plan_items([("a.png", "x", None), ("b.png", "y", None)], tmp_path)
     path = tmp_path / "results.jsonl"
     log = ResultsLog(path)
     log.append({"output": str(plan[1].output), "error": "boom"})
@@ -177,7 +180,7 @@ def test_a_training_manifest_is_a_batch_manifest(tmp_path):
     first["expression"] = [first["expression"], "another name for it"]
     path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     samples = read_training_manifest(path)
-    rows = read_manifest(path)  # a row per text; mask, granularity, source and id are ignored
+    rows = read_batch_manifest(path)  # a row per text; mask, granularity, source and id are ignored
     assert [r.expression for r in rows] == [t for s in samples for t in s.expressions] and len(rows) == 5
     assert [r.image for r in rows] == [str(s.image) for s in samples for _ in s.expressions]
     assert all(Path(r.image).is_file() and r.output is None for r in rows)

@@ -10,7 +10,7 @@ from unilseg.build import build_model, load_model
 from unilseg.checkpoint import read_checkpoint, remap_official_keys
 from unilseg.errors import CheckpointError
 
-CONFIG = ROOT / "configs/unilseg20.yaml"
+CONFIG = ROOT / "unilseg/configs/unilseg20.yaml"
 
 
 def official_keys() -> dict[str, tuple[int, ...]]:

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from unilseg.data.dataset import InputSpec
 from unilseg.data.manifest import Sample
 from unilseg.eval.evaluate import evaluate
 from unilseg.eval.metrics import Record, format_table, intersection_union, stats, summarize
+from unilseg.predictor import Predictor
+from unilseg.settings import InferenceSpec
 
 
 def box(shape, y0, y1, x0, x1):
@@ -61,17 +61,28 @@ def test_miou_oiou_and_precision_by_hand():
     assert stats([]) == {"count": 0}
 
 
-class ConstantModel(nn.Module):
-    """Logits of one value everywhere: predicts the whole image (value > 0) or nothing."""
+class ConstantBackend:
+    """A Backend whose logits are one value everywhere: predicts the whole image (value > 0) or nothing."""
+
+    spec = InferenceSpec(size=64, threshold=0.35)
+    device = torch.device("cpu")
 
     def __init__(self, value: float) -> None:
-        super().__init__()
         self.value = value
-        self.dummy = nn.Parameter(torch.zeros(()))
 
-    def forward(self, img, tokens):
-        b, _, h, w = img.shape
-        return torch.full((b, 1, h // 4, w // 4), self.value) + self.dummy
+    def encode_image(self, x):
+        return [x.mean(1, keepdim=True)[:, :, ::4, ::4]]
+
+    def encode_text(self, tokens):
+        return (tokens,)
+
+    def decode(self, features, text):
+        b, _, h, w = features[0].shape
+        return torch.full((b, 1, h, w), self.value)
+
+
+def constant(value: float) -> Predictor:
+    return Predictor(ConstantBackend(value))
 
 
 def test_evaluate_pipeline_with_known_answers():
@@ -82,15 +93,14 @@ def test_evaluate_pipeline_with_known_answers():
         Sample(rng.integers(0, 255, (20, 20, 3), np.uint8), box((20, 20), 5, 15, 0, 20), ["c"], "stuff", "s2"),
         Sample(rng.integers(0, 255, (16, 24, 3), np.uint8), np.zeros((16, 24), bool), ["d"], "part", "s1"),
     ]
-    spec = InputSpec(size=64)
     rows = []
-    full = evaluate(ConstantModel(10.0), samples, spec, 0.35, batch_size=3, on_record=rows.append)
+    full = evaluate(constant(10.0), samples, batch_size=3, on_record=rows.append)
     assert [r["text"] for r in rows] == ["a", "b", "c", "d"]  # every expression of a sample is scored
     expected = [120 / 1200, 120 / 1200, 200 / 400, 0.0]
     assert [r["iou"] for r in rows] == pytest.approx(expected)
     assert full["overall"]["mIoU"] == pytest.approx(np.mean(expected))
     assert full["overall"]["oIoU"] == pytest.approx((120 + 120 + 200) / (1200 + 1200 + 400 + 384))
     assert full["granularity"]["stuff"]["prec@0.5"] == 1.0
-    empty = evaluate(ConstantModel(-10.0), samples, spec, 0.35, limit=3)
+    empty = evaluate(constant(-10.0), samples, limit=3)
     assert empty["overall"]["count"] == 3 and empty["overall"]["mIoU"] == 0.0
-    assert evaluate(ConstantModel(-10.0), samples, spec, 0.35)["granularity"]["part"]["mIoU"] == 1.0
+    assert evaluate(constant(-10.0), samples)["granularity"]["part"]["mIoU"] == 1.0

@@ -18,7 +18,7 @@ CASES = golden_cases()
 @pytest.fixture(scope="module")
 def bf16_predictor(seeded_checkpoint):
     """A second copy of the seeded full-size model (the session's fp32 one stays untouched)."""
-    model = load_model(seeded_checkpoint, ROOT / "configs" / "unilseg20.yaml", device="cpu")
+    model = load_model(seeded_checkpoint, ROOT / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
     return Predictor(model, precision="bf16")
 
 

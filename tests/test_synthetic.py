@@ -171,9 +171,9 @@ def test_granularity_weights_steer_training_draws():
 
 
 def test_bad_granularity_weights_are_refused():
-    from unilseg.data.dataset import InputSpec
     from unilseg.data.sources import train_dataset
     from unilseg.errors import UnilsegError
+    from unilseg.settings import InferenceSpec
 
     with pytest.raises(UnilsegError, match="granularity_weights"):
-        train_dataset("synthetic:4:0", InputSpec(size=64), granularity_weights={"objects": 1})
+        train_dataset("synthetic:4:0", InferenceSpec(size=64), granularity_weights={"objects": 1})

@@ -7,8 +7,8 @@ from conftest import ROOT
 
 from unilseg.build import build_model
 from unilseg.config import load_config
-from unilseg.data.dataset import InputSpec
 from unilseg.data.sources import train_dataset
+from unilseg.settings import InferenceSpec
 from unilseg.train.checkpointing import latest_checkpoint, load_training_checkpoint
 from unilseg.train.loop import Trainer, train_step, with_train_defaults
 from unilseg.train.losses import bce_dice_loss, resize_target
@@ -16,7 +16,7 @@ from unilseg.train.optim import param_groups
 from unilseg.train.sampler import StepBatchSampler
 from unilseg.train.schedule import make_scheduler, warmup_cosine
 
-TINY = ROOT / "configs/unilseg-tiny.yaml"
+TINY = ROOT / "unilseg/configs/unilseg-tiny.yaml"
 
 
 def tiny_config(**train):
@@ -76,7 +76,7 @@ def test_param_groups_learning_rates_and_freezing():
 
 
 def fixed_batch(cfg, n=4):
-    data = train_dataset("synthetic:50:3:96", InputSpec.from_config(cfg))
+    data = train_dataset("synthetic:50:3:96", InferenceSpec.from_config(cfg))
     items = [data[i] for i in range(n)]
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
@@ -140,10 +140,10 @@ def test_resume_continues_bit_exactly(tmp_path):
 
 def test_small_config_builds_and_steps():
     """The shipped small config is consistent: it builds, gives stride-4 logits and trains."""
-    cfg = with_train_defaults(load_config(ROOT / "configs/unilseg-small.yaml"))
+    cfg = with_train_defaults(load_config(ROOT / "unilseg/configs/unilseg-small.yaml"))
     torch.manual_seed(0)
     model = build_model(cfg)
-    data = train_dataset("synthetic:4:0", InputSpec.from_config(cfg))
+    data = train_dataset("synthetic:4:0", InferenceSpec.from_config(cfg))
     batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("image", "tokens", "mask")}
     assert batch["image"].shape == (2, 3, 192, 192)
     assert model(batch["image"], batch["tokens"]).shape == (2, 1, 48, 48)

@@ -16,7 +16,7 @@ from unilseg.download import download, verify_file
 from unilseg.errors import CheckpointError, UnilsegError
 from unilseg.registry import MODELS, cached_weights, get_spec
 
-CONFIG = ROOT / "configs/unilseg20.yaml"
+CONFIG = ROOT / "unilseg/configs/unilseg20.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, mon
 def test_half_precision_file_loads_as_float32(tmp_path):
     from unilseg.build import build_model
 
-    cfg = ROOT / "configs/unilseg-tiny.yaml"
+    cfg = ROOT / "unilseg/configs/unilseg-tiny.yaml"
     model = build_model(cfg)
     with torch.no_grad():  # trained BatchNorm variances can exceed float16's range
         model.query_decoder.visual_proj[1].running_var.fill_(4e5)

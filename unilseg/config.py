@@ -1,35 +1,50 @@
-"""Configs are YAML data: load one, apply `--opts KEY VALUE` overrides by dotted key."""
+"""Configs are YAML data: load one, apply `--opts KEY VALUE` overrides by dotted key.
+
+The shipped configs are package data (`unilseg/configs/*.yaml`), so a config can be named
+from any directory: `unilseg-small`, `unilseg-small.yaml` or `configs/unilseg-small.yaml`
+all find the packaged file when no such file exists where you are.
+"""
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import UnilsegError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = "unilseg20.yaml"  # the UniLSeg-20 checkpoint's network
 
 
-def resolve_path(path: str | Path) -> Path:
-    """A relative path is taken from the working directory, else from the project root."""
+def packaged_configs() -> list[str]:
+    """File names of the configs shipped in the package."""
+    return sorted(p.name for p in resources.files("unilseg").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def config_source(path: str | Path) -> Path:
+    """A config path as given if it exists, else the packaged config of that file name (if any)."""
     p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
+    if p.exists():
         return p
-    alt = PROJECT_ROOT / p
-    return alt if alt.exists() else p
+    name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"
+    packaged = resources.files("unilseg").joinpath("configs", name)
+    return Path(str(packaged)) if packaged.is_file() else p
 
 
 def load_config(path: str | Path, opts: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML config and apply overrides given as [KEY, VALUE, KEY, VALUE, ...]."""
+    """Read a YAML config (a path, or a packaged config's name) and apply [KEY, VALUE, ...] overrides."""
     import yaml
 
-    p = resolve_path(path)
+    p = config_source(path)
     try:
         with open(p, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
     except OSError as e:
-        raise UnilsegError(f"cannot read config {path}: {e.strerror}; pass an existing YAML file to --config") from e
+        raise UnilsegError(
+            f"cannot read config {path}: {e.strerror}; pass an existing YAML file to --config "
+            f"(or a shipped one: {', '.join(packaged_configs())})"
+        ) from e
     except yaml.YAMLError as e:
         raise UnilsegError(f"config {path} is not valid YAML ({e.__class__.__name__}); fix the file") from e
     if not isinstance(cfg, dict):
@@ -53,5 +68,8 @@ def apply_overrides(cfg: dict[str, Any], opts: Sequence[str]) -> dict[str, Any]:
             node = node[part]
         if leaf not in node:
             raise UnilsegError(f"--opts: unknown config key {key!r}")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise UnilsegError(f"--opts {key}: {raw!r} is not a valid YAML value") from e
     return cfg

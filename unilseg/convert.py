@@ -12,8 +12,8 @@ import torch
 from . import __version__
 from .build import as_config, build_model
 from .checkpoint import PAD_SUFFIX, SAFETENSORS_FORMAT, check_state_dict, read_weights, remap_official_keys
-from .errors import UnilsegError
-from .io import check_writable_dir, default_file_mode
+from .errors import UnilsegError, WriteError
+from .writers import check_file_target, default_file_mode
 
 
 def convert(
@@ -27,7 +27,7 @@ def convert(
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise UnilsegError(f"output {dst} must end in .safetensors")
-    check_writable_dir(dst, "output")
+    check_file_target(dst, "output")
     state_dict, stored = read_weights(src)
     cfg = as_config(config if config is not None else stored)
     state_dict = remap_official_keys(state_dict)
@@ -50,6 +50,8 @@ def convert(
         save_file(tensors, str(part), metadata=metadata)
         os.chmod(part, default_file_mode())
         part.replace(dst)
+    except OSError as e:
+        raise WriteError(f"cannot write {dst}: {e.strerror or e}") from e
     finally:
         part.unlink(missing_ok=True)
     return dst

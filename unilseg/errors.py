@@ -15,13 +15,20 @@ class CheckpointError(UnilsegError):
 
 def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> int:
     """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
-    `error:` line and 2, Ctrl-C 130."""
+    `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130."""
     try:
         result = fn()
         return result if isinstance(result, int) else 0
     except UnilsegError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)
         return 130
+
+
+class WriteError(UnilsegError):
+    """An output that passed the checks but could not be written (disk full, permissions
+    changed, a file system that refuses it): exit code 1, the run's own failure."""
+
+    exit_code = 1

@@ -3,21 +3,25 @@
 UniLSeg fuses text into the image features only after the Swin encoder, so the Swin
 maps of one image can be reused, unchanged, for every instruction. Images of any size
 letterbox to the same square, so several images also run through Swin as one batch.
+
+The network sits behind a small backend interface (`TorchBackend` here; other runtimes
+provide the same three calls), so every front end shares this one inference path:
+letterbox -> `encode_image` -> `encode_text` -> `decode` -> inverse warp -> threshold.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
 from .errors import UnilsegError
-from .precision import apply_precision, model_precision
+from .settings import InferenceSpec
 from .tokenizer import tokenize
-from .transforms import CLIP_MEAN, CLIP_STD, postprocess, preprocess, read_image
+from .transforms import postprocess, preprocess, read_image
 
 ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
@@ -39,6 +43,67 @@ class ImageEmbedding:
     features: list[torch.Tensor]  # (1, C_i, size/4/2^i, size/4/2^i) for strides 4/8/16/32
     inverse: np.ndarray  # (2, 3) affine: letterboxed square -> original image
     image_size: tuple[int, int]  # (H, W) of the original image
+
+
+@dataclass
+class EncodedTexts:
+    """Texts run through the text encoder once, to be decoded against any number of images."""
+
+    texts: list[str]
+    features: tuple[torch.Tensor, ...]  # backend-specific, each (P, ...) with one row per text
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, rows: Sequence[int] | slice) -> EncodedTexts:
+        """The rows `rows` (indices or a slice) of every feature tensor."""
+        if isinstance(rows, slice):
+            return EncodedTexts(self.texts[rows], tuple(f[rows] for f in self.features))
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return EncodedTexts([self.texts[i] for i in rows],
+                            tuple(f.index_select(0, index.to(f.device)) for f in self.features))
+
+
+class Backend(Protocol):
+    """What a Predictor needs from a runtime (torch, ONNX Runtime, compiled, ...)."""
+
+    spec: InferenceSpec
+    device: torch.device
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (B, 3, size, size) normalised RGB float32 -> 4 maps (B, C_i, H_i, W_i), strides 4/8/16/32."""
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tokens (P, L) int64 -> text features, each with P rows."""
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """P pairs' image maps (P, C_i, H_i, W_i) + their text features -> logits (P, 1, size/4, size/4)."""
+
+
+class TorchBackend:
+    """The PyTorch network as a Backend."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval()
+        spec = getattr(model, "spec", None)
+        if spec is None:  # a network built by hand: read its config like build_model does
+            spec = InferenceSpec.from_config(getattr(model, "config", None) or {})
+        self.spec: InferenceSpec = spec
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.encode_image(x.to(self.device))
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.encode_text(tokens.to(self.device))
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        word, state, pad_mask = text
+        fused = self.model.fuse(features, word, pad_mask)
+        return self.model.decode(fused, word, state, pad_mask).float()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -78,9 +143,10 @@ def to_bgr(image: ImageLike, color: Literal["BGR", "RGB"] = "BGR") -> np.ndarray
 class Predictor:
     """SAM-style predictor: `set_image` runs the image encoder, `predict` runs the rest per text.
 
-    Pre-processing settings (input size, mean/std, context length, threshold) come from
-    the model's config. `precision` 'bf16'/'fp16' casts the model's heavy layers in place
-    (see `unilseg.precision`); None keeps the model as it is.
+    model: a UniLSeg network (from `build_model` / `load_model`; its `spec` gives input
+    size, mean/std, context length and threshold) or another Backend. `threshold`
+    overrides the spec's. `precision` 'bf16'/'fp16' casts a torch network's heavy layers
+    in place (see `unilseg.precision`); None keeps the model as it is.
 
     `max_batch` caps the (image, text) pairs per fusion/decoder batch; None means 1 on
     CPU and 16 on a GPU. On CPU batching gains nothing there: at stride 4 the decoder's
@@ -90,21 +156,21 @@ class Predictor:
     """
 
     def __init__(
-        self, model: torch.nn.Module, threshold: float | None = None, precision: str | None = None,
+        self, model: torch.nn.Module | Backend, threshold: float | None = None, precision: str | None = None,
         max_batch: int | None = None,
     ) -> None:
-        cfg: dict[str, Any] = getattr(model, "config", {}) or {}
-        inp = cfg.get("input", {})
-        self.model = model.eval()
-        if precision is not None:
-            apply_precision(model, precision, self.device)
-        self.precision: str = model_precision(model)
-        self.size: int = int(inp.get("size", 480))
-        self.mean = tuple(inp.get("mean", CLIP_MEAN))
-        self.std = tuple(inp.get("std", CLIP_STD))
-        self.context_length: int = int(inp.get("context_length", 17))
-        default_threshold = cfg.get("test", {}).get("threshold", 0.35)
-        self.threshold: float = float(default_threshold if threshold is None else threshold)
+        if isinstance(model, torch.nn.Module):
+            backend: Backend = TorchBackend(model)
+            if precision is not None:
+                from .precision import apply_precision
+
+                apply_precision(model, precision, backend.device)
+        else:
+            backend = model
+            if precision not in (None, "fp32"):
+                raise UnilsegError(f"--precision {precision} applies to the torch runtime only")
+        self.backend = backend
+        self.spec: InferenceSpec = backend.spec.with_threshold(threshold)
         if max_batch is None:
             max_batch = 1 if self.device.type == "cpu" else 16
         if max_batch < 1:
@@ -113,8 +179,23 @@ class Predictor:
         self.embedding: ImageEmbedding | None = None
 
     @property
+    def model(self) -> torch.nn.Module | None:
+        """The torch network, if the backend is one."""
+        return getattr(self.backend, "model", None)
+
+    @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.backend.device
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    @property
+    def precision(self) -> str:
+        from .precision import model_precision
+
+        return model_precision(self.model) if self.model is not None else "fp32"
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -124,16 +205,17 @@ class Predictor:
     def embed(self, images: Sequence[ImageLike], color: Literal["BGR", "RGB"] = "BGR") -> list[ImageEmbedding]:
         """Letterbox every image to size x size and run Swin once on the stack (B = len(images))."""
         boxed, inverses, sizes = [], [], []
+        spec = self.spec
         for image in images:
             bgr = to_bgr(image, color)
-            x, inverse = preprocess(bgr, self.size, self.mean, self.std)
+            x, inverse = preprocess(bgr, spec.size, spec.mean, spec.std)
             boxed.append(x)
             inverses.append(inverse)
             sizes.append(bgr.shape[:2])
         if not boxed:
             return []
         with torch.inference_mode():
-            maps = self.model.encode_image(torch.cat(boxed).to(self.device))
+            maps = self.backend.encode_image(torch.cat(boxed))
         return [
             ImageEmbedding([m[i : i + 1] for m in maps], inverse, size)
             for i, (inverse, size) in enumerate(zip(inverses, sizes))
@@ -143,50 +225,62 @@ class Predictor:
         """Encode an image: a path, a uint8 (H, W, 3) array in `color` order, or a PIL image."""
         self.embedding = self.embed([image], color)[0]
 
+    def encode_texts(self, texts: str | Sequence[str]) -> EncodedTexts:
+        """Tokenise and run the text encoder once for all `texts` (none may be empty)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise UnilsegError("empty expression; give a text naming what to segment")
+        if not texts:
+            return EncodedTexts([], ())
+        tokens = tokenize(texts, self.spec.context_length)
+        with torch.inference_mode():
+            return EncodedTexts(texts, tuple(self.backend.encode_text(tokens)))
+
     def predict_logits(self, texts: str | Sequence[str], embedding: ImageEmbedding | None = None) -> torch.Tensor:
         """Logits (B, 1, size/4, size/4) float32 for each text against one image (default: the set one)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         embedding = embedding if embedding is not None else self._current()
         return self.pair_logits([embedding] * len(texts), texts)
 
-    def pair_logits(self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str]) -> torch.Tensor:
+    def pair_logits(
+        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts
+    ) -> torch.Tensor:
         """Logits (P, 1, size/4, size/4) float32 for P (image, text) pairs.
 
-        All texts go through the text encoder as one batch; fusion and decoders take at
-        most `max_batch` pairs at a time.
+        Texts not yet encoded go through the text encoder as one batch; fusion and decoders
+        take at most `max_batch` pairs at a time.
         """
-        if len(embeddings) != len(texts):
-            raise ValueError(f"{len(embeddings)} images for {len(texts)} texts")
-        for text in texts:
-            if not isinstance(text, str) or not text.strip():
-                raise UnilsegError("empty expression; give a text naming what to segment")
-        if not texts:
-            return torch.empty(0, 1, self.size // 4, self.size // 4)
-        tokens = tokenize(list(texts), self.context_length).to(self.device)
+        encoded = texts if isinstance(texts, EncodedTexts) else self.encode_texts(texts)
+        if len(embeddings) != len(encoded):
+            raise ValueError(f"{len(embeddings)} images for {len(encoded)} texts")
+        if not len(encoded):
+            return torch.empty(0, 1, self.spec.size // 4, self.spec.size // 4)
         out = []
         with torch.inference_mode():
-            word, state, pad_mask = self.model.encode_text(tokens)
-            for i in range(0, len(texts), self.max_batch):
+            for i in range(0, len(encoded), self.max_batch):
                 j = i + self.max_batch
-                fused = self.model.fuse(_stack_features(embeddings[i:j]), word[i:j], pad_mask[i:j])
-                out.append(self.model.decode(fused, word[i:j], state[i:j], pad_mask[i:j]).float())
+                part = encoded.take(slice(i, j))
+                out.append(self.backend.decode(_stack_features(embeddings[i:j]), part.features).float())
         return torch.cat(out)
 
     def predict(
         self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None
     ) -> list[Prediction]:
-        """One Prediction per text (mask = soft map > threshold, default from the config)."""
+        """One Prediction per text (mask = soft map > threshold, default the spec's)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         embedding = embedding if embedding is not None else self._current()
         return self.predict_pairs([embedding] * len(texts), texts, threshold)
 
     def predict_pairs(
-        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str], threshold: float | None = None
+        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts,
+        threshold: float | None = None,
     ) -> list[Prediction]:
         """One Prediction per (image, text) pair; pairs of several images share decoder batches."""
         threshold = self.threshold if threshold is None else threshold
         logits = self.pair_logits(embeddings, texts)
-        return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(texts, logits, embeddings)]
+        names = texts.texts if isinstance(texts, EncodedTexts) else list(texts)
+        return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(names, logits, embeddings)]
 
     def _current(self) -> ImageEmbedding:
         if self.embedding is None:

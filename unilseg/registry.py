@@ -1,31 +1,36 @@
 """Named models: which config, which weight file, where it comes from, how to check it.
 
-Weights live in a cache directory: `$UNILSEG_HOME` if set, else `weights/` in the
-project. A converted `<stem>.safetensors` beside the official `.pth` is preferred (it
-memory-maps and skips the unused CLIP image tower).
+A registered model's weights are looked for, in this order (first found wins):
+  1. `$UNILSEG_HOME`, if set;
+  2. the user cache directory (`platformdirs.user_cache_dir("unilseg")`, `~/.cache/unilseg`
+     on Linux), where `unilseg download` writes unless `$UNILSEG_HOME` is set;
+  3. the current directory, then `./weights/` (the authors' habit);
+  4. the package itself, for models shipped with it (the demo model).
+In each place a converted `<stem>.safetensors` beside the official `.pth` is preferred (it
+memory-maps and skips the unused CLIP image tower). `--weights PATH` bypasses the lookup.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .config import PROJECT_ROOT
 from .errors import UnilsegError
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One downloadable model."""
+    """One named model."""
 
     name: str
-    config: str  # path relative to the project root
-    filename: str  # file name in the cache directory
+    config: str  # a packaged config's file name (unilseg/configs/)
+    filename: str  # the weight file's name
     source: str  # where a person gets the file by hand
     gdrive_folder: str | None = None  # Google Drive folder holding `filename` (downloaded with gdown)
     sha256: str | None = None  # of `filename`, where known
     description: str = ""
-    bundled: bool = False  # shipped in the repository's weights/ (no download)
+    bundled: bool = False  # shipped inside the package (unilseg/weights/), no download
 
 
 AUTHORS_DRIVE = "https://drive.google.com/drive/folders/1llKmPaOUhsAqxtopFdfnIBAlspvw_I4I"
@@ -35,7 +40,7 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="unilseg-20",
-            config="configs/unilseg20.yaml",
+            config="unilseg20.yaml",
             filename="UniLSeg20_no_finetune.pth",
             source=f"the authors' Google Drive folder {AUTHORS_DRIVE}",
             gdrive_folder=AUTHORS_DRIVE,
@@ -44,9 +49,9 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="unilseg-demo",
-            config="configs/unilseg-demo.yaml",
+            config="unilseg-demo.yaml",
             filename="unilseg-demo.safetensors",
-            source="this repository (weights/), trained from configs/unilseg-demo.yaml in two stages (README)",
+            source="this package (unilseg/weights/), trained from the unilseg-demo config in two stages (README)",
             bundled=True,
             description="small offline demo model trained on generated scenes (not for photographs)",
         ),
@@ -56,9 +61,27 @@ DEFAULT_MODEL = "unilseg-20"
 
 
 def cache_dir() -> Path:
-    """`$UNILSEG_HOME` if set, else the project's `weights/` directory."""
+    """Where downloads go: `$UNILSEG_HOME` if set, else the user cache directory."""
     home = os.environ.get("UNILSEG_HOME")
-    return Path(home).expanduser() if home else PROJECT_ROOT / "weights"
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("unilseg", appauthor=False))
+
+
+def search_dirs(spec: ModelSpec | None = None) -> list[tuple[str, Path]]:
+    """(label, directory) pairs in lookup order (see the module docstring)."""
+    dirs = []
+    if os.environ.get("UNILSEG_HOME"):
+        dirs.append(("$UNILSEG_HOME", cache_dir()))
+    import platformdirs
+
+    dirs.append(("user cache", Path(platformdirs.user_cache_dir("unilseg", appauthor=False))))
+    dirs += [("current directory", Path.cwd()), ("./weights", Path.cwd() / "weights")]
+    if spec is None or spec.bundled:
+        dirs.append(("package", Path(str(resources.files("unilseg").joinpath("weights")))))
+    return dirs
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -68,20 +91,20 @@ def get_spec(name: str) -> ModelSpec:
         raise UnilsegError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
 
 
-def config_path(spec: ModelSpec) -> Path:
-    return PROJECT_ROOT / spec.config
+def find_weights(spec: ModelSpec) -> tuple[Path, str] | None:
+    """(weight file, where it was found) for `spec`, safetensors preferred; None if nowhere."""
+    stem = Path(spec.filename)
+    for label, directory in search_dirs(spec):
+        for candidate in (directory / stem.with_suffix(".safetensors"), directory / spec.filename):
+            if candidate.is_file():
+                return candidate, label
+    return None
 
 
 def cached_weights(spec: ModelSpec) -> Path | None:
-    """The cached (or bundled) weight file for `spec`, safetensors preferred; None if absent."""
-    if spec.bundled:
-        path = PROJECT_ROOT / "weights" / spec.filename
-        return path if path.is_file() else None
-    target = cache_dir() / spec.filename
-    for candidate in (target.with_suffix(".safetensors"), target):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The weight file found for `spec` (see find_weights), or None."""
+    found = find_weights(spec)
+    return None if found is None else found[0]
 
 
 def download_command(name: str) -> str:

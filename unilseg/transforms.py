@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UnilsegError
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .settings import CLIP_MEAN, CLIP_STD
 
 
 def read_image(path: str | Path) -> np.ndarray:

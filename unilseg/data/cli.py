@@ -9,16 +9,16 @@ Samples that live in memory (generated scenes) are saved as PNGs beside the mani
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
+
+from ..cliargs import add_data_args, guarded_main
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unilseg.data", description="Write a data spec as a JSONL manifest.")
     p.add_argument("data", help="data spec: refcoco:val, a folder with texts.csv, synthetic:SCENES[:SEED[:SIZE]], ...")
     p.add_argument("--out", required=True, help="manifest path (.jsonl); PNGs for generated data go beside it")
-    p.add_argument("--refer-root", help="refer data folder (holding refcoco/, refcoco+/, refcocog/)")
-    p.add_argument("--coco-images", help="COCO train2014 images (default REFER_ROOT/images/mscoco/images/train2014)")
+    add_data_args(p)
     return p
 
 
@@ -31,28 +31,27 @@ def export(spec: str, out: str, refer_root: str | None = None, coco_images: str 
     import numpy as np
 
     from ..errors import UnilsegError
-    from ..io import check_writable_dir, encode_image, write_bytes_atomic
+    from ..writers import check_dir_target, encode_image, encode_mask, write_atomic
     from .manifest import write_manifest
     from .sources import open_samples
 
     if not out.endswith(".jsonl"):
         raise UnilsegError(f"--out {out}: a manifest is a .jsonl file")
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    check_writable_dir(out_path, "--out")
+    check_dir_target(out_path.parent, "--out")
+    if out_path.is_dir():
+        raise UnilsegError(f"--out {out} is a directory; give the manifest's file name")
     rows = []
     for k, sample in enumerate(open_samples(spec, refer_root, coco_images)):
         if isinstance(sample.image, np.ndarray):
             bgr = np.ascontiguousarray(sample.image[:, :, ::-1])
             path = out_path.parent / "images" / f"{hashlib.sha1(bgr.tobytes()).hexdigest()[:16]}.png"
             if not path.exists():
-                path.parent.mkdir(exist_ok=True)
-                write_bytes_atomic(path, encode_image(path, bgr))
+                write_atomic(path, encode_image(path, bgr))
             sample = dataclasses.replace(sample, image=path)
         if isinstance(sample.mask, np.ndarray):
             path = out_path.parent / "masks" / f"{k:06d}.png"
-            path.parent.mkdir(exist_ok=True)
-            write_bytes_atomic(path, encode_image(path, sample.mask.astype(np.uint8) * 255))
+            write_atomic(path, encode_mask(sample.mask, "png"))
             sample = dataclasses.replace(sample, mask=path)
         rows.append(sample)
     return write_manifest(out_path, rows)
@@ -60,12 +59,9 @@ def export(spec: str, out: str, refer_root: str | None = None, coco_images: str 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    from ..errors import UnilsegError
 
-    try:
+    def run() -> None:
         n = export(args.data, args.out, args.refer_root, args.coco_images)
-    except UnilsegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {n} rows to {args.out}")
-    return 0
+        print(f"wrote {n} rows to {args.out}")
+
+    return guarded_main(run)

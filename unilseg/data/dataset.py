@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..settings import InferenceSpec
 from ..tokenizer import tokenize
-from ..transforms import CLIP_MEAN, CLIP_STD, letterbox_affine, preprocess
+from ..transforms import letterbox_affine, preprocess
 from .manifest import Sample, load_image, load_mask
 from .synthetic import GRANULARITIES, SceneConfig, generate_scene, instructions, make_sample, render, sample_instruction
 from .synthetic import target_mask as synthetic_mask
@@ -28,19 +29,7 @@ def _split_key(key: Key) -> tuple[int, int]:
     return (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
 
 
-class InputSpec:
-    """Pre-processing settings from a config's `input` section."""
-
-    def __init__(self, size: int = 480, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
-                 context_length: int = 17) -> None:
-        self.size, self.mean, self.std, self.context_length = int(size), tuple(mean), tuple(std), int(context_length)
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> InputSpec:
-        return cls(**{k: v for k, v in cfg.get("input", {}).items() if k in ("size", "mean", "std", "context_length")})
-
-
-def encode_example(image_bgr: np.ndarray, mask: np.ndarray, text: str, spec: InputSpec) -> dict[str, torch.Tensor]:
+def encode_example(image_bgr: np.ndarray, mask: np.ndarray, text: str, spec: InferenceSpec) -> dict[str, torch.Tensor]:
     """-> image (3, S, S) normalised RGB, tokens (L,) int64, mask (1, S, S) float32 in [0, 1] (letterboxed)."""
     x, _ = preprocess(image_bgr, spec.size, spec.mean, spec.std)
     forward, _ = letterbox_affine(*mask.shape[:2], spec.size)
@@ -52,7 +41,7 @@ def encode_example(image_bgr: np.ndarray, mask: np.ndarray, text: str, spec: Inp
 class SampleDataset(Dataset):
     """Training items from Samples: one of each sample's texts, chosen per (index, draw)."""
 
-    def __init__(self, samples: Sequence[Sample], spec: InputSpec, seed: int = 0) -> None:
+    def __init__(self, samples: Sequence[Sample], spec: InferenceSpec, seed: int = 0) -> None:
         self.samples, self.spec, self.seed = samples, spec, seed
 
     def __len__(self) -> int:
@@ -71,7 +60,7 @@ class SyntheticDataset(Dataset):
     """Training items from generated scenes: scene `index` of stream `seed`, instruction number `draw`."""
 
     def __init__(
-        self, num_scenes: int, seed: int, spec: InputSpec, scene: SceneConfig | None = None,
+        self, num_scenes: int, seed: int, spec: InferenceSpec, scene: SceneConfig | None = None,
         weights: dict[str, float] | None = None,
     ) -> None:
         self.num_scenes, self.seed, self.spec = num_scenes, seed, spec
@@ -120,7 +109,7 @@ class SyntheticSamples(Sequence):
 class EvalDataset(Dataset):
     """One item per (sample, expression): the letterboxed image, tokens, and the mask in the original frame."""
 
-    def __init__(self, samples: Sequence[Sample], spec: InputSpec) -> None:
+    def __init__(self, samples: Sequence[Sample], spec: InferenceSpec) -> None:
         self.samples, self.spec = samples, spec
         self.items = [(i, j) for i in range(len(samples)) for j in range(len(samples[i].expressions))]
 

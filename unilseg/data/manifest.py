@@ -12,9 +12,9 @@ data set. Other keys are kept in `Sample.meta`.
 """
 from __future__ import annotations
 
+import csv
 import json
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnilsegError
+from ..writers import rle_decode
 
 REQUIRED = ("image", "mask", "expression")
 KNOWN = (*REQUIRED, "granularity", "source", "id")
@@ -80,29 +81,59 @@ def _resolve(base: Path, path: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def iter_records(path: str | Path, what: str = "manifest") -> Iterator[tuple[int, Any, str | None]]:
+    """Stream a manifest's rows -> (line number, record or None, problem or None).
+
+    `.jsonl` / `.ndjson` files hold one JSON value per line (blank lines skipped); any
+    other file is CSV with a header row, each row a dict of its columns. The file is read
+    as UTF-8 (a BOM is ignored) one line at a time, so a huge manifest is never held whole.
+    Problems with one row (broken JSON) are yielded; an unreadable file raises.
+    """
+    path = Path(path)
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise UnilsegError(f"cannot read {what} {path}: {e.strerror}") from e
+    number = 0
+    try:
+        with f:
+            if path.suffix.lower() in (".jsonl", ".ndjson"):
+                for number, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield number, json.loads(line), None
+                    except json.JSONDecodeError as e:
+                        yield number, None, f"not valid JSON ({e.msg})"
+            else:
+                reader = csv.DictReader(f)
+                fields = [name.strip() for name in reader.fieldnames or []]
+                reader.fieldnames = fields
+                if not fields:
+                    return
+                for rec in reader:
+                    number = reader.line_num
+                    if None in rec:
+                        yield number, None, f"more values than the {len(fields)} header columns"
+                    else:
+                        yield number, rec, None
+    except UnicodeDecodeError as e:
+        raise UnilsegError(f"{what} {path} is not UTF-8 text (line {number + 1}); save it as UTF-8") from e
+    except csv.Error as e:
+        raise UnilsegError(f"{what} {path}: line {number + 1}: not valid CSV ({e})") from e
+
+
 def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:
     """Read and validate a JSONL manifest; every bad row is reported with its line number.
 
     check_files: also require that image and mask files exist.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise UnilsegError(f"cannot read manifest {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise UnilsegError(f"manifest {path} is not UTF-8 text") from e
     base = path.parent
     samples, problems = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"line {number}: not valid JSON ({e.msg})")
-            continue
-        problem = _row_problem(row)
+    for number, row, problem in iter_records(path):
+        if problem is None:
+            problem = _row_problem(row)
         if problem is None and check_files:
             for key in ("image", "mask"):
                 if isinstance(row[key], str) and not _resolve(base, row[key]).is_file():
@@ -164,9 +195,9 @@ def write_manifest(path: str | Path, samples: Iterable[Sample]) -> int:
             row["id"] = s.id
         row.update(s.meta)
         rows.append(json.dumps(row, ensure_ascii=False))
-    from ..io import write_bytes_atomic
+    from ..writers import write_atomic
 
-    write_bytes_atomic(path, ("\n".join(rows) + "\n").encode("utf-8"))
+    write_atomic(path, ("\n".join(rows) + "\n").encode("utf-8"))
     return len(rows)
 
 
@@ -182,28 +213,6 @@ def load_image(sample: Sample) -> np.ndarray:
         raise UnilsegError(f"{sample.origin or sample.id}: {e}") from e
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed string or uncompressed list counts) -> bool (H, W)."""
-    from pycocotools import mask as mask_utils
-
-    h, w = rle["size"]
-    if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, h, w)
-    elif isinstance(rle["counts"], str):
-        rle = {"size": [h, w], "counts": rle["counts"].encode("ascii")}
-    with warnings.catch_warnings():  # pycocotools' own NumPy 2 notice about __array__(copy=...); harmless
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """bool (H, W) -> compressed COCO RLE with a str `counts` (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
     """The sample's mask as bool (H, W); `shape` (H, W) if given must match."""
     where = sample.origin or sample.id
@@ -211,7 +220,7 @@ def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
         mask = sample.mask.astype(bool)
     elif isinstance(sample.mask, dict):
         try:
-            mask = decode_rle(sample.mask)
+            mask = rle_decode(sample.mask)
         except (ValueError, TypeError, UnicodeEncodeError) as e:
             raise UnilsegError(f"{where}: cannot decode the RLE mask ({e})") from e
     else:

@@ -17,7 +17,8 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import UnilsegError
-from .dataset import InputSpec, SampleDataset, SyntheticDataset, SyntheticSamples
+from ..settings import InferenceSpec
+from .dataset import SampleDataset, SyntheticDataset, SyntheticSamples
 from .manifest import Sample
 from .synthetic import GRANULARITIES, SceneConfig
 
@@ -71,7 +72,7 @@ def open_samples(
 
 
 def train_dataset(
-    spec: str, input_spec: InputSpec, seed: int = 0, refer_root: str | Path | None = None,
+    spec: str, input_spec: InferenceSpec, seed: int = 0, refer_root: str | Path | None = None,
     coco_images: str | Path | None = None, granularity_weights: dict[str, float] | None = None,
 ) -> Dataset:
     """A training dataset: generated scenes draw a fresh instruction on each pass; others pick one of their texts.

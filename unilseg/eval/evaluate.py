@@ -1,61 +1,57 @@
-"""Run a model over Samples and score its masks the way the inference CLI makes them.
+"""Score a predictor's masks against ground truth, made exactly as the inference CLI makes them.
 
-Each text is letterboxed and predicted at the config's input size; its logits are
-mapped back to the original image (`postprocess`, threshold from the config) and
-compared there with the ground-truth mask.
+Evaluation goes through the one inference path (`unilseg.batch.predict_items` over a
+`Predictor`): letterbox, logits, inverse warp to the original image, soft map > threshold;
+each mask is compared there with the ground-truth mask.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-
-from ..data.dataset import EvalDataset, InputSpec, collate_eval
-from ..data.manifest import Sample
-from ..transforms import postprocess
+from ..batch import Item, predict_items
+from ..data.manifest import Sample, load_image, load_mask
+from ..errors import UnilsegError
+from ..predictor import Predictor
 from .metrics import Record, intersection_union, summarize
 
 
-@torch.no_grad()
 def evaluate(
-    model: nn.Module, samples: Sequence[Sample], spec: InputSpec, threshold: float, device: torch.device | str = "cpu",
-    batch_size: int = 8, workers: int = 0, limit: int | None = None, progress: bool = False,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    predictor: Predictor, samples: Sequence[Sample], batch_size: int = 8, limit: int | None = None,
+    progress: bool = False, on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Score every (sample, text) pair (the first `limit` of them if given) -> `summarize` output.
 
-    on_record, if given, receives each per-text result: id, text, granularity, source, inter, union, iou.
+    batch_size: images per Swin batch. on_record, if given, receives each per-text result:
+    id, text, granularity, source, inter, union, iou.
     """
-    dataset = EvalDataset(samples, spec)
-    if limit is not None:
-        dataset.items = dataset.items[:limit]
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_eval)
-    was_training = model.training
-    model.eval()
+    items: list[Item] = []
+    for i, sample in enumerate(samples):
+        if limit is not None and len(items) >= limit:
+            break
+        items += [Item(len(items) + j, i, text) for j, text in enumerate(sample.expressions)]
+    items = items[:limit]
     records = []
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(dataset), desc="eval", unit="text", dynamic_ncols=True)
+        bar = tqdm(total=len(items), desc="eval", unit="text", dynamic_ncols=True)
     try:
-        for batch in loader:
-            logits = model(batch["image"].to(device), batch["tokens"].to(device)).float().cpu()
-            for i, gt in enumerate(batch["gt"]):
-                pred, _ = postprocess(logits[i : i + 1], batch["inverse"][i], gt.shape, threshold)
-                inter, union = intersection_union(pred, gt)
-                rec = Record(inter, union, batch["granularity"][i], batch["source"][i])
-                records.append(rec)
-                if on_record is not None:
-                    on_record({"id": batch["id"][i], "text": batch["text"][i], "granularity": rec.granularity,
-                               "source": rec.source, "inter": inter, "union": union, "iou": rec.iou})
+        for r in predict_items(predictor, items, batch_size, load=lambda i: load_image(samples[i])):
+            if r.error is not None:
+                raise UnilsegError(r.error)
+            sample = samples[r.item.image]
+            gt = load_mask(sample, r.prediction.mask.shape)
+            inter, union = intersection_union(r.prediction.mask, gt)
+            rec = Record(inter, union, sample.granularity, sample.source)
+            records.append(rec)
+            if on_record is not None:
+                on_record({"id": sample.id, "text": r.item.expression, "granularity": rec.granularity,
+                           "source": rec.source, "inter": inter, "union": union, "iou": rec.iou})
             if bar is not None:
-                bar.update(len(batch["gt"]))
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
     return summarize(records)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..io import write_bytes_atomic
+from ..writers import write_atomic
 
 FORMAT = "unilseg-train-1"
 
@@ -42,14 +42,14 @@ def save_training_checkpoint(
         "format": FORMAT, "step": step, "config": config, "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
     }, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any] | None = None) -> None:
     """Weights as `{'state_dict': ..., 'config': ...}`: `load_model` and `convert` need no --config for it."""
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), **({"config": config} if config is not None else {})}, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..cliargs import add_data_args, guarded_main
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -26,8 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from these weights (e.g. the official .pth to fine-tune)")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides train.steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
-    p.add_argument("--refer-root", help="refer data folder (holding refcoco/, refcoco+/, refcocog/)")
-    p.add_argument("--coco-images", help="COCO train2014 images (default REFER_ROOT/images/mscoco/images/train2014)")
+    add_data_args(p)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, e.g. train.lr 1e-4")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -53,6 +54,4 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    from ..errors import run_guarded
-
-    return run_guarded(lambda: run(args), interrupted="interrupted (resume with --resume)")
+    return guarded_main(lambda: run(args), interrupted="interrupted (resume with --resume)")

@@ -14,13 +14,11 @@ from torch.utils.data import DataLoader
 
 from ..build import build_model
 from ..checkpoint import load_weights, read_checkpoint
-from ..config import resolve_path
-from ..data.dataset import InputSpec
 from ..data.sources import open_samples, train_dataset
 from ..errors import UnilsegError
 from ..eval.evaluate import evaluate
-from ..io import write_bytes_atomic
-from ..predictor import resolve_device
+from ..predictor import Predictor, resolve_device
+from ..writers import write_atomic
 from .checkpointing import (
     checkpoint_name,
     latest_checkpoint,
@@ -140,10 +138,9 @@ class Trainer:
         ckpt = load_training_checkpoint(resume) if resume is not None else None
 
         torch.manual_seed(int(t["seed"]))  # the same initial weights on every process
-        self.model = build_model(cfg)
-        self.model.config = cfg  # pre-processing settings travel with the model (as load_model does)
+        self.model = build_model(cfg)  # with cfg and its InferenceSpec attached, as load_model does
         if t["init"] and ckpt is None:
-            load_weights(self.model, read_checkpoint(resolve_path(t["init"])), source=str(t["init"]))
+            load_weights(self.model, read_checkpoint(Path(t["init"]).expanduser()), source=str(t["init"]))
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, t), betas=tuple(t["betas"]))
         self.total = int(t["steps"])
@@ -154,8 +151,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
-        self.spec = InputSpec.from_config(cfg)
-        data = train_dataset(t["data"], self.spec, int(t["seed"]), refer_root, coco_images, t["granularity_weights"])
+        data = train_dataset(t["data"], self.model.spec, int(t["seed"]), refer_root, coco_images,
+                             t["granularity_weights"])
         sampler = StepBatchSampler(len(data), int(t["batch_size"]), self.total, int(t["seed"]), self.step,
                                    self.dist.rank, self.dist.world_size)
         workers = int(t["workers"])
@@ -178,9 +175,13 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
 
     def evaluate(self) -> dict[str, Any]:
-        threshold = float(self.cfg.get("test", {}).get("threshold", 0.35))
-        return evaluate(self.model, self.val, self.spec, threshold, self.device,
-                        batch_size=int(self.t["batch_size"]), limit=int(self.t["val_limit"]))
+        """Score the validation data through the inference path; the model goes back to training mode."""
+        batch = int(self.t["batch_size"])
+        was_training = self.model.training
+        try:
+            return evaluate(Predictor(self.model, max_batch=batch), self.val, batch, int(self.t["val_limit"]))
+        finally:
+            self.model.train(was_training)
 
     def checkpoint_and_eval(self, bar: Any) -> None:
         t, step = self.t, self.step
@@ -252,7 +253,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
     kept = [line for line in lines if keep(line)]
     if len(kept) != len(lines):
-        write_bytes_atomic(path, "".join(kept).encode("utf-8"))
+        write_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path, **kwargs: Any) -> nn.Module:

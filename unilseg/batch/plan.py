@@ -1,0 +1,177 @@
+"""Planning a batch: (image, expression, output) requests -> Items with every output path named.
+
+Pure bookkeeping, no model: names `{image_stem}__{slug}` with collisions resolved,
+sidecar paths, sharding. Names are assigned over the whole plan before sharding, so
+every shard and every resumed run agrees on them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnilsegError
+from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, sidecar
+from .inputs import IMAGE_EXTENSIONS
+
+MAX_STEM, MAX_SLUG = 64, 48  # a name stays far below the 255-byte limit of common file systems
+OVERLAY_FORMATS = ("jpg", "png")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What each item writes besides its mask."""
+
+    fmt: str = "png"  # mask format: png | npy | rle-json
+    save_prob: bool = False  # NAME.prob.npy: the float32 soft map
+    overlay: str | None = None  # NAME.overlay.jpg|png: the image with the mask drawn on it
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise UnilsegError(f"unknown mask format {self.fmt!r}; use one of {', '.join(FORMATS)}")
+        if self.overlay is not None and self.overlay not in OVERLAY_FORMATS:
+            raise UnilsegError(f"overlay format {self.overlay!r}: use jpg or png")
+
+
+@dataclass
+class Item:
+    """One (image, expression) pair and where its outputs go.
+
+    `image` is whatever the run's loader reads (a path by default; any hashable key, e.g.
+    a sample index for evaluation). Items with equal `image` share one Swin pass.
+    """
+
+    index: int  # position in the whole plan (before sharding)
+    image: Hashable
+    expression: str
+    output: Path | None = None  # the mask file (None: nothing is written)
+    prob_path: Path | None = None
+    overlay_path: Path | None = None
+    error: str | None = None  # known before running (empty expression, clashing output)
+    explicit: bool = False  # output named by the caller, not derived
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def outputs(self) -> list[Path]:
+        """Every file the item writes; the mask last (it is written last: its presence means done)."""
+        return [p for p in (self.prob_path, self.overlay_path, self.output) if p is not None]
+
+    def is_done(self) -> bool:
+        """Whether every output exists (what --skip-existing skips)."""
+        paths = self.outputs()
+        return bool(paths) and all(p.is_file() for p in paths)
+
+    def with_sidecars(self, options: OutputOptions) -> Item:
+        """Set the soft-map and overlay paths beside the mask, as `options` asks."""
+        if self.output is not None:
+            self.prob_path = sidecar(self.output, PROB_SUFFIX) if options.save_prob else None
+            self.overlay_path = sidecar(self.output, f".overlay.{options.overlay}") if options.overlay else None
+        return self
+
+
+def slugify(text: str, max_len: int = MAX_SLUG) -> str:
+    """An expression -> a lower-case ASCII `a-z0-9-` slug, safe on every file system.
+
+    Text with no ASCII letters or digits (e.g. Chinese) becomes `u` + 8 hex digits of its
+    SHA-1, so different texts still get different names.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:max_len].rstrip("-")
+    return slug or "u" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def safe_stem(stem: str, max_len: int = MAX_STEM) -> str:
+    """An image file stem -> `A-Za-z0-9._-` only, no leading dot, at most max_len characters."""
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_stem).lstrip(".")[:max_len]
+    return safe or "image"
+
+
+def output_stem(image: str, expression: str) -> str:
+    """The derived name of an item's outputs, without extension: `{safe image stem}__{slug}`."""
+    return f"{safe_stem(Path(image).stem)}__{slugify(expression)}"
+
+
+def plan_items(
+    requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None
+) -> list[Item]:
+    """(image, expression, explicit output or None) triples -> Items with unique outputs.
+
+    Derived names are `output_stem` + the format's extension; a name taken already
+    (compared case-insensitively, as macOS and Windows do) gets `__2`, `__3`, ...
+    Explicit outputs (relative ones under out_dir) are kept; one that repeats an earlier
+    explicit output makes that item fail.
+    """
+    out_dir = Path(out_dir)
+    options = options or OutputOptions()
+    ext = MASK_EXTENSIONS[options.fmt]
+    items = [Item(i, image, expr) for i, (image, expr, _) in enumerate(requests)]
+    taken: dict[str, int] = {}
+    for item, (_, _, explicit) in zip(items, requests):
+        if explicit is None:
+            continue
+        path = Path(explicit).expanduser()
+        item.output = path if path.is_absolute() else out_dir / path
+        item.explicit = True
+        key = _key(item.output.with_suffix(""))
+        if key in taken:
+            item.error = f"output {explicit} is also the output of item {taken[key]}"
+        else:
+            taken[key] = item.index
+    for item in items:
+        if item.explicit:
+            continue
+        stem = output_stem(str(item.image), item.expression)
+        name, n = stem, 1
+        while _key(out_dir / name) in taken:
+            n += 1
+            name = f"{stem}__{n}"
+        taken[_key(out_dir / name)] = item.index
+        item.output = out_dir / (name + ext)
+    for item in items:
+        item.with_sidecars(options)
+        if item.error is None and not item.expression.strip():
+            item.error = "empty expression; give a text naming what to segment"
+    return items
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path)).casefold()
+
+
+def check_output_dir(sp: str | Path, count: int) -> Path:
+    """--sp of a batch -> its Path, checked (not created): a directory, or one that can be made."""
+    out = Path(sp).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
+    if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:
+        raise UnilsegError(f"--sp {sp} looks like a file name, but this batch has {count} items: pass a directory")
+    return check_dir_target(out, "--sp")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N (I counts from 0)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m[2]) < 1 or int(m[1]) >= int(m[2]):
+        raise UnilsegError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4 ... 3/4 (I counts from 0)")
+    return int(m[1]), int(m[2])
+
+
+def select_shard(items: Sequence[Item], index: int, count: int) -> list[Item]:
+    """Items of shard `index` of `count`: distinct images, in order of first appearance, go round-robin.
+
+    All expressions of one image stay in one shard, so its image is encoded once.
+    """
+    order: dict[Hashable, int] = {}
+    for item in items:
+        order.setdefault(item.image, len(order))
+    return [item for item in items if order[item.image] % count == index]
+
+
+def results_name(shard: tuple[int, int] | None) -> str:
+    """`results.jsonl`, or one file per shard so shards can share an output directory."""
+    return f"results.shard-{shard[0]}-of-{shard[1]}.jsonl" if shard else "results.jsonl"

@@ -1,0 +1,236 @@
+"""Every file unilseg writes goes through here: checks before work, encoders, atomic writes.
+
+- `check_file_target` / `check_dir_target`: fail before any model work if a target cannot
+  be written (a probe file is created and removed, so /proc, /sys and read-only mounts are
+  caught, not only missing permissions).
+- `encode_mask` (PNG / .npy / COCO RLE JSON), `rle_encode` / `rle_decode`, `encode_image`,
+  `render_overlay`: bytes from arrays.
+- `write_atomic`: a temporary file beside the target, then a rename; a file appears
+  complete under its name or not at all, and a failed write leaves no temporary file.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import secrets
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UnilsegError, WriteError
+
+FORMATS = ("png", "npy", "rle-json")
+MASK_EXTENSIONS = {"png": ".png", "npy": ".npy", "rle-json": ".json"}
+# Image extensions that keep a 0/255 mask exact; JPEG and friends would blur its edges.
+LOSSLESS_IMAGE_EXTENSIONS = frozenset(".png .bmp .dib .tif .tiff .pbm .pgm .ppm .pnm .pxm .sr .ras".split())
+LOSSY_IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .jpe .jp2 .webp .avif .heic".split())
+PROB_SUFFIX = ".prob.npy"
+TINT_BGR = (255, 144, 30)  # dodger blue
+OUTLINE_BGR = (0, 255, 255)  # yellow
+TINT_ALPHA = 0.5
+
+
+# ---------------------------------------------------------------- checks before work
+
+
+def _probe(directory: Path) -> str | None:
+    """Create and remove a file in `directory`; None if that worked, else why not."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".unilseg-probe-", dir=directory)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _require_writable(directory: Path, flag: str, path: str | Path) -> None:
+    if not directory.is_dir():
+        raise UnilsegError(f"{flag} {path}: {directory} is a file, not a directory")
+    problem = _probe(directory)
+    if problem:
+        raise UnilsegError(f"{flag} {path}: cannot write in {directory} ({problem}); choose another place")
+
+
+def check_dir_target(path: str | Path, flag: str) -> Path:
+    """A directory to write into: existing and writable, or creatable (its nearest existing
+    ancestor is a writable directory). Nothing is created. Returns the path."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UnilsegError(f"{flag} {path} is a file, not a directory; pass a directory")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    _require_writable(existing, flag, path)
+    return out
+
+
+def check_file_target(path: str | Path, flag: str) -> Path:
+    """A file to write: not a directory, in an existing writable directory. Returns the path."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UnilsegError(f"{flag} {path} is a directory; give a file path")
+    if not p.parent.exists():
+        raise UnilsegError(f"{flag} {path}: directory {p.parent} does not exist; create it first")
+    _require_writable(p.parent, flag, path)
+    return p
+
+
+def mask_format_for(path: str | Path, fmt: str | None, flag: str = "--sp") -> str:
+    """The mask format for an output file: --format if given (it must fit the extension), else
+    the extension's (.npy -> npy, .json -> rle-json, a lossless image -> png)."""
+    ext = Path(path).suffix.lower()
+    if ext in LOSSY_IMAGE_EXTENSIONS:
+        raise UnilsegError(f"{flag} {path}: {ext} is a lossy image format and would blur the mask's 0/255 edges; "
+                           "use .png (or .npy / .json with --format npy / rle-json)")
+    by_ext = {".npy": "npy", ".json": "rle-json"}.get(ext, "png" if ext in LOSSLESS_IMAGE_EXTENSIONS else None)
+    if by_ext is None:
+        raise UnilsegError(f"{flag} {path}: cannot tell the mask format from {ext or 'no extension'!r}; "
+                           "end the name in .png, .npy or .json")
+    if fmt is not None and fmt != by_ext:
+        raise UnilsegError(f"{flag} {path} has the extension of --format {by_ext}, not {fmt}; "
+                           f"name it *{MASK_EXTENSIONS[fmt]} or drop --format")
+    return by_ext
+
+
+def sidecar(path: Path, suffix: str) -> Path:
+    """`path` with its extension replaced by `suffix`: masks/a.png + '.prob.npy' -> masks/a.prob.npy."""
+    base = path.with_suffix("")
+    return base.parent / (base.name + suffix)
+
+
+# ---------------------------------------------------------------- encoders
+
+
+def encode_image(path: str | Path, image: np.ndarray) -> bytes:
+    """Encode with OpenCV in the format the path's extension names (PNG, JPEG, ...)."""
+    import cv2
+
+    ext = Path(path).suffix or ".png"
+    try:
+        ok, buf = cv2.imencode(ext, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise UnilsegError(f"cannot write an image as {ext!r} ({path}); use a .png path")
+    return buf.tobytes()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """Bool (H, W) -> COCO compressed RLE {'size': [H, W], 'counts': str} (pycocotools)."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    """COCO RLE (compressed counts as str or bytes, or uncompressed counts as a list) -> bool (H, W)."""
+    from pycocotools import mask as coco_mask
+
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    with warnings.catch_warnings():  # pycocotools' NumPy-2 `copy=` DeprecationWarning; harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if isinstance(counts, list):
+            encoded = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        else:
+            encoded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        return coco_mask.decode(encoded).astype(bool)
+
+
+def encode_mask(mask: np.ndarray, fmt: str, ext: str = ".png") -> bytes:
+    """Bool (H, W) mask -> file bytes: 'png' 0/255 single channel (in the lossless image format
+    `ext` names), 'npy' bool array, 'rle-json' COCO RLE."""
+    if fmt == "png":
+        return encode_image(f"mask{ext}", mask.astype(np.uint8) * 255)
+    if fmt == "npy":
+        return npy_bytes(mask.astype(bool))
+    if fmt == "rle-json":
+        return (json.dumps(rle_encode(mask)) + "\n").encode()
+    raise UnilsegError(f"unknown mask format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def render_overlay(
+    image_bgr: np.ndarray, mask: np.ndarray, alpha: float = TINT_ALPHA, outline: bool = True,
+    tint_bgr: tuple[int, int, int] = TINT_BGR,
+) -> np.ndarray:
+    """The image (BGR uint8 (H, W, 3)) with the mask tinted and its edge outlined, BGR uint8.
+
+    The outline is drawn on the mask's own border pixels, so exactly the mask's pixels
+    change (an overlay can be decoded back to its mask).
+    """
+    import cv2
+
+    out = image_bgr.copy()
+    if not mask.any():
+        return out
+    h, w = mask.shape
+    width = max(1, round(min(h, w) / 250))
+    m8 = mask.astype(np.uint8)
+    inner = cv2.erode(m8, np.ones((2 * width + 1, 2 * width + 1), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    tint = np.array(tint_bgr, np.float32)
+    out[mask] = np.round(out[mask].astype(np.float32) * (1 - alpha) + tint * alpha).astype(np.uint8)
+    if outline:
+        out[mask & ~inner.astype(bool)] = OUTLINE_BGR
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place.
+
+    Missing directories are created, and temporary files a killed run left for this name
+    are removed first. `mode` sets the file's permissions (default: as a plain file gets).
+    On any failure the temporary file is removed and a WriteError (exit code 1) is raised.
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+            stale.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask, unlike mkstemp
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {e.strerror or type(e).__name__}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_prediction(
+    mask_path: Path, mask: np.ndarray, fmt: str, prob: np.ndarray | None = None, prob_path: Path | None = None,
+    image_bgr: np.ndarray | None = None, overlay_path: Path | None = None,
+) -> None:
+    """Write the soft map and overlay (if asked), then the mask: a present mask means all is written."""
+    if prob_path is not None and prob is not None:
+        write_atomic(prob_path, npy_bytes(prob.astype(np.float32)))
+    if overlay_path is not None and image_bgr is not None:
+        write_atomic(overlay_path, encode_image(overlay_path, render_overlay(image_bgr, mask)))
+    write_atomic(mask_path, encode_mask(mask, fmt, mask_path.suffix.lower() if fmt == "png" else ".png"))
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode a plainly created file would get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
