@@ -72,13 +72,45 @@ class _RunsCode:
 def test_code_carrying_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _RunsCode()}, path)
-    with pytest.raises(CheckpointError, match="refusing to load"):
+    refusal = (r"^refusing to load .*: it holds Python objects other than tensors, which could run code "
+               r"\(weights_only=True\); use a plain state-dict checkpoint$")
+    with pytest.raises(CheckpointError, match=refusal):
         read_checkpoint(path)
     legacy = tmp_path / "evil_legacy.pth"
     with open(legacy, "wb") as f:
         pickle.dump(_RunsCode(), f)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=refusal):
         read_checkpoint(legacy)
+
+
+HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+RANDOM = bytes.fromhex("cd072cd8be6f9f62ac4c09c28206e7e3") * 4  # neither zip, pickle nor safetensors
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (HTML, "not a PyTorch checkpoint: it starts with '<!DOCTYPE html><' (an HTML page, perhaps a failed "
+               "download); download the file again"),
+        (b"\n  <html lang='en'>\n" + b"x" * 600, 'not a PyTorch checkpoint: it starts with "\\n  <html lang=\'" '
+                                                "(an HTML page, perhaps a failed download); download the file again"),
+        (RANDOM, "not a PyTorch checkpoint: it starts with '\\xcd\\x07,\\xd8' (unknown data; a PyTorch checkpoint "
+                 "starts with 'PK' or '\\x80'); download the file again"),
+        (b"Quota exceeded\n", "not a PyTorch checkpoint: it starts with 'Quota exceeded\\n' (text, perhaps an error "
+                              "page from a failed download); download the file again"),
+        (b"", "not a PyTorch checkpoint: the file is empty (perhaps a failed download); download it again"),
+        (b"PK", "the file is truncated (2 bytes); download it again"),
+    ],
+    ids=["html", "html-indented", "random-bytes", "text", "empty", "zip-signature-cut"],
+)
+def test_file_that_is_not_a_checkpoint_says_so(tmp_path, data, message):
+    path = tmp_path / "UniLSeg20_no_finetune.pth"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    text = str(info.value)
+    assert text.endswith(message) and text.startswith((f"{path} is ", f"cannot read {path}: ")), text
+    assert "\n" not in text and "refusing" not in text
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):

@@ -49,7 +49,8 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
         (["--opts", "train.nope", "1"], "error: --opts: unknown config key 'train.nope'"),
         (["--data", "pictures/"], "error: cannot tell what data 'pictures/' is"),
         (["--data", "synthetic:x"], "error: bad data spec 'synthetic:x'"),
-        (["--resume", "missing.pt"], "error: checkpoint not found: missing.pt"),
+        (["--resume", "missing.pt"], "error: checkpoint not found: missing.pt; give an existing stepNNNNNNN.pt "
+                                     "from a run folder, or --resume alone for the latest in --out"),
         (["--init", "missing.pth"], "error: weights file not found: missing.pth"),
         (["--opts", "train.batch_size", "100", "train.data", "synthetic:50:0:96"],
          "error: the training data has 50 items, fewer than one global batch"),
@@ -60,6 +61,37 @@ def test_train_errors_are_one_line(tmp_path, capsys, argv, message):
     assert train_main([TINY, "--out", str(tmp_path / "r"), "--steps", "1", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_resume_with_nothing_to_resume_is_one_line_and_writes_nothing(tmp_path, capsys):
+    def fails(out, *argv):
+        before = sorted(out.iterdir()) if out.is_dir() else None
+        assert train_main([TINY, "--out", str(out), "--steps", "1", "--no-progress", *argv]) == 2
+        assert (sorted(out.iterdir()) if out.is_dir() else None) == before  # nothing trained or written
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        return err.rstrip("\n")
+
+    missing = tmp_path / "never-ran"
+    assert fails(missing, "--resume") == (
+        f"error: nothing to resume in {missing}: the folder does not exist; drop --resume to start afresh")
+    empty = tmp_path / "finished"
+    empty.mkdir()
+    (empty / "model.pth").write_bytes(b"")  # a run whose checkpoints were deleted
+    assert fails(empty, "--resume") == (
+        f"error: nothing to resume in {empty}: the folder holds no stepNNNNNNN.pt checkpoint; "
+        "drop --resume to start afresh")
+    assert fails(empty, "--resume", str(empty / "step0000005.pt")) == (
+        f"error: checkpoint not found: {empty / 'step0000005.pt'}; give an existing stepNNNNNNN.pt from a run "
+        "folder, or --resume alone for the latest in --out")
+    assert fails(empty, "--resume", str(empty)) == (
+        f"error: {empty} is a folder, not a training checkpoint; give one of its stepNNNNNNN.pt files, "
+        f"or --out {empty} --resume for its latest")
+    page = tmp_path / "step0000005.pt"
+    page.write_bytes(b"<html><body>Not Found</body></html>")
+    assert fails(empty, "--resume", str(page)) == (
+        f"error: {page} is not a PyTorch checkpoint: it starts with '<html><body>Not ' (an HTML page, perhaps a "
+        "failed download); download the file again")
 
 
 def test_unknown_train_setting_in_config(tmp_path, capsys):

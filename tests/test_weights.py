@@ -165,6 +165,18 @@ def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, mon
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_failed_download_page_is_named_in_one_line(tmp_path, capsys):
+    from unilseg.__main__ import main
+
+    page = tmp_path / "UniLSeg20_no_finetune.pth"
+    page.write_bytes(b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title>" + b" " * 4000)
+    assert main(["convert", str(page), str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {page} is not a PyTorch checkpoint: it starts with '<!DOCTYPE html><' (an HTML page, "
+                   "perhaps a failed download); download the file again"]
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_half_precision_file_loads_as_float32(tmp_path):
     from unilseg.build import build_model
 

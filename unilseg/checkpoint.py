@@ -2,9 +2,10 @@
 
 Official checkpoints are `{'state_dict': {'module.<key>': tensor}}` pickles; they are
 read with `torch.load(weights_only=True, mmap=True)`, which refuses anything but tensors
-and plain containers. CLIP's image tower (`backbone.visual.*`) is stored but never run:
-it is dropped on load. `.safetensors` files (see `unilseg.convert`) carry the model
-config in their metadata and are memory-mapped.
+and plain containers; a file that is neither a zip nor a pickle (an HTML page left by a
+failed download, say) is named as such before torch sees it. CLIP's image tower
+(`backbone.visual.*`) is stored but never run: it is dropped on load. `.safetensors` files
+(see `unilseg.convert`) carry the model config in their metadata and are memory-mapped.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def _read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The official layout ({'state_dict': ...} or a bare dict of tensors); our training files add 'config'."""
+    check_torch_file(path)
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes would add lines to our one-line error
             warnings.simplefilter("ignore")
@@ -100,6 +102,49 @@ def _read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | Non
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} is not a UniLSeg checkpoint: expected a dict of tensors under 'state_dict'")
     return dict(obj), config
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+PICKLE_MAGIC = b"\x80"  # a pickle's PROTO opcode: torch.save's legacy format
+
+
+def check_torch_file(path: str | Path) -> None:
+    """Raise CheckpointError unless the file starts like something `torch.save` writes (a zip or a pickle).
+
+    An HTML page left by a failed download, an empty file or other bytes get one message that
+    says so, instead of torch's unpickling errors (which read like a refusal of unsafe code).
+    """
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        return
+    if head and ZIP_MAGIC.startswith(head):  # cut inside the zip signature
+        raise CheckpointError(f"cannot read {path}: the file is truncated ({len(head)} bytes); download it again")
+    if not head:
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint: the file is empty (perhaps a failed download); download it again"
+        )
+    raise CheckpointError(
+        f"{path} is not a PyTorch checkpoint: it starts with {_preview(head)} ({_what_it_is(head)}); "
+        "download the file again"
+    )
+
+
+def _preview(head: bytes, limit: int = 16) -> str:
+    """The first bytes as a quoted, escaped literal of at most `limit` characters between the quotes."""
+    n = min(limit, len(head))
+    while n > 1 and len(repr(head[:n])) - 3 > limit:  # repr is b'...': 3 characters around the text
+        n -= 1
+    return repr(head[:n])[1:]
+
+
+def _what_it_is(head: bytes) -> str:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<!doctype html") or b"<html" in text:
+        return "an HTML page, perhaps a failed download"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "text, perhaps an error page from a failed download"
+    return "unknown data; a PyTorch checkpoint starts with 'PK' or '\\x80'"
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

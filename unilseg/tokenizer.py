@@ -51,10 +51,17 @@ def tokenize(texts: str | list[str], context_length: int = 17, warn: bool = True
             if warn:
                 warnings.warn(
                     f"expression has {len(ids) - 2} word pieces; only the first {context_length - 2} are used: "
-                    f"{text!r}",
+                    f"{_shorten(text)}",
                     stacklevel=2,
                 )
             ids = ids[:context_length]
             ids[-1] = EOT
         out[i, : len(ids)] = torch.tensor(ids)
     return out
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` quoted for a one-line message: at most `limit` characters of it, cut with an ellipsis."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit - 3]!r}... ({len(text)} characters)"

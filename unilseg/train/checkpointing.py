@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import check_torch_file
 from ..errors import CheckpointError
 from ..writers import write_atomic
 
@@ -54,8 +55,13 @@ def save_weights(path: str | Path, model: nn.Module, config: dict[str, Any] | No
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a training checkpoint; give one of its stepNNNNNNN.pt "
+                              f"files, or --out {path} --resume for its latest")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}; give an existing stepNNNNNNN.pt from a run folder, "
+                              "or --resume alone for the latest in --out")
+    check_torch_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the same user-level problem
@@ -79,7 +85,7 @@ def checkpoint_name(step: int) -> str:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint with the highest step in `run_dir`, or None."""
+    """The checkpoint with the highest step in `run_dir`, or None (also when `run_dir` does not exist)."""
     found = []
     for p in Path(run_dir).glob("step*.pt"):
         m = re.fullmatch(r"step(\d+)\.pt", p.name)

@@ -24,7 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", help="held-out data spec for periodic evaluation, or 'none'")
     p.add_argument("--out", help="run directory (default runs/<config name>)")
     p.add_argument("--resume", nargs="?", const="auto", help="continue from a training checkpoint "
-                   "(without a path: the latest in --out)")
+                   "(without a path: the latest in --out, which must hold one)")
     p.add_argument("--init", help="start from these weights (e.g. the official .pth to fine-tune)")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides train.steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from ..build import build_model
 from ..checkpoint import load_weights, read_checkpoint
 from ..data.sources import open_samples, train_dataset
-from ..errors import UnilsegError
+from ..errors import CheckpointError, UnilsegError
 from ..eval.evaluate import evaluate
 from ..predictor import Predictor, resolve_device
 from ..writers import write_atomic
@@ -135,6 +135,10 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if resume == "auto":
             resume = latest_checkpoint(self.run_dir)
+            if resume is None:
+                state = "holds no stepNNNNNNN.pt checkpoint" if self.run_dir.is_dir() else "does not exist"
+                raise CheckpointError(f"nothing to resume in {self.run_dir}: the folder {state}; "
+                                      "drop --resume to start afresh")
         ckpt = load_training_checkpoint(resume) if resume is not None else None
 
         torch.manual_seed(int(t["seed"]))  # the same initial weights on every process
