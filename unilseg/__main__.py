@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "convert": "unilseg.__main__:convert_main",
     "train": "unilseg.train.cli:main",
     "eval": "unilseg.eval.cli:main",
+    "demo": "unilseg.demo:main",
 }
 
 
