@@ -208,3 +208,12 @@ def test_models_note_names_the_download_command_for_missing_weights(monkeypatch,
     note = models_note(get_parser().parse_args([]))
     assert "**unilseg-demo** (running)" in note
     assert "unilseg-20: weights not downloaded; fetch them with `python -m unilseg download unilseg-20`" in note
+
+
+def test_demo_with_missing_weights_names_the_download_command(monkeypatch, tmp_path, capsys):
+    from unilseg.__main__ import main
+
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    assert main(["demo", "--model", "unilseg-20", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "python -m unilseg download unilseg-20" in err

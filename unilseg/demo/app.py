@@ -9,6 +9,7 @@ Masks for download are `unilseg.outputs.encode_mask(mask, 'png')`: the bytes the
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import html
 import logging
@@ -49,6 +50,7 @@ EXAMPLES = (  # (file in unilseg/demo/examples, instructions): what the demo mod
     ("demo_scene_3.png", "the pink tree\nthe ground"),
 )
 _resources = ExitStack()  # keeps example files extracted while the process runs (zipped installs)
+atexit.register(_resources.close)
 
 
 @dataclass
@@ -77,18 +79,20 @@ def uploaded_file(payload: Any) -> str | None:
 class PredictorPool:
     """The page's predictor per precision: the one given, others loaded on first use."""
 
-    def __init__(self, first: Predictor, load: Callable[[str], Predictor] | None) -> None:
+    def __init__(self, first: Predictor, load: Callable[[str], Predictor] | None, offered: Sequence[str]) -> None:
         self._by_precision = {first.precision: first}
         self._load = load
         self.first = first
+        self.offered = tuple(offered) if load is not None else ()
+        self.offered = self.offered if first.precision in self.offered else (first.precision,)
 
     def get(self, precision: str | None) -> tuple[Predictor, float]:
         """(predictor, seconds spent loading it now)."""
         precision = precision or self.first.precision
         if precision in self._by_precision:
             return self._by_precision[precision], 0.0
-        if self._load is None:
-            raise UnilsegError(f"precision {precision} is not available in this page")
+        if precision not in self.offered or self._load is None:
+            raise UnilsegError(f"precision {precision!r} is not offered here; choose one of {', '.join(self.offered)}")
         t0 = time.perf_counter()
         self._by_precision[precision] = self._load(precision)
         return self._by_precision[precision], time.perf_counter() - t0
@@ -170,8 +174,9 @@ def build_app(
     load_precision: returns the same model at another precision (offered in the page when
     `precisions` names more than one); models_note: Markdown listing the models.
     """
-    pool = PredictorPool(predictor, load_precision)
-    precisions = tuple(precisions) or (predictor.precision,)
+    pool = PredictorPool(predictor, load_precision, precisions)
+    precisions = pool.offered
+    lo, hi = min(0.05, predictor.threshold), max(0.95, predictor.threshold)
     sessions: weakref.WeakValueDictionary[str, SessionCache] = weakref.WeakValueDictionary()
 
     def segment(image: Any, text: str, threshold: float, precision: str | None,
@@ -280,7 +285,7 @@ def build_app(
                 text_in = gr.Textbox(label="Instructions (one per line)", lines=3, elem_id="instructions",
                                      placeholder="the roof of the red house\nthe sky")
                 with gr.Row():
-                    threshold_in = gr.Slider(0.05, 0.95, value=round(predictor.threshold, 2), step=0.01,
+                    threshold_in = gr.Slider(lo, hi, value=predictor.threshold, step=0.01,
                                              label="Threshold", info="mask = probability > threshold",
                                              elem_id="threshold")
                     precision_in = gr.Radio(

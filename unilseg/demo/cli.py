@@ -35,6 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file (.pth or .safetensors); overrides --model")
     p.add_argument("--config", help="model config YAML (default: the model's own)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, dotted keys")
+    p.add_argument("--download", action="store_true", help="download the model's weights first if not cached")
     p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU) | cpu | cuda[:N] | mps")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="precision the page starts with (fp32 default; bf16 CPU or GPU; fp16 GPU only)")
@@ -49,7 +50,8 @@ def load_predictor(args: argparse.Namespace, precision: str | None = None) -> Pr
     if not (flags.model or flags.weights or flags.config):
         flags.model = DEMO_MODEL
     flags.precision = precision or args.precision
-    flags.threshold, flags.text_batch, flags.download = None, None, False
+    flags.threshold, flags.text_batch = None, None
+    flags.download = args.download and precision is None  # the first load fetches; a second precision reuses
     return _load_predictor(flags)
 
 
@@ -104,7 +106,8 @@ def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predic
     try:
         launch(demo, host=args.host, port=args.port, share=args.share)
     except OSError as e:  # port taken, address not available
-        raise UnilsegError(f"cannot serve on {args.host}:{args.port} ({e}); pick another --port") from e
+        why = "the port is in use" if "empty port" in str(e) else str(e)
+        raise UnilsegError(f"cannot serve on {args.host}:{args.port}: {why}; pick another --port or --host") from e
 
 
 if __name__ == "__main__":
