@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "train": ("unilseg.train.cli:main", "train a model (also under torchrun)"),
     "eval": ("unilseg.eval.cli:main", "score a model: mIoU, oIoU, Prec@X by granularity"),
     "data": ("unilseg.data.cli:main", "write any data spec as a JSONL manifest"),
+    "demo": ("unilseg.demo:main", "the web page: upload an image, type instructions, see the masks"),
 }
 
 
