@@ -108,8 +108,11 @@ def test_unknown_train_setting_in_config(tmp_path, capsys):
         (["--data", "nope.jsonl", "--weights", "nothing.pth"], "error: cannot read manifest nope.jsonl"),
         (["--data", "refcoco:val"], "error: --data refcoco:val needs --refer-root"),
         (["--data", "synthetic:2", "--model", "no-such-model"], "error: unknown model 'no-such-model'"),
-        (["--data", "synthetic:2", "--batch-size", "0"], "error: --batch-size and --limit must be positive"),
-        (["--data", "synthetic:2", "--model", "unilseg-20", "--weights", "x.pth"], "error: give --model NAME or"),
+        (["--data", "synthetic:2", "--batch-size", "0"],
+         "error: --batch-size, --text-batch and --limit must be positive"),
+        # --model with --weights: the model's config, these weights (as in every subcommand)
+        (["--data", "synthetic:2", "--model", "unilseg-20", "--weights", "x.pth"],
+         "error: weights file not found: x.pth"),
     ],
 )
 def test_eval_errors_are_one_line(capsys, argv, message):

@@ -91,7 +91,7 @@ def mask_format_for(path: str | Path, fmt: str | None, flag: str = "--sp") -> st
     by_ext = {".npy": "npy", ".json": "rle-json"}.get(ext, "png" if ext in LOSSLESS_IMAGE_EXTENSIONS else None)
     if by_ext is None:
         raise UnilsegError(f"{flag} {path}: cannot tell the mask format from {ext or 'no extension'!r}; "
-                           "end the name in .png, .npy or .json")
+                           "end the name in .png, .npy or .json (or in / for a directory)")
     if fmt is not None and fmt != by_ext:
         raise UnilsegError(f"{flag} {path} has the extension of --format {by_ext}, not {fmt}; "
                            f"name it *{MASK_EXTENSIONS[fmt]} or drop --format")
