@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from .errors import UnilsegError
 from .settings import InferenceSpec
 from .tokenizer import tokenize
 from .transforms import postprocess, preprocess, read_image, soft_map
+
+if TYPE_CHECKING:
+    from .labelmap import ClassSpec, LegendEntry
 
 ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
@@ -283,9 +286,9 @@ class Predictor:
         return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(names, logits, embeddings)]
 
     def label_map(
-        self, classes: Sequence[str | tuple[str, str] | Any], embedding: ImageEmbedding | None = None,
+        self, classes: Sequence[str | tuple[str, str] | ClassSpec], embedding: ImageEmbedding | None = None,
         threshold: float | None = None, encoded: EncodedTexts | None = None,
-    ) -> tuple[np.ndarray, list[Any]]:
+    ) -> tuple[np.ndarray, list[LegendEntry]]:
         """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
 
         classes: names ('sky'), 'name: instruction' strings, (name, instruction) pairs or
