@@ -101,7 +101,7 @@ def main() -> None:
         for k in ks:
             t_map, t_batch, t_merge = bench_case(predictor, image, k, clock, args.repeat)
             print(f"| {name} | {w}x{h} | {k} | {t_map:.3f} s | {t_batch:.3f} s | {t_map / t_batch:.2f} | "
-                  f"{1000 * t_merge:.1f} ms | {100 * t_merge / t_map:.1f}% |", flush=True)
+                  f"{1000 * t_merge:.1f} ms | {100 * t_merge / t_map:.2f}% |", flush=True)
 
 
 if __name__ == "__main__":
