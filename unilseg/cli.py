@@ -37,6 +37,9 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     p.add_argument("--exp", action="append", metavar="TEXT",
                    help='the instruction, e.g. "the man in red"; repeat for several')
     p.add_argument("--exp-file", metavar="FILE", help="more instructions, one per line")
+    p.add_argument("--classes", metavar="A,B,...", help='label map instead of masks: classes, e.g. "sky,road,car" '
+                   '(a class may carry its instruction, "car: all the cars"); one PNG of class indices per image')
+    p.add_argument("--classes-file", metavar="FILE", help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
     p.add_argument("--manifest", metavar="FILE",
                    help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
     p.add_argument("--sp", help="output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
@@ -82,17 +85,21 @@ def run(args: argparse.Namespace) -> int:
     from .errors import UnilsegError
     from .settings import check_threshold
 
+    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
+        if value is not None and value < 1:
+            raise UnilsegError(f"{flag} must be at least 1, not {value}")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    if args.classes is not None or args.classes_file is not None:
+        from .labelcli import run_labels
+
+        return run_labels(args)
     if args.manifest and (args.img or args.exp or args.exp_file):
         raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
     if not args.manifest and not args.img:
         raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
     if not args.manifest and not args.exp and not args.exp_file:
         raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
     job = plan_single(args) if _is_single(args) else plan_batch(args)
 
     def make_predictor():
@@ -145,8 +152,8 @@ def plan_single(args: argparse.Namespace) -> Job:
     else:
         fmt = mask_format_for(sp_arg, args.format)
         sp = check_file_target(sp_arg, "--sp")
-    prob_path = _sidecar_arg(args.save_prob, sp, ".prob.npy", "--save-prob", (".npy",))
-    overlay_path = _sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))
+    prob_path = sidecar_arg(args.save_prob, sp, ".prob.npy", "--save-prob", (".npy",))
+    overlay_path = sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))
     for path, flag in ((prob_path, "--save-prob"), (overlay_path, "--overlay")):
         if path is not None:
             check_file_target(path, flag)
@@ -155,8 +162,8 @@ def plan_single(args: argparse.Namespace) -> Job:
     return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
 
 
-def _sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
-                 extensions: tuple[str, ...]) -> Path | None:
+def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
+                extensions: tuple[str, ...]) -> Path | None:
     """--save-prob/--overlay of a single call: a path, or True for one beside the mask."""
     from .errors import UnilsegError
     from .writers import sidecar

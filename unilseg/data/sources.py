@@ -71,6 +71,23 @@ def open_samples(
     )
 
 
+def open_label_maps(spec: str, classes: Sequence[str] | None = None) -> tuple[Sequence, list[tuple[str, str]]]:
+    """Label-map ground truth a data spec names -> (items (image RGB uint8, class indices (H, W), id),
+    the default (name, instruction) classes). Only generated scenes have it so far."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from .synthetic import SEMANTIC_CLASSES, SEMANTIC_INSTRUCTIONS, SyntheticLabelMaps
+
+        scenes, seed, scene = _synthetic_args(spec)
+        names = tuple(classes) if classes is not None else SEMANTIC_CLASSES
+        try:
+            items = SyntheticLabelMaps(scenes, seed, names, scene)
+        except ValueError as e:
+            raise UnilsegError(f"--data {spec}: {e}") from None
+        return items, [(name, SEMANTIC_INSTRUCTIONS[name]) for name in SEMANTIC_CLASSES]
+    raise UnilsegError(f"--task semantic needs label-map ground truth; so far only generated scenes give it "
+                       f"(synthetic:SCENES[:SEED]), not {spec!r}")
+
+
 def train_dataset(
     spec: str, input_spec: InferenceSpec, seed: int = 0, refer_root: str | Path | None = None,
     coco_images: str | Path | None = None, granularity_weights: dict[str, float] | None = None,

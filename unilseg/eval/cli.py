@@ -2,6 +2,7 @@
 
     unilseg eval --model unilseg-20 --data refcoco:val --refer-root data/refer
     unilseg eval --weights runs/small/model.pth --data synthetic:250:1
+    unilseg eval --model unilseg-demo --task semantic --data synthetic:250:2   (label maps: per-class IoU, mIoU)
 """
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="data spec: manifest.jsonl, a folder with texts.csv, "
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]")
+    p.add_argument("--task", choices=("referring", "semantic"), default="referring",
+                   help="referring (default): a mask per text; semantic: a label map per image, per-class IoU and "
+                        "mIoU against label-map ground truth (synthetic:... has it)")
+    p.add_argument("--classes", metavar="A,B,...", help="semantic: classes (NAME or NAME: INSTRUCTION); default "
+                   "for synthetic data: sky, ground, house, tree, car, ball, sun with their default instructions")
+    p.add_argument("--classes-file", metavar="FILE", help="semantic: classes, one per line")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per encoder batch")
@@ -25,7 +32,7 @@ def get_parser() -> argparse.ArgumentParser:
                    "(default: 1 on CPU, 16 on GPU)")
     p.add_argument("--workers", type=int, help=argparse.SUPPRESS)  # old flag: evaluation reads images in-process
     p.add_argument("--threshold", type=float, help="mask = soft map > threshold (default: the model's)")
-    p.add_argument("--limit", type=int, help="score only the first N texts")
+    p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--per-sample", metavar="PATH.jsonl", help="write one JSON line per scored text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,6 +57,10 @@ def run(args: argparse.Namespace) -> dict:
     for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
         if path:
             check_file_target(path, flag)
+    if args.task == "semantic":
+        return run_semantic(args)
+    if args.classes is not None or args.classes_file is not None:
+        raise UnilsegError("--classes applies to --task semantic")
     samples = open_samples(args.data, args.refer_root, args.coco_images)
     predictor = predictor_from_args(args)
     rows: list[str] = []
@@ -65,6 +76,34 @@ def run(args: argparse.Namespace) -> dict:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     if args.per_sample:
         write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
+    return report
+
+
+def run_semantic(args: argparse.Namespace) -> dict:
+    """--task semantic: label maps against label-map ground truth -> the summary (printed, and --json)."""
+    import json
+
+    from ..cliargs import predictor_from_args
+    from ..data.sources import open_label_maps
+    from ..errors import UnilsegError
+    from ..labelcli import read_classes
+    from ..labelmap import check_classes
+    from ..writers import write_atomic
+    from .semantic import evaluate_semantic, format_semantic_table
+
+    if args.per_sample:
+        raise UnilsegError("--per-sample applies to --task referring; --json holds the per-class figures")
+    given = read_classes(args) if args.classes is not None or args.classes_file is not None else None
+    items, defaults = open_label_maps(args.data, None if given is None else [c.name for c in given])
+    classes = given if given is not None else check_classes(defaults)
+    predictor = predictor_from_args(args)
+    summary = evaluate_semantic(predictor, items, classes, args.batch_size, args.limit, progress=not args.no_progress)
+    print(f"{args.data}: {summary['images']} images, {len(classes)} classes, threshold {predictor.threshold}")
+    print(format_semantic_table(summary))
+    report = {"data": args.data, "task": "semantic", "model": args.model or args.weights, "config": args.config,
+              "threshold": predictor.threshold, **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

@@ -27,6 +27,7 @@ from .instructions import (
     target_mask,
 )
 from .scene import OBJECT_COLORS, Scene, SceneConfig, SceneObject, generate_scene, label_table, render
+from .semantic import SEMANTIC_CLASSES, SEMANTIC_INSTRUCTIONS, SyntheticLabelMaps, semantic_labels
 
 
 @dataclass
@@ -56,7 +57,7 @@ def make_sample(
 
 
 __all__ = [
-    "GRANULARITIES", "OBJECT_COLORS", "Instruction", "Scene", "SceneConfig", "SceneObject", "SyntheticSample", "Target",
-    "generate_scene", "instructions", "label_table", "make_sample", "object_phrases", "render", "sample_instruction",
-    "target_mask",
+    "GRANULARITIES", "OBJECT_COLORS", "SEMANTIC_CLASSES", "SEMANTIC_INSTRUCTIONS", "Instruction", "Scene",
+    "SceneConfig", "SceneObject", "SyntheticLabelMaps", "SyntheticSample", "Target", "generate_scene", "instructions",
+    "label_table", "make_sample", "object_phrases", "render", "sample_instruction", "semantic_labels", "target_mask",
 ]
