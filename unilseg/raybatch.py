@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -177,6 +178,7 @@ def run_ray(
     batch_size: int | None = None,
     report: Callable[[str], None] | None = None,
     progress: bool = False,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
     ray_remote_args: dict[str, Any] | None = None,
 ) -> Any:  # -> BatchReport
     """`run_batch` on Ray Data: segment `items` (from `plan_items`, `image` = a path) in `actors` actors.
@@ -184,7 +186,8 @@ def run_ray(
     make_predictor: a picklable function building the Predictor (called once per actor).
     cpus_per_actor: CPUs (and torch threads, at least 1) per actor; default: all but
     DECODE_CPUS per node, shared out. batch_size: images per actor call (one Swin batch;
-    default 1, 4 with GPUs). ray_remote_args: more actor options (default: restart forever,
+    default 1, 4 with GPUs). on_row: called with each results row as it reaches the
+    driver. ray_remote_args: more actor options (default: restart forever,
     retry the batch of a dead actor). Ray is started locally unless already initialised.
     Returns a BatchReport; results.jsonl holds the local runner's rows, in plan order.
     """
@@ -235,6 +238,8 @@ def run_ray(
                 say(f"failed: {row['image']} {row['expression']!r}: {row['error']}")
             else:
                 out.done += 1
+            if on_row is not None:
+                on_row(row)
     finally:
         if log is not None:
             log.finish(items)
@@ -287,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
             from .checkpoint import read_weights
 
             read_weights(path)  # raises the loader's own "weights file not found" error
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines per dataset; warnings stay
     started = False
     if not ray.is_initialized():
         address = args.address or os.environ.get("RAY_ADDRESS") or "local"
