@@ -1,6 +1,6 @@
 """Throughput of `unilseg ray` vs the local runner on one machine.
 
-    python benchmarks/ray_throughput.py [--pairs 200] [--full-pairs 16] [--texts 4] [--skip-full]
+    python benchmarks/ray_throughput.py [--pairs 200] [--full-pairs 16] [--texts 4] [--only demo|full]
                                         [--workdir /tmp/unilseg-bench-ray]
 
 For the demo model (`--model unilseg-demo`, --pairs pairs) and a seeded full-size
@@ -97,15 +97,15 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=200, help="pairs for the demo model (default 200)")
     p.add_argument("--full-pairs", type=int, default=16, help="pairs for the full-size model (default 16)")
     p.add_argument("--texts", type=int, default=4, help="instructions per image (default 4)")
-    p.add_argument("--skip-full", action="store_true", help="only the demo model")
+    p.add_argument("--only", choices=("demo", "full"), help="only the demo or only the full-size model")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/unilseg-bench-ray"))
     args = p.parse_args()
     from functools import partial
 
     from tiny import write_images
 
-    cases = [("unilseg-demo", demo_predictor, args.pairs)]
-    if not args.skip_full:
+    cases = [("unilseg-demo", demo_predictor, args.pairs)] if args.only != "full" else []
+    if args.only != "demo":
         _, safetensors = seeded_checkpoints(args.workdir / "ckpt")
         cases.append(("UniLSeg-20 (seeded)", partial(full_predictor, str(safetensors)), args.full_pairs))
     lines = ["| model | pairs | runner | start-up s | total s | pairs/s incl. start-up | pairs/s steady |",

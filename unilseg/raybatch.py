@@ -179,6 +179,7 @@ def run_ray(
     report: Callable[[str], None] | None = None,
     progress: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    address: str | None = None,
     ray_remote_args: dict[str, Any] | None = None,
 ) -> Any:  # -> BatchReport
     """`run_batch` on Ray Data: segment `items` (from `plan_items`, `image` = a path) in `actors` actors.
@@ -187,11 +188,13 @@ def run_ray(
     cpus_per_actor: CPUs (and torch threads, at least 1) per actor; default: all but
     DECODE_CPUS per node, shared out. batch_size: images per actor call (one Swin batch;
     default 1, 4 with GPUs). on_row: called with each results row as it reaches the
-    driver. ray_remote_args: more actor options (default: restart forever,
-    retry the batch of a dead actor). Ray is started locally unless already initialised.
+    driver. address: the cluster to join if Ray is not initialised yet (None: $RAY_ADDRESS,
+    else a new local cluster, shut down at the end). ray_remote_args: more actor options
+    (default: restart forever, retry the batch of a dead actor). Ray is started only if
+    some item has work left.
     Returns a BatchReport; results.jsonl holds the local runner's rows, in plan order.
     """
-    import ray
+    import ray.data
 
     from .batch import BatchReport, OutputOptions, open_results, run_batch, split_done
 
@@ -203,33 +206,19 @@ def run_ray(
     for item in todo:
         if not isinstance(item.image, (str, Path)):
             raise TypeError(f"run_ray reads images from paths; item {item.index} has image={item.image!r}")
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
-    if cpus_per_actor is None:
-        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-        cpus_per_actor = default_cpus_per_actor(nodes, actors)
-    if batch_size is None:
-        batch_size = 4 if gpus_per_actor else 1
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for item in todo:  # one row per image, in order of first appearance: an image is encoded once
-        groups.setdefault(str(item.image), []).append(_fields(item))
-    rows = [{"image": key, "items": json.dumps(fields, ensure_ascii=False)} for key, fields in groups.items()]
-    remote = {"max_restarts": -1, "max_task_retries": -1, **(ray_remote_args or {})}
-    threads = max(1, int(cpus_per_actor))
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
-    ds = ds.map_batches(decode_images, batch_size=batch_size, num_cpus=DECODE_CPUS)
-    with warnings.catch_warnings():  # Ray >= 2.51 defaults to these restarts itself and deprecates passing them
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        ds = ds.map_batches(Segmenter, fn_constructor_args=(make_predictor, options, threads, batch_size),
-                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                            num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, batch_format="numpy",
-                            **remote)
+    started = not ray.is_initialized()
+    if started:
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        kwargs = {"include_dashboard": False} if address == "local" else {}
+        ray.init(address=address, logging_level="WARNING", **kwargs)
     out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
     log = open_results(results, skipped, skip_existing)
     by_index = {item.index: item for item in todo}
     try:
-        for rec in ds.iter_rows():
+        ray.data.DataContext.get_current().enable_progress_bars = progress
+        ds = _dataset(todo, make_predictor, options, actors, cpus_per_actor, gpus_per_actor, batch_size,
+                      ray_remote_args)
+        for rec in ds.iter_rows():  # as the actors finish batches, in no particular order
             row = json.loads(rec["row"])
             if log is not None:
                 log.append(row)
@@ -243,7 +232,36 @@ def run_ray(
     finally:
         if log is not None:
             log.finish(items)
+        if started:
+            ray.shutdown()
     return out
+
+
+def _dataset(todo: Sequence[Any], make_predictor: Callable[[], Any], options: Any, actors: int,
+             cpus_per_actor: float | None, gpus_per_actor: float, batch_size: int | None,
+             ray_remote_args: dict[str, Any] | None) -> Any:  # -> ray.data.Dataset
+    """The pipeline: one row per image (its items as JSON) -> decode_images (tasks) -> Segmenter (actors)."""
+    import ray
+
+    if cpus_per_actor is None:
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        cpus_per_actor = default_cpus_per_actor(nodes, actors)
+    if batch_size is None:
+        batch_size = 4 if gpus_per_actor else 1
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in todo:  # in order of first appearance, all items of an image together: it is encoded once
+        groups.setdefault(str(item.image), []).append(_fields(item))
+    rows = [{"image": key, "items": json.dumps(fields, ensure_ascii=False)} for key, fields in groups.items()]
+    remote = {"max_restarts": -1, "max_task_retries": -1, **(ray_remote_args or {})}
+    threads = max(1, int(cpus_per_actor))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
+    ds = ds.map_batches(decode_images, batch_size=batch_size, num_cpus=DECODE_CPUS)
+    with warnings.catch_warnings():  # Ray >= 2.51 sets these restarts itself and deprecates passing them
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ds.map_batches(Segmenter, fn_constructor_args=(make_predictor, options, threads, batch_size),
+                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                              num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, batch_format="numpy",
+                              **remote)
 
 
 # ---------------------------------------------------------------- command line
@@ -274,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     from .errors import UnilsegError
 
     try:
-        import ray
+        import ray.data  # noqa: F401 (sets up its loggers, quieted below)
     except ImportError:
         raise UnilsegError(INSTALL_HINT) from None
     check_job_args(args)
@@ -292,24 +310,13 @@ def run(args: argparse.Namespace) -> int:
             from .checkpoint import read_weights
 
             read_weights(path)  # raises the loader's own "weights file not found" error
-    import ray.data
-
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines per dataset; warnings stay
-    started = False
-    if not ray.is_initialized():
-        address = args.address or os.environ.get("RAY_ADDRESS") or "local"
-        kwargs = {"include_dashboard": False} if address == "local" else {}
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True, **kwargs)
-        started = True
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    try:
-        t0 = time.perf_counter()
-        report = run_ray(partial(_predictor, args), job.items, job.options, results=job.results,
-                         skip_existing=args.skip_existing, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                         gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, progress=bool(show))
-    finally:
-        if started:
-            ray.shutdown()
+    t0 = time.perf_counter()
+    report = run_ray(partial(_predictor, args), job.items, job.options, results=job.results,
+                     skip_existing=args.skip_existing, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                     gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, progress=bool(show),
+                     address=args.address)
     print(f"{report.done} done, {report.skipped} skipped, {len(report.failed)} failed in "
           f"{time.perf_counter() - t0:.1f} s; rows in {report.results}", file=sys.stderr)
     if report.failed:
