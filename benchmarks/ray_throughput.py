@@ -9,7 +9,10 @@ pairs, fewer because one pair costs seconds), images x --texts instructions each
 
 - local: `run_batch` in this process, torch on 2 threads;
 - ray: a fresh local cluster (`ray.init(num_cpus=2)`) and `run_ray` with 2 actors x 1
-  thread (0.75 CPU each: the rest is for the decode tasks).
+  thread (0.75 CPU each: the rest is for the decode tasks);
+- local with 1 thread, a control: on a machine busy with other work, 2 OpenMP threads
+  that wait for each other at every operation can be far slower than 1 (seen here: the
+  demo model's CPU time went up 10-25x at 2 threads under a load of 12-20 on 2 cores).
 
 start-up = from before the model load (local) or `ray.init` (ray) to the first result;
 "incl. start-up" = pairs / whole time; "steady" = the last 90% of pairs over the time
@@ -54,12 +57,12 @@ def rates(t0: float, stamps: list[float]) -> tuple[float, float, float, float]:
     return stamps[0] - t0, total, n / total, steady
 
 
-def run_local(make: Callable[[], object], requests: list, out: Path) -> tuple[float, ...]:
+def run_local(make: Callable[[], object], requests: list, out: Path, threads: int = 2) -> tuple[float, ...]:
     import torch
 
     from unilseg.batch import OutputOptions, plan_items, run_batch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     options = OutputOptions()
     items = plan_items(requests, out, options)
     stamps: list[float] = []
@@ -114,8 +117,10 @@ def main() -> None:
         images = write_images(args.workdir / "images" / name.split()[0], -(-pairs // args.texts), seed=3)
         texts = TEXTS[: args.texts]
         requests = [(str(image), text, None) for image in images for text in texts][:pairs]
-        for runner, fn in (("local, 1 process x 2 threads", run_local), ("ray, 2 actors x 1 thread", run_on_ray)):
-            out = args.workdir / "out" / f"{name.split()[0]}-{runner.split(',')[0]}"
+        runners = (("local, 1 process x 2 threads", run_local), ("ray, 2 actors x 1 thread", run_on_ray),
+                   ("local, 1 process x 1 thread", partial(run_local, threads=1)))
+        for runner, fn in runners:
+            out = args.workdir / "out" / f"{name.split()[0]}-{runner.replace(' ', '').replace(',', '-')}"
             shutil.rmtree(out, ignore_errors=True)
             startup, total, incl, steady = fn(make, requests, out)
             lines.append(f"| {name} | {len(requests)} | {runner} | {startup:.1f} | {total:.1f} | {incl:.2f} | "
