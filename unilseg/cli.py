@@ -32,6 +32,22 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Segment whatever a language instruction names in an image (UniLSeg).",
     )
+    add_job_args(p)
+    p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch: progress bar on stderr (default: only when stderr is a terminal)")
+    p.epilog = ("other commands: unilseg models | download | convert | train | eval "
+                "(unilseg COMMAND --help)") if prog != "general_inference.py" else None
+    return p
+
+
+def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
+    """Add the flags of a segmentation job: inputs, outputs, model, threshold, batching, resume.
+
+    `unilseg segment` (batch_only=False) and `unilseg ray` (batch_only=True: `--sp` is always
+    a directory, `--save-prob` / `--overlay` take no path) share them, and `plan_batch`
+    reads them.
+    """
     p.add_argument("--img", nargs="+", action="extend", metavar="IMG",
                    help="input image(s): files (any format OpenCV reads), directories or quoted globs")
     p.add_argument("--exp", action="append", metavar="TEXT",
@@ -42,7 +58,8 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     p.add_argument("--classes-file", metavar="FILE", help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
     p.add_argument("--manifest", metavar="FILE",
                    help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
-    p.add_argument("--sp", help="output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
+    p.add_argument("--sp", help="the output directory (every node must see it)" if batch_only else
+                   "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
                    "for a batch, the output directory")
     p.add_argument("--format", choices=FORMATS,
                    help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
@@ -50,22 +67,23 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     add_model_args(p, download=True)
     p.add_argument("--threshold", type=float, default=None, help="mask = soft map > threshold (default: the "
                    "model's, 0.35)")
-    p.add_argument("--save-prob", nargs="?", const=True, metavar="PATH.npy",
-                   help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each mask)")
-    p.add_argument("--overlay", nargs="?", const=True, metavar="PATH|jpg|png",
-                   help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
-                        "batch: jpg or png, NAME.overlay.jpg beside each mask)")
+    if batch_only:
+        p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
+                       "the image size, beside each mask")
+        p.add_argument("--overlay", nargs="?", const=True, metavar="jpg|png",
+                       help="also save NAME.overlay.jpg (or .png): the image with the mask tinted and outlined")
+    else:
+        p.add_argument("--save-prob", nargs="?", const=True, metavar="PATH.npy",
+                       help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each "
+                            "mask)")
+        p.add_argument("--overlay", nargs="?", const=True, metavar="PATH|jpg|png",
+                       help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
+                            "batch: jpg or png, NAME.overlay.jpg beside each mask)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
     p.add_argument("--text-batch", type=int, metavar="N",
                    help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
                         "16 on GPU)")
     p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
-    p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch: progress bar on stderr (default: only when stderr is a terminal)")
-    p.epilog = ("other commands: unilseg models | download | convert | train | eval "
-                "(unilseg COMMAND --help)") if prog != "general_inference.py" else None
-    return p
 
 
 @dataclass
@@ -82,24 +100,13 @@ class Job:
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, plan, run the batch API; returns the exit code."""
     from .batch import run_batch
-    from .errors import UnilsegError
-    from .settings import check_threshold
 
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
+    check_settings(args)
     if args.classes is not None or args.classes_file is not None:
         from .labelcli import run_labels
 
         return run_labels(args)
-    if args.manifest and (args.img or args.exp or args.exp_file):
-        raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
-    if not args.manifest and not args.img:
-        raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
-    if not args.manifest and not args.exp and not args.exp_file:
-        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
+    check_job_args(args)
     job = plan_single(args) if _is_single(args) else plan_batch(args)
 
     def make_predictor():
@@ -122,6 +129,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(report.failed)} of {len(job.items)} items failed; see {report.results}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Batch sizes and threshold, checked before anything else."""
+    from .errors import UnilsegError
+    from .settings import check_threshold
+
+    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
+        if value is not None and value < 1:
+            raise UnilsegError(f"{flag} must be at least 1, not {value}")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+
+
+def check_job_args(args: argparse.Namespace) -> None:
+    """The checks of `add_job_args`' flags that need no file: what is given, batch sizes, threshold."""
+    from .errors import UnilsegError
+
+    check_settings(args)
+    if args.manifest and (args.img or args.exp or args.exp_file):
+        raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
+    if not args.manifest and not args.img:
+        raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
+    if not args.manifest and not args.exp and not args.exp_file:
+        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
 
 
 def _is_single(args: argparse.Namespace) -> bool:

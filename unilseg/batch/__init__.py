@@ -28,11 +28,20 @@ from .plan import (
     slugify,
 )
 from .results import ResultsLog, read_results, row_of
-from .run import BatchReport, ItemResult, describe, predict_items, run_batch
+from .run import (
+    BatchReport,
+    ItemResult,
+    describe,
+    open_results,
+    predict_items,
+    result_row,
+    run_batch,
+    split_done,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS", "BatchReport", "Item", "ItemResult", "OutputOptions", "Request", "ResultsLog",
-    "check_output_dir", "describe", "expand_images", "output_stem", "parse_shard", "plan_items",
-    "predict_items", "read_batch_manifest", "read_expression_file", "read_results", "results_name", "row_of",
-    "run_batch", "safe_stem", "select_shard", "slugify",
+    "check_output_dir", "describe", "expand_images", "open_results", "output_stem", "parse_shard", "plan_items",
+    "predict_items", "read_batch_manifest", "read_expression_file", "read_results", "result_row", "results_name",
+    "row_of", "run_batch", "safe_stem", "select_shard", "slugify", "split_done",
 ]

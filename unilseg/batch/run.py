@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,15 +130,11 @@ def run_batch(
     """
     options = options or OutputOptions()
     say = report or (lambda line: print(line, file=sys.stderr))
-    done = [skip_existing and item.error is None and item.is_done() for item in items]
-    todo = [item for item, d in zip(items, done) if not d]
-    out = BatchReport(skipped=sum(done), results=Path(results) if results is not None else None)
+    skipped, todo = split_done(items, skip_existing)
+    out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
     if any(item.error is None for item in todo) and not isinstance(predictor, Predictor):
         predictor = predictor()
-    log = ResultsLog(results, keep_existing=skip_existing) if results is not None else None
-    if log is not None:
-        for item in (item for item, d in zip(items, done) if d):
-            log.note_skipped(item)
+    log = open_results(results, skipped, skip_existing)
     if batch_size is None:
         batch_size = 4 if isinstance(predictor, Predictor) and predictor.device.type != "cpu" else 1
     from tqdm import tqdm
@@ -159,15 +156,36 @@ def run_batch(
             else:
                 out.done += 1
             if log is not None:
-                pred = r.prediction
-                log.append(row_of(r.item, None if pred is None else round(pred.score, 6),
-                                  None if pred is None else round(float(pred.mask.mean()), 6), r.seconds, r.error))
+                log.append(result_row(r))
             if on_result is not None:
                 on_result(r)
             bar.update(1)
     if log is not None:
         log.finish(items)
     return out
+
+
+def split_done(items: Sequence[Item], skip_existing: bool) -> tuple[list[Item], list[Item]]:
+    """-> (skipped, todo): with skip_existing, items whose outputs all exist are skipped."""
+    done = [skip_existing and item.error is None and item.is_done() for item in items]
+    return [i for i, d in zip(items, done) if d], [i for i, d in zip(items, done) if not d]
+
+
+def open_results(results: str | Path | None, skipped: Sequence[Item], keep_existing: bool) -> ResultsLog | None:
+    """The run's results log (None: no log), with a row for each skipped item that has none yet."""
+    if results is None:
+        return None
+    log = ResultsLog(results, keep_existing=keep_existing)
+    for item in skipped:
+        log.note_skipped(item)
+    return log
+
+
+def result_row(r: ItemResult) -> dict[str, Any]:
+    """The results row of a finished item: score and foreground share (rounded) when it has a mask."""
+    pred = r.prediction
+    return row_of(r.item, None if pred is None else round(pred.score, 6),
+                  None if pred is None else round(float(pred.mask.mean()), 6), r.seconds, r.error)
 
 
 def describe(e: BaseException) -> str:
