@@ -58,6 +58,17 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
                         "16 on GPU)")
     p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
     p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
+    v = p.add_argument_group("video (instead of --img)")
+    v.add_argument("--video", metavar="FILE|DIR", help="a video (mp4, avi, webm, mov, gif: whatever OpenCV's FFmpeg "
+                   "reads) or a folder of frames; masks go to --sp DIR/{video}__{text}/000123.png (or one .json "
+                   "with --format rle-json), --overlay writes {video}__{text}.overlay.mp4")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="segment every Nth frame (default 1)")
+    v.add_argument("--max-frames", type=int, metavar="N", help="segment at most N frames")
+    v.add_argument("--start", type=float, default=0.0, metavar="SEC", help="first second to segment (default 0)")
+    v.add_argument("--end", type=float, metavar="SEC", help="stop before this second")
+    v.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
+                   "s_t = ALPHA*s_(t-1) + (1-ALPHA)*p_t (default 0: off, each frame exactly as a single image)")
+    v.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="batch: progress bar on stderr (default: only when stderr is a terminal)")
     p.epilog = ("other commands: unilseg models | download | convert | train | eval "
@@ -82,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     from .errors import UnilsegError
     from .settings import check_threshold
 
+    if args.video is not None:
+        from .video_run import run_from_args
+
+        return run_from_args(args)
+    if (args.every, args.max_frames, args.start, args.end, args.smooth, args.fps) != (1, None, 0.0, None, 0.0, None):
+        raise UnilsegError("--every, --max-frames, --start, --end, --smooth and --fps apply to --video only")
     if args.manifest and (args.img or args.exp or args.exp_file):
         raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
     if not args.manifest and not args.img:
