@@ -149,24 +149,22 @@ def run_video(
     selection = selection or FrameSelection()
     out_dir = Path(out_dir)
     outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay)
-    for out in outputs:
-        if fmt == "rle-json":
+    if fmt == "rle-json":
+        for out in outputs:
             _load_rles(out, skip_existing)
-        elif fmt == "png":
-            out.base.mkdir(parents=True, exist_ok=True)
     report = VideoReport(outputs=outputs)
     done = (lambda i, k: outputs[k].is_done(i)) if skip_existing else None
     indices = selection.indices(source.fps, source.frame_count)
     finished = (done is not None and indices is not None and all(done(i, k) for i in indices for k in range(len(texts)))
                 and all(o.output.exists() and (not overlay or o.overlay_path.is_file()) for o in outputs))
-    log = _Log(out_dir / "results.jsonl", keep=skip_existing)
     if finished:
         report.skipped = len(indices)
-        log.finish()
+        _Log(out_dir / "results.jsonl", keep=True).finish()
         source.close()
         return report
     if not isinstance(predictor, Predictor):
-        predictor = predictor()
+        predictor = predictor()  # before anything is written: a model that fails to load leaves no files
+    log = _Log(out_dir / "results.jsonl", keep=skip_existing)
     if batch_size is None:  # frames per Swin batch: as a batch of images does
         batch_size = 1 if predictor.device.type == "cpu" else 4
     writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]
