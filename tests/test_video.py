@@ -260,3 +260,20 @@ def test_demo_model_video_quality_floor():
     summary = evaluate_clips(Predictor(load("unilseg-demo")), clips=2, seed=5, frames=8)
     assert summary["overall"]["sequences"] == 8
     assert summary["overall"]["J"] >= 0.80, summary
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--format", "npy"], "png frames or rle-json"), (["--save-prob"], "--save-prob"), (["--every", "0"], "--every"),
+    (["--smooth", "1"], "--smooth"), (["--start", "2", "--end", "1"], "--start"), (["--img", "a.png"], "--img"),
+])
+def test_bad_video_arguments_are_one_error_before_any_work(capsys, tiny, tmp_path, extra, says):
+    out = tmp_path / "out"
+    code, err = cli(capsys, tiny, "--video", str(tiny[2]), "--exp", "x", "--sp", str(out), *extra,
+                    weights=tmp_path / "no-such-weights.pth")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and says in err[0]
+    assert not out.exists()
+
+
+def test_video_flags_without_video_are_refused(capsys, tiny, tmp_path):
+    code, err = cli(capsys, tiny, "--img", str(tiny[3] / "000000.png"), "--exp", "x", "--every", "2")
+    assert code == 2 and "apply to --video only" in err[0]
