@@ -2,7 +2,7 @@
 
     python benchmarks/video.py [--frames 24] [--full-frames 2] [--repeat 2] [--full-repeat 1] [--long 2000]
                                [--threads 1] [--clock cpu|wall]
-                               [--workdir /tmp/unilseg-bench] [--no-full] [--no-rss]
+                               [--workdir /tmp/unilseg-bench] [--no-full] [--no-rss] [--no-fps]
 
 1. Frames per second of `Predictor.segment_video` (one instruction, a generated 192-px
    clip read from mp4) for the demo model and for the full-size UniLSeg-20 with seeded
@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/unilseg-bench"))
     p.add_argument("--no-full", action="store_true", help="skip UniLSeg-20")
     p.add_argument("--no-rss", action="store_true", help="skip the memory runs")
+    p.add_argument("--no-fps", action="store_true", help="skip the speed runs")
     args = p.parse_args()
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
@@ -112,7 +113,9 @@ def main() -> None:
                      args.workdir / "video-clip.mp4")
     rows = []
     cases = [("unilseg-demo", lambda: load_model("unilseg-demo", device="cpu"), args.frames, args.repeat)]
-    if not args.no_full:
+    if args.no_fps:
+        cases = []
+    if not args.no_full and not args.no_fps:
         pth, _ = seeded_checkpoints(args.workdir)
         cases.append(("UniLSeg-20 (seeded)", lambda: load_model(pth, "unilseg20", device="cpu"), args.full_frames,
                       args.full_repeat))
@@ -123,9 +126,10 @@ def main() -> None:
             rows.append((name, precision, r))
             print(f"{name} {precision}: {r}", file=sys.stderr)
             del predictor
-    print(f"\n{args.clock} clock, {args.threads} thread(s), one instruction, 192-px frames from mp4\n")
-    print("| model | precision | video: frames/s | video: s/frame | single-image call: s/frame | video / single |")
-    print("|---|---|---|---|---|---|")
+    if rows:
+        print(f"\n{args.clock} clock, {args.threads} thread(s), one instruction, 192-px frames from mp4\n")
+        print("| model | precision | video: frames/s | video: s/frame | single-image call: s/frame | video / single |")
+        print("|---|---|---|---|---|---|")
     for name, precision, r in rows:
         print(f"| {name} | {precision} | {1 / r['video']:.2f} | {r['video']:.3f} | {r['single']:.3f} | "
               f"{r['video'] / r['single']:.2f} |")
