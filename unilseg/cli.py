@@ -34,11 +34,27 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     )
     add_job_args(p)
     p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
+    add_video_args(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="batch: progress bar on stderr (default: only when stderr is a terminal)")
     p.epilog = ("other commands: unilseg models | download | convert | train | eval "
                 "(unilseg COMMAND --help)") if prog != "general_inference.py" else None
     return p
+
+
+def add_video_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `--video` (see `unilseg.video_run`)."""
+    v = p.add_argument_group("video (instead of --img)")
+    v.add_argument("--video", metavar="FILE|DIR", help="a video (mp4, avi, webm, mov, gif: whatever OpenCV's FFmpeg "
+                   "reads) or a folder of frames; masks go to --sp DIR/{video}__{text}/000123.png (or one .json "
+                   "with --format rle-json), --overlay writes {video}__{text}.overlay.mp4")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="segment every Nth frame (default 1)")
+    v.add_argument("--max-frames", type=int, metavar="N", help="segment at most N frames")
+    v.add_argument("--start", type=float, default=0.0, metavar="SEC", help="first second to segment (default 0)")
+    v.add_argument("--end", type=float, metavar="SEC", help="stop before this second")
+    v.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
+                   "s_t = ALPHA*s_(t-1) + (1-ALPHA)*p_t (default 0: off, each frame exactly as a single image)")
+    v.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
 
 
 def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
@@ -100,9 +116,20 @@ class Job:
 def run(args: argparse.Namespace) -> int:
     """Check the arguments, plan, run the batch API; returns the exit code."""
     from .batch import run_batch
+    from .errors import UnilsegError
 
     check_settings(args)
-    if args.classes is not None or args.classes_file is not None:
+    labels = args.classes is not None or args.classes_file is not None
+    if args.video is not None:
+        if labels:
+            raise UnilsegError("label maps of a video (--video with --classes) are not supported yet; "
+                               "use --exp per class")
+        from .video_run import run_from_args
+
+        return run_from_args(args)
+    if (args.every, args.max_frames, args.start, args.end, args.smooth, args.fps) != (1, None, 0.0, None, 0.0, None):
+        raise UnilsegError("--every, --max-frames, --start, --end, --smooth and --fps apply to --video only")
+    if labels:
         from .labelcli import run_labels
 
         return run_labels(args)

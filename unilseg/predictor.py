@@ -312,6 +312,23 @@ class Predictor:
         labels = merge_soft_maps(probs, threshold, len(specs))
         return labels, make_legend(labels, specs)
 
+    def segment_video(
+        self, video: str | Path, texts: str | Sequence[str], *, every: int = 1, max_frames: int | None = None,
+        start: float = 0.0, end: float | None = None, batch_size: int = 1, smooth: float = 0.0,
+        fps: float | None = None,
+    ):  # -> Iterator[unilseg.video.VideoFrame]
+        """Segment a video file (or a folder of frames) for every text, frame by frame, streaming.
+
+        Yields one `VideoFrame` (index, time, BGR image, a Prediction per text) per selected
+        frame: every `every`-th from `start` seconds, before `end`, at most `max_frames`.
+        Texts are encoded once; `batch_size` frames share a Swin batch; `smooth` ALPHA > 0
+        averages the soft maps over time. See `unilseg.video`.
+        """
+        from .video import segment_video
+
+        return segment_video(self, video, texts, every=every, max_frames=max_frames, start=start, end=end,
+                             batch_size=batch_size, smooth=smooth, fps=fps)
+
     def _current(self) -> ImageEmbedding:
         if self.embedding is None:
             raise UnilsegError("call set_image() before predict()")

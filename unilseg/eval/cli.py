@@ -3,6 +3,7 @@
     unilseg eval --model unilseg-20 --data refcoco:val --refer-root data/refer
     unilseg eval --weights runs/small/model.pth --data synthetic:250:1
     unilseg eval --model unilseg-demo --task semantic --data synthetic:250:2   (label maps: per-class IoU, mIoU)
+    unilseg eval --task video --model unilseg-demo [--data synthetic-video:8:5]   per-frame mIoU and J
 """
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ def get_parser() -> argparse.ArgumentParser:
         prog="unilseg eval",
         description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source.",
     )
-    p.add_argument("--data", required=True, help="data spec: manifest.jsonl, a folder with texts.csv, "
-                   "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]")
-    p.add_argument("--task", choices=("referring", "semantic"), default="referring",
+    p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
+                   "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]; "
+                   "--task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] (default synthetic-video:8:5)")
+    p.add_argument("--task", choices=("referring", "semantic", "video"), default="referring",
                    help="referring (default): a mask per text; semantic: a label map per image, per-class IoU and "
-                        "mIoU against label-map ground truth (synthetic:... has it)")
+                        "mIoU against label-map ground truth (synthetic:... has it); video: generated clips "
+                        "segmented through the video path, per-frame mIoU and J")
     p.add_argument("--classes", metavar="A,B,...", help="semantic: classes (NAME or NAME: INSTRUCTION); default "
                    "for synthetic data: sky, ground, house, tree, car, ball, sun with their default instructions")
     p.add_argument("--classes-file", metavar="FILE", help="semantic: classes, one per line")
+    p.add_argument("--video-source", choices=("mp4", "png"), default="mp4",
+                   help="--task video: read the clips back from mp4 (lossy, default) or from PNG frames")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per encoder batch")
@@ -54,6 +59,10 @@ def run(args: argparse.Namespace) -> dict:
         raise UnilsegError("--batch-size, --text-batch and --limit must be positive")
     if args.threshold is not None:
         check_threshold(args.threshold)
+    if args.task == "video":
+        return _run_video(args)
+    if not args.data:
+        raise UnilsegError("give --data SPEC (a manifest, a folder, refcoco:val, synthetic:250:1, ...)")
     for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
         if path:
             check_file_target(path, flag)
@@ -104,6 +113,37 @@ def run_semantic(args: argparse.Namespace) -> dict:
               "threshold": predictor.threshold, **summary}
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def _run_video(args: argparse.Namespace) -> dict:
+    """--task video: generated clips through `Predictor.segment_video`; per-frame mIoU, J (F omitted)."""
+    import json
+
+    from ..cliargs import predictor_from_args
+    from ..writers import check_file_target, write_atomic
+    from .video import DEFAULT_SPEC, evaluate_clips, format_table, parse_spec
+
+    spec = args.data or DEFAULT_SPEC
+    clips, seed, frames, size = parse_spec(spec)
+    for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
+        if path:
+            check_file_target(path, flag)
+    predictor = predictor_from_args(args)
+    rows: list[str] = []
+    on_record = (lambda r: rows.append(json.dumps(r))) if args.per_sample else None
+    summary = evaluate_clips(predictor, clips, seed, frames, size, source=args.video_source,
+                             batch_size=args.batch_size, progress=not args.no_progress, on_record=on_record)
+    print(f"{spec} ({args.video_source}): {summary['overall'].get('sequences', 0)} sequences, "
+          f"{summary['overall']['count']} frame masks, threshold {predictor.threshold} (J: region similarity; "
+          "F, contour accuracy, omitted)")
+    print(format_table(summary))
+    report = {"data": spec, "task": "video", "source": args.video_source, "model": args.model or args.weights,
+              "threshold": predictor.threshold, **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    if args.per_sample:
+        write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
     return report
 
 
