@@ -110,13 +110,9 @@ def parse_classes(text: str) -> list[ClassSpec]:
 
 def read_classes_file(path: str | Path) -> list[ClassSpec]:
     """One class per line, `name` or `name: instruction`; blank lines and `#` comments skipped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise UnilsegError(f"cannot read --classes-file {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise UnilsegError(f"--classes-file {path} is not UTF-8 text") from e
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    from .batch.inputs import read_lines
+
+    lines = [line for line in read_lines(path, "--classes-file") if not line.startswith("#")]
     return check_classes(lines, f"--classes-file {path}")
 
 

@@ -45,15 +45,20 @@ def expand_images(specs: Sequence[str]) -> list[str]:
     return out
 
 
-def read_expression_file(path: str | Path) -> list[str]:
-    """One expression per line (UTF-8); blank lines are skipped, surrounding spaces removed."""
+def read_lines(path: str | Path, flag: str) -> list[str]:
+    """The non-blank lines of the UTF-8 text file `flag` names, surrounding spaces removed (a BOM is ignored)."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as e:
-        raise UnilsegError(f"cannot read --exp-file {path}: {e.strerror}") from e
+        raise UnilsegError(f"cannot read {flag} {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
-        raise UnilsegError(f"--exp-file {path} is not UTF-8 text") from e
-    found = [line.strip() for line in text.splitlines() if line.strip()]
+        raise UnilsegError(f"{flag} {path} is not UTF-8 text") from e
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_expression_file(path: str | Path) -> list[str]:
+    """One expression per line (UTF-8); blank lines are skipped, surrounding spaces removed."""
+    found = read_lines(path, "--exp-file")
     if not found:
         raise UnilsegError(f"--exp-file {path} holds no expressions (one per line)")
     return found
