@@ -29,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser, precision: bool = True, download:
     if precision:
         g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default); bf16 (CPU or GPU: heavy layers' weights in bf16, ~2x faster on CPUs "
-                            "with AVX512-BF16/AMX); fp16 (GPU only)")
+                            "with AVX512-BF16/AMX, slower without them); fp16 (GPU only)")
     if download:
         g.add_argument("--download", action="store_true", help="download the model's weights first if not cached")
 
