@@ -6,6 +6,7 @@
     unilseg convert IN.pth OUT.safetensors                write the used weights as safetensors (+ config)
     unilseg train CONFIG ... / unilseg eval ...           training and evaluation
     unilseg data SPEC --out manifest.jsonl                write any data spec as a manifest
+    unilseg export --model NAME --format onnx|aoti          write a model for another runtime (--runtime runs it)
     unilseg ray --img DIR --exp TEXT --sp DIR ...          the batch job on Ray Data (segment's batch flags)
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ SUBCOMMANDS = {
     "eval": ("unilseg.eval.cli:main", "score a model: mIoU, oIoU, Prec@X by granularity"),
     "data": ("unilseg.data.cli:main", "write any data spec as a JSONL manifest"),
     "demo": ("unilseg.demo:main", "the web page: upload an image, type instructions, see the masks"),
+    "export": ("unilseg.export.cli:main", "write a model as ONNX graphs or an AOTInductor package (--runtime onnx|aoti "
+               "runs them)"),
     "ray": ("unilseg.raybatch:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "
             "'unilseg[ray]')"),
 }

@@ -14,10 +14,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+RUNTIMES = ("torch", "onnx", "aoti")
 
 
-def add_model_args(p: argparse.ArgumentParser, precision: bool = True, download: bool = False) -> None:
+def add_model_args(
+    p: argparse.ArgumentParser, precision: bool = True, download: bool = False, runtime: bool = True
+) -> None:
     """Add the model flags (the default model: the config's, unilseg-20 unless told otherwise)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", help="registered model name (default unilseg-20); `unilseg models` lists them")
@@ -26,10 +29,15 @@ def add_model_args(p: argparse.ArgumentParser, precision: bool = True, download:
     g.add_argument("--config", help="model config YAML or a shipped config's name (default: the model's own)")
     g.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, dotted keys")
     g.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU) | cpu | cuda[:N] | mps")
+    if runtime:
+        g.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                       help="torch (default) | onnx (ONNX Runtime) | aoti (AOTInductor package): the last two run "
+                            "an `unilseg export` directory, named by --weights DIR or found for --model NAME")
     if precision:
         g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default); bf16 (CPU or GPU: heavy layers' weights in bf16, ~2x faster on CPUs "
-                            "with AVX512-BF16/AMX, slower without them); fp16 (GPU only)")
+                            "with AVX512-BF16/AMX, slower without them); fp16 (GPU only); int8 (--runtime onnx: "
+                            "an export made with --quantize int8)")
     if download:
         g.add_argument("--download", action="store_true", help="download the model's weights first if not cached")
 
@@ -55,9 +63,22 @@ def load_model_from_args(args: argparse.Namespace, device: Any = None):  # -> Un
 
 
 def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predictor
-    """A Predictor over the network the model flags name (--precision, --threshold, --text-batch if present)."""
+    """A Predictor over the network the model flags name (--runtime, --precision, --threshold, --text-batch)."""
     from .predictor import Predictor
 
+    runtime = getattr(args, "runtime", "torch")
+    if runtime != "torch":
+        from .runtime import load_backend
+
+        backend = load_backend(runtime, weights=args.weights, model=args.model, device=args.device,
+                               variant=getattr(args, "precision", None))
+        return Predictor(backend, threshold=getattr(args, "threshold", None),
+                         max_batch=getattr(args, "text_batch", None), **kwargs)
+    if getattr(args, "precision", None) == "int8":
+        from .errors import UnilsegError
+
+        raise UnilsegError("--precision int8 runs on ONNX Runtime: `unilseg export --format onnx --quantize int8`, "
+                           "then add --runtime onnx")
     model = load_model_from_args(args)
     return Predictor(model, threshold=getattr(args, "threshold", None), precision=getattr(args, "precision", None),
                      max_batch=getattr(args, "text_batch", None), **kwargs)

@@ -159,7 +159,8 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, H*W, C) -> (stage output (B, H*W, C), merged (B, H/2*W/2, 2C) or None)."""
         ws = self.window
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        # ceil written without negative floor division, which ONNX export turns into a truncating Div
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws
         mask = shift_attention_mask(hp, wp, ws, self.shift, device=x.device)
         for block in self.blocks:
             x = block(x, h, w, mask)

@@ -1,0 +1,116 @@
+"""Exported models: a directory of runtime files plus `unilseg-export.json`, the settings a
+runtime needs besides the graphs (input size, mean/std, context length, threshold, tokenizer).
+
+    unilseg export --model unilseg-20 --format onnx [--quantize int8] [--out DIR]
+    unilseg segment --runtime onnx --model unilseg-20 ...      (or --weights DIR)
+
+Without `--out` an export goes to the user cache (`exports/{model}-{variant}/`), where
+`--runtime X --model NAME` finds it. A directory is written under a temporary name and
+renamed when complete, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnilsegError
+from ..settings import InferenceSpec
+
+EXPORT_FILE = "unilseg-export.json"
+FORMATS = ("onnx", "aoti")
+SCHEMA = 1
+TOKENIZER = {  # what tokenize() does, for runtimes that re-implement it
+    "kind": "clip-bpe",
+    "vocab": "open_clip bpe_simple_vocab_16e6 (49408 tokens)",
+    "sot": 49406, "eot": 49407, "pad": 0,
+    "truncate": "keep the first context_length - 1 ids and end with eot",
+    "lowercase": True,
+}
+
+
+@dataclass
+class ExportInfo:
+    """What `unilseg-export.json` holds."""
+
+    format: str  # onnx | aoti
+    variant: str  # fp32 | int8 | bf16 ... (the file set's numeric format)
+    files: dict[str, str]  # role (image_encoder, prompt_decoder, ...) -> file name in the directory
+    spec: InferenceSpec
+    model: str = ""  # registered name or weight file it came from
+    extra: dict[str, Any] = field(default_factory=dict)  # format-specific: opset, dynamic axes, torch version ...
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spec"] = {**asdict(self.spec), "tokenizer": TOKENIZER}
+        return {"schema": SCHEMA, **d}
+
+
+def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
+    """Read and check an export directory's settings (and that its files exist)."""
+    directory = Path(directory)
+    path = directory / EXPORT_FILE
+    hint = "run `unilseg export --format FORMAT --out DIR` to make one"
+    if not directory.is_dir():
+        raise UnilsegError(f"{directory} is not an export directory; {hint}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        spec = dict(raw["spec"])
+        spec.pop("tokenizer", None)
+        info = ExportInfo(str(raw["format"]), str(raw["variant"]), {str(k): str(v) for k, v in raw["files"].items()},
+                          InferenceSpec(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}),
+                          str(raw.get("model", "")), dict(raw.get("extra") or {}))
+    except FileNotFoundError:
+        raise UnilsegError(f"{directory} holds no {EXPORT_FILE}: not an export directory; {hint}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UnilsegError(f"{path} is damaged ({type(e).__name__}: {e}); export again") from None
+    if fmt is not None and info.format != fmt:
+        raise UnilsegError(f"{directory} holds a {info.format} export, not {fmt}; use --runtime {info.format} "
+                           f"or export with --format {fmt}")
+    for role, name in info.files.items():
+        if not (directory / name).is_file():
+            raise UnilsegError(f"{directory} lacks its {role} file {name}; export again")
+    return info
+
+
+def default_export_dir(model: str, fmt: str, variant: str) -> Path:
+    """Where `unilseg export --model NAME` writes without --out (and --runtime finds it)."""
+    from ..registry import cache_dir
+
+    return cache_dir() / "exports" / f"{model}-{fmt}-{variant}"
+
+
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out` to write into; renamed to `out` on success, deleted on failure.
+
+    An existing `out` is replaced only if it is an export directory (holds EXPORT_FILE) or empty.
+    """
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and ((out / EXPORT_FILE).is_file() or not any(out.iterdir()))):
+        raise UnilsegError(f"--out {out} exists and is not an export directory; name a new or empty directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise UnilsegError(f"cannot write into {out.parent}: {e.strerror or e}; choose another --out") from None
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the export from other users
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_info(directory: Path, info: ExportInfo) -> None:
+    (Path(directory) / EXPORT_FILE).write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,113 @@
+"""ONNX export: the image encoder and the prompt decoder as two graphs, optionally int8.
+
+    image_encoder.onnx   image (B, 3, S, S) float32, letterboxed and normalised
+                         -> feat4, feat8, feat16, feat32 (B, C_i, S/4/2^i, S/4/2^i)
+    prompt_decoder.onnx  feat4..feat32 (P, C_i, ...) + tokens (P, L) int64
+                         -> logits (P, 1, S/4, S/4)
+
+B and P are dynamic; S and L are fixed by the model's settings (unilseg-export.json).
+The split keeps the main saving of the torch path: Swin runs once per image, the text
+encoder, fusion and decoders once per instruction.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UnilsegError
+from . import ExportInfo
+
+LEVELS = ("feat4", "feat8", "feat16", "feat32")
+FILES = {"image_encoder": "image_encoder.onnx", "prompt_decoder": "prompt_decoder.onnx"}
+
+try:
+    import onnx
+except ImportError:  # pragma: no cover - depends on the environment
+    raise UnilsegError("ONNX export needs the onnx packages: pip install 'unilseg[onnx]'") from None
+
+
+class ImageEncoderGraph(nn.Module):
+    """image (B, 3, S, S) -> the 4 Swin maps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.encode_image(image))
+
+
+class PromptDecoderGraph(nn.Module):
+    """4 Swin maps (P, ...) + tokens (P, L) -> logits (P, 1, S/4, S/4): text encoder, fusion, decoders."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feat4: torch.Tensor, feat8: torch.Tensor, feat16: torch.Tensor, feat32: torch.Tensor,
+                tokens: torch.Tensor) -> torch.Tensor:
+        word, state, pad_mask = self.model.encode_text(tokens)
+        fused = self.model.fuse([feat4, feat8, feat16, feat32], word, pad_mask)
+        return self.model.decode(fused, word, state, pad_mask)
+
+
+def export_graphs(model: nn.Module, directory: Path, opset: int = 18) -> dict[str, str]:
+    """Write the two fp32 graphs into `directory` and check them -> role -> file name."""
+    from ..tokenizer import tokenize
+
+    model = model.float().eval().cpu()
+    spec = model.spec
+    image = torch.zeros(2, 3, spec.size, spec.size)
+    tokens = tokenize(["the left cat", "sky"], spec.context_length)
+    with torch.no_grad():
+        feats = tuple(t.contiguous() for t in model.encode_image(image))
+    batch = {0: "batch"}
+    pairs = {0: "pairs"}
+    jobs = [
+        (ImageEncoderGraph(model), (image,), ["image"], list(LEVELS),
+         {"image": batch, **{name: batch for name in LEVELS}}, FILES["image_encoder"]),
+        (PromptDecoderGraph(model), (*feats, tokens), [*LEVELS, "tokens"], ["logits"],
+         {**{name: pairs for name in LEVELS}, "tokens": pairs, "logits": pairs}, FILES["prompt_decoder"]),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on Python ints taken from shapes: the sizes are fixed
+        for module, inputs, names_in, names_out, axes, name in jobs:
+            path = directory / name
+            torch.onnx.export(module, inputs, str(path), input_names=names_in, output_names=names_out,
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+            onnx.checker.check_model(str(path), full_check=True)
+    return dict(FILES)
+
+
+def quantize_graphs(directory: Path, files: dict[str, str]) -> dict[str, str]:
+    """Dynamic int8 quantisation (weights int8, activations quantised on the fly) of each graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = {}
+    for role, name in files.items():
+        target = name.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(directory / name, directory / target, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        (directory / name).unlink()
+        out[role] = target
+    return out
+
+
+def export_onnx(model: nn.Module, directory: Path, args: argparse.Namespace) -> ExportInfo:
+    """`unilseg export --format onnx`: graphs (+ int8) in `directory` -> their ExportInfo."""
+    opset = int(getattr(args, "opset", 18))
+    if not 14 <= opset <= 21:
+        raise UnilsegError(f"--opset {opset}: use an opset between 14 and 21 (default 18)")
+    files = export_graphs(model, directory, opset)
+    quantize = getattr(args, "quantize", None)
+    if quantize == "int8":
+        files = quantize_graphs(directory, files)
+    return ExportInfo("onnx", quantize or "fp32", files, model.spec,
+                      extra={"opset": opset, "inputs": {"image_encoder": ["image"],
+                                                        "prompt_decoder": [*LEVELS, "tokens"]},
+                             "dynamic_axes": {"image_encoder": "batch", "prompt_decoder": "pairs"},
+                             "torch": torch.__version__, "onnx": onnx.__version__})
