@@ -84,16 +84,25 @@ def export_graphs(model: nn.Module, directory: Path, opset: int = 18) -> dict[st
 
 
 def quantize_graphs(directory: Path, files: dict[str, str]) -> dict[str, str]:
-    """Dynamic int8 quantisation (weights int8, activations quantised on the fly) of each graph."""
+    """Dynamic int8 quantisation of each graph's MatMul/Gemm weights (int8, one scale per output channel);
+    activations are quantised per tensor on the fly. Convolutions, norms and softmax stay fp32."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = {}
-    for role, name in files.items():
-        target = name.replace(".onnx", ".int8.onnx")
-        quantize_dynamic(directory / name, directory / target, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
-        (directory / name).unlink()
-        out[role] = target
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger ("consider pre-processing")
+    try:
+        for role, name in files.items():
+            target = name.replace(".onnx", ".int8.onnx")
+            quantize_dynamic(directory / name, directory / target, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            (directory / name).unlink()
+            out[role] = target
+    finally:
+        root.setLevel(level)
     return out
 
 

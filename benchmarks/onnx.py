@@ -1,0 +1,150 @@
+"""ONNX Runtime against torch: one forward, one image x K instructions, a cold CLI call, int8 quality.
+
+    python benchmarks/onnx.py [--repeat 3] [--texts 8] [--runtimes torch-fp32,torch-bf16,ort-fp32,ort-int8]
+                              [--workdir /tmp/unilseg-bench]
+
+Full-size UniLSeg-20 with seeded weights (480-px input) on the astronaut fixture, side by
+side in one process: torch fp32, torch bf16 (`--precision bf16`), ONNX Runtime fp32 and
+int8 (`unilseg export --format onnx [--quantize int8]`, written to --workdir once).
+
+- forward: `embed` (Swin) + one instruction through text encoder, fusion and decoders;
+- K texts: `embed` + K instructions (the CLI's batch over one image);
+- cold CLI: a fresh process from start to the mask written (median of --repeat), with the
+  share of it spent importing torch;
+- int8 quality: mask IoU against the torch fp32 masks on the three golden cases.
+
+Times are the best of --repeat after a warm-up, cases interleaved. Prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from _common import ROOT, median, run_child, seeded_checkpoints
+
+sys.path.insert(0, str(ROOT))
+
+TEXTS = ["the astronaut's face", "the flag", "the helmet", "the left hand", "the sky", "the white suit",
+         "the patch on the arm", "the background"]
+RUNTIMES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
+
+
+def exports(workdir: Path, pth: Path) -> dict[str, Path]:
+    """fp32 and int8 ONNX exports of the seeded checkpoint (made once)."""
+    from unilseg.export.cli import main as export_main
+
+    out = {}
+    for variant in ("fp32", "int8"):
+        d = workdir / f"onnx-{variant}"
+        if not (d / "unilseg-export.json").is_file():
+            extra = ["--quantize", "int8"] if variant == "int8" else []
+            if export_main(["--weights", str(pth), "--config", "unilseg20", "--format", "onnx", "--out", str(d),
+                            *extra]) != 0:
+                raise SystemExit(f"export {variant} failed")
+        out[variant] = d
+    return out
+
+
+def predictor(runtime: str, st: Path, dirs: dict[str, Path]):
+    from unilseg.build import load_model
+    from unilseg.predictor import Predictor
+    from unilseg.runtime import load_backend
+
+    kind, variant = runtime.split("-")
+    if kind == "torch":
+        return Predictor(load_model(st, "unilseg20", device="cpu"), precision=variant)
+    return Predictor(load_backend("onnx", weights=str(dirs[variant]), device="cpu"))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def cold_cli(args: argparse.Namespace, st: Path, dirs: dict[str, Path], image: Path) -> list[str]:
+    rows = []
+    out = args.workdir / "cold.png"
+    base = [sys.executable, "-m", "unilseg", "--img", str(image), "--exp", TEXTS[0], "--sp", str(out),
+            "--device", "cpu"]
+    calls = {"torch fp32 (.safetensors)": ["--weights", str(st), "--config", "unilseg20"],
+             "ORT fp32": ["--runtime", "onnx", "--weights", str(dirs["fp32"])],
+             "ORT int8": ["--runtime", "onnx", "--weights", str(dirs["int8"])]}
+    imports = [run_child([sys.executable, "-c", "import torch"])[0] for _ in range(args.repeat)]
+    for name, extra in calls.items():
+        walls, rss = [], []
+        for _ in range(args.repeat):
+            w, r, _ = run_child(base + extra)
+            walls.append(w)
+            rss.append(r)
+        rows.append(f"| {name} | {median(walls):.2f} | {median(imports):.2f} | {median(rss):.2f} |")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--texts", type=int, default=8, help="instructions per image in the K-texts case")
+    p.add_argument("--runtimes", default=",".join(RUNTIMES))
+    p.add_argument("--no-cli", action="store_true", help="skip the cold CLI calls")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
+    args = p.parse_args()
+    import torch
+
+    from unilseg.transforms import read_image
+
+    pth, st = seeded_checkpoints(args.workdir)
+    dirs = exports(args.workdir, pth)
+    image_path = ROOT / "tests/fixtures/images/astronaut.png"
+    image = read_image(image_path)
+    texts = (TEXTS * args.texts)[: args.texts]
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    preds = {r: predictor(r, st, dirs) for r in runtimes}
+    cases = {
+        "forward": lambda pr: pr.predict_logits(texts[:1], pr.embed([image])[0]),
+        f"1 image x {args.texts} texts": lambda pr: pr.predict_logits(texts, pr.embed([image])[0]),
+    }
+    for pr in preds.values():  # warm-up
+        cases["forward"](pr)
+    times = {(r, c): float("inf") for r in runtimes for c in cases}
+    for _ in range(args.repeat):  # interleaved, so a burst of load hits every runtime alike
+        for r, pr in preds.items():
+            for c, fn in cases.items():
+                times[r, c] = min(times[r, c], timed(partial(fn, pr)))
+    print(f"seeded UniLSeg-20, 480x480, CPU, {torch.get_num_threads()} threads, best of {args.repeat}\n")
+    ref = "torch-fp32" if "torch-fp32" in runtimes else runtimes[0]
+    print("| runtime | " + " | ".join(f"{c} (s)" for c in cases) + f" | vs {ref} |")
+    print("|---|" + "---|" * (len(cases) + 1))
+    for r in runtimes:
+        ratio = times[r, "forward"] / times[ref, "forward"]
+        print(f"| {r} | " + " | ".join(f"{times[r, c]:.2f}" for c in cases) + f" | {ratio:.2f}x |")
+
+    if "ort-int8" in preds and "torch-fp32" in preds:
+        from conftest import FIXTURES, golden_cases
+
+        print("\nint8 masks vs torch fp32 (golden cases, seeded weights): IoU")
+        for case in golden_cases():
+            masks = [preds[r].predict(case["exp"], embedding=preds[r].embed([str(FIXTURES / case["img"])])[0])[0].mask
+                     for r in ("torch-fp32", "ort-int8")]
+            print(f"- {case['name']}: {iou(*masks):.3f} ({int(masks[0].sum())} px in fp32)")
+
+    if not args.no_cli:
+        print("\n| cold CLI call | wall (s) | `import torch` alone (s) | peak RSS (GB) |\n|---|---|---|---|")
+        print("\n".join(cold_cli(args, st, dirs, image_path)))
+    print("\n" + json.dumps({f"{r}|{c}": round(t, 3) for (r, c), t in times.items()}))
+
+
+if __name__ == "__main__":
+    main()
