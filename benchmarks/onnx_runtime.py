@@ -1,6 +1,6 @@
 """ONNX Runtime against torch: one forward, one image x K instructions, a cold CLI call, int8 quality.
 
-    python benchmarks/onnx.py [--repeat 3] [--texts 8] [--runtimes torch-fp32,torch-bf16,ort-fp32,ort-int8]
+    python benchmarks/onnx_runtime.py [--repeat 3] [--texts 8] [--runtimes torch-fp32,torch-bf16,ort-fp32,ort-int8]
                               [--workdir /tmp/unilseg-bench]
 
 Full-size UniLSeg-20 with seeded weights (480-px input) on the astronaut fixture, side by
