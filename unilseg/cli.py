@@ -77,6 +77,9 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
     p.add_argument("--sp", help="the output directory (every node must see it)" if batch_only else
                    "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
                    "for a batch, the output directory")
+    p.add_argument("--allow-absolute-output", action="store_true",
+                   help="manifest: let an absolute `output` be written where it says (default: such a row fails; "
+                        "relative outputs must stay inside --sp either way)")
     p.add_argument("--format", choices=FORMATS,
                    help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
                         "extension, else png")
@@ -249,6 +252,7 @@ def plan_batch(args: argparse.Namespace) -> Job:
         select_shard,
     )
     from .errors import UnilsegError
+    from .writers import confine
 
     if args.sp is None:
         raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
@@ -265,9 +269,9 @@ def plan_batch(args: argparse.Namespace) -> Job:
         requests = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
-    plan = plan_items(requests, out_dir, options)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output)
     items = select_shard(plan, *shard) if shard else plan
-    return Job(items, options, results=out_dir / results_name(shard))
+    return Job(items, options, results=confine(out_dir / results_name(shard), out_dir))
 
 
 def _note_empty_mask(result) -> None:

@@ -38,6 +38,7 @@ def run_labels(args: argparse.Namespace) -> int:
     from .batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
     from .batch.labels import plan_label_items, read_manifest_images, run_label_maps
     from .labelmap import MAX_PALETTE_CLASSES
+    from .writers import confine
 
     if args.exp or args.exp_file:
         raise UnilsegError("--classes gives what to segment; drop --exp/--exp-file (a class may carry its own "
@@ -71,7 +72,7 @@ def run_labels(args: argparse.Namespace) -> int:
         out_dir = check_output_dir(args.sp, len(images))
         items = plan_label_items(images, out_dir, overlay)
         items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
-        results = out_dir / results_name(shard)
+        results = confine(out_dir / results_name(shard), out_dir)
 
     def make_predictor():
         from .cliargs import predictor_from_args

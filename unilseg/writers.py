@@ -3,6 +3,8 @@
 - `check_file_target` / `check_dir_target`: fail before any model work if a target cannot
   be written (a probe file is created and removed, so /proc, /sys and read-only mounts are
   caught, not only missing permissions).
+- `confine`: a path a job computes must lie inside its output directory once `..` and
+  symlinks are resolved (a shared manifest must not write over the user's other files).
 - `encode_mask` (PNG / .npy / COCO RLE JSON), `rle_encode` / `rle_decode`, `encode_image`,
   `render_overlay`: bytes from arrays.
 - `write_atomic`: a temporary file beside the target, then a rename; a file appears
@@ -79,6 +81,20 @@ def check_file_target(path: str | Path, flag: str) -> Path:
         raise UnilsegError(f"{flag} {path}: directory {p.parent} does not exist; create it first")
     _require_writable(p.parent, flag, path)
     return p
+
+
+def confine(path: str | Path, root: str | Path) -> Path:
+    """`path` -> itself, if it lies strictly inside `root` once `..` and symlinks (of `root` too)
+    are resolved; else a UnilsegError saying where it leads."""
+    path = Path(path)
+    try:
+        real, real_root = path.resolve(), Path(root).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise UnilsegError(f"output {path}: cannot resolve it ({e})") from e
+    if real_root not in real.parents:
+        raise UnilsegError(f"output {path} leads to {real}, outside the output directory {real_root}; "
+                           "outputs stay inside --sp")
+    return path
 
 
 def mask_format_for(path: str | Path, fmt: str | None, flag: str = "--sp") -> str:

@@ -25,7 +25,7 @@ from ..errors import UnilsegError
 from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
 from ..predictor import Predictor
 from ..transforms import read_image
-from ..writers import encode_image, sidecar, write_atomic
+from ..writers import confine, encode_image, sidecar, write_atomic
 from .plan import _key, safe_stem
 from .results import ResultsLog
 from .run import BatchReport, Loader, describe
@@ -58,7 +58,8 @@ def label_item(index: int, image: Hashable, output: Path, overlay_path: Path | N
 
 def plan_label_items(images: Sequence[str], out_dir: str | Path, overlay: str | None = None) -> list[LabelItem]:
     """Image paths -> items named `{safe image stem}__labels.png` under out_dir (a repeated name
-    gets `__2`, `__3`, ..., compared case-insensitively); overlay: None, 'jpg' or 'png'."""
+    gets `__2`, `__3`, ..., compared case-insensitively); overlay: None, 'jpg' or 'png'.
+    An output that leads out of out_dir (through a symlink) raises a UnilsegError."""
     out_dir = Path(out_dir)
     taken: set[str] = set()
     items = []
@@ -71,6 +72,8 @@ def plan_label_items(images: Sequence[str], out_dir: str | Path, overlay: str | 
         taken.add(_key(out_dir / name))
         output = out_dir / (name + ".png")
         items.append(label_item(i, image, output, sidecar(output, f".overlay.{overlay}") if overlay else None))
+        for path in items[-1].outputs():  # only a symlink planted in out_dir leads out: the whole job stops
+            confine(path, out_dir)
     return items
 
 

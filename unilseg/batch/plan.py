@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
-from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, sidecar
+from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, confine, sidecar
 from .inputs import IMAGE_EXTENSIONS
 
 MAX_STEM, MAX_SLUG = 64, 48  # a name stays far below the 255-byte limit of common file systems
@@ -55,6 +55,13 @@ class Item:
     error: str | None = None  # known before running (empty expression, clashing output)
     explicit: bool = False  # output named by the caller, not derived
     meta: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # every output must stay inside it (None: not checked)
+
+    def check_confined(self) -> None:
+        """Raise a UnilsegError if an output leaves `root` (after `..` and symlinks)."""
+        if self.root is not None:
+            for path in self.outputs():
+                confine(path, self.root)
 
     def outputs(self) -> list[Path]:
         """Every file the item writes; the mask last (it is written last: its presence means done)."""
@@ -97,14 +104,17 @@ def output_stem(image: str, expression: str) -> str:
 
 
 def plan_items(
-    requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None
+    requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None,
+    allow_absolute: bool = False,
 ) -> list[Item]:
     """(image, expression, explicit output or None) triples -> Items with unique outputs.
 
     Derived names are `output_stem` + the format's extension; a name taken already
     (compared case-insensitively, as macOS and Windows do) gets `__2`, `__3`, ...
-    Explicit outputs (relative ones under out_dir) are kept; one that repeats an earlier
-    explicit output makes that item fail.
+    Explicit outputs are taken under out_dir; one that repeats an earlier explicit output
+    makes that item fail. Every output (sidecars too) must lie inside out_dir after `..`
+    and symlinks, else the item fails; an absolute explicit output fails unless
+    allow_absolute, which lets it be written where it says.
     """
     out_dir = Path(out_dir)
     options = options or OutputOptions()
@@ -115,10 +125,14 @@ def plan_items(
         if explicit is None:
             continue
         path = Path(explicit).expanduser()
-        item.output = path if path.is_absolute() else out_dir / path
+        item.output = out_dir / path  # an absolute path stays as it is
         item.explicit = True
+        item.root = None if allow_absolute and path.is_absolute() else out_dir
         key = _key(item.output.with_suffix(""))
-        if key in taken:
+        if path.is_absolute() and not allow_absolute:
+            item.error = (f"output {explicit} is an absolute path; outputs go under --sp "
+                          "(--allow-absolute-output allows it)")
+        elif key in taken:
             item.error = f"output {explicit} is also the output of item {taken[key]}"
         else:
             taken[key] = item.index
@@ -132,10 +146,16 @@ def plan_items(
             name = f"{stem}__{n}"
         taken[_key(out_dir / name)] = item.index
         item.output = out_dir / (name + ext)
+        item.root = out_dir
     for item in items:
         item.with_sidecars(options)
         if item.error is None and not item.expression.strip():
             item.error = "empty expression; give a text naming what to segment"
+        if item.error is None:
+            try:
+                item.check_confined()
+            except UnilsegError as e:
+                item.error = str(e)
     return items
 
 
