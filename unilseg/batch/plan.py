@@ -120,7 +120,8 @@ def plan_items(
     options = options or OutputOptions()
     ext = MASK_EXTENSIONS[options.fmt]
     items = [Item(i, image, expr) for i, (image, expr, _) in enumerate(requests)]
-    taken: dict[str, int] = {}
+    names = UniqueNames(out_dir)
+    taken = names.taken
     for item, (_, _, explicit) in zip(items, requests):
         if explicit is None:
             continue
@@ -139,13 +140,7 @@ def plan_items(
     for item in items:
         if item.explicit:
             continue
-        stem = output_stem(str(item.image), item.expression)
-        name, n = stem, 1
-        while _key(out_dir / name) in taken:
-            n += 1
-            name = f"{stem}__{n}"
-        taken[_key(out_dir / name)] = item.index
-        item.output = out_dir / (name + ext)
+        item.output = out_dir / (names.claim(output_stem(str(item.image), item.expression), item.index) + ext)
         item.root = out_dir
     for item in items:
         item.with_sidecars(options)
@@ -161,6 +156,30 @@ def plan_items(
 
 def _key(path: Path) -> str:
     return os.path.normcase(os.path.abspath(path)).casefold()
+
+
+class UniqueNames:
+    """Output names under one folder, unique case-insensitively (as macOS and Windows compare them).
+
+    A name taken already gets `__2`, `__3`, ...; a counter per stem keeps n repeats of one
+    name (100k rows of one image and text) linear, not quadratic.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.taken: dict[str, int] = {}  # _key(path without extension) -> the item that holds it
+        self._next: dict[str, int] = {}
+
+    def claim(self, stem: str, owner: int) -> str:
+        """The first free name of `stem`, now held by `owner`."""
+        n = self._next.get(stem, 1)
+        name = stem if n == 1 else f"{stem}__{n}"
+        while (key := _key(self.out_dir / name)) in self.taken:
+            n += 1
+            name = f"{stem}__{n}"
+        self._next[stem] = n + 1
+        self.taken[key] = owner
+        return name
 
 
 def check_output_dir(sp: str | Path, count: int) -> Path:
