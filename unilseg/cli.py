@@ -269,9 +269,10 @@ def plan_batch(args: argparse.Namespace) -> Job:
         requests = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
-    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output)
+    results = confine(out_dir / results_name(shard), out_dir)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results])
     items = select_shard(plan, *shard) if shard else plan
-    return Job(items, options, results=confine(out_dir / results_name(shard), out_dir))
+    return Job(items, options, results=results)
 
 
 def _note_empty_mask(result) -> None:

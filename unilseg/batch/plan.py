@@ -105,7 +105,7 @@ def output_stem(image: str, expression: str) -> str:
 
 def plan_items(
     requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None,
-    allow_absolute: bool = False,
+    allow_absolute: bool = False, reserved: Sequence[Path] = (),
 ) -> list[Item]:
     """(image, expression, explicit output or None) triples -> Items with unique outputs.
 
@@ -114,7 +114,8 @@ def plan_items(
     Explicit outputs are taken under out_dir; one that repeats an earlier explicit output
     makes that item fail. Every output (sidecars too) must lie inside out_dir after `..`
     and symlinks, else the item fails; an absolute explicit output fails unless
-    allow_absolute, which lets it be written where it says.
+    allow_absolute, which lets it be written where it says. reserved: files the job writes
+    itself (its results log), which no output may take.
     """
     out_dir = Path(out_dir)
     options = options or OutputOptions()
@@ -122,6 +123,7 @@ def plan_items(
     items = [Item(i, image, expr) for i, (image, expr, _) in enumerate(requests)]
     names = UniqueNames(out_dir)
     taken = names.taken
+    taken.update({_key(path.with_suffix("")): -1 for path in reserved})
     for item, (_, _, explicit) in zip(items, requests):
         if explicit is None:
             continue
@@ -129,12 +131,17 @@ def plan_items(
         item.output = out_dir / path  # an absolute path stays as it is
         item.explicit = True
         item.root = None if allow_absolute and path.is_absolute() else out_dir
+        if not item.output.name or item.output.name == "..":
+            item.error = f"output {explicit!r} names no file; give a file name such as masks/a.png"
+            continue
         key = _key(item.output.with_suffix(""))
         if path.is_absolute() and not allow_absolute:
             item.error = (f"output {explicit} is an absolute path; outputs go under --sp "
                           "(--allow-absolute-output allows it)")
         elif key in taken:
-            item.error = f"output {explicit} is also the output of item {taken[key]}"
+            owner = taken[key]
+            item.error = f"output {explicit} is " + (f"also the output of item {owner}" if owner >= 0 else
+                                                     "where the job writes its results log")
         else:
             taken[key] = item.index
     for item in items:

@@ -105,6 +105,8 @@ def iter_records(path: str | Path, what: str = "manifest") -> Iterator[tuple[int
                         yield number, json.loads(line), None
                     except json.JSONDecodeError as e:
                         yield number, None, f"not valid JSON ({e.msg})"
+                    except RecursionError:
+                        yield number, None, "JSON nested too deeply"
             else:
                 reader = csv.DictReader(f)
                 fields = [name.strip() for name in reader.fieldnames or []]
