@@ -29,6 +29,16 @@ def as_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any]:
 def build_model(config: dict[str, Any] | str | Path | None = None) -> UniLSeg:
     """Build an (initialised, untrained) UniLSeg from a config; `model.config` and `model.spec` are attached."""
     cfg = as_config(config)
+    try:
+        return _build(cfg)
+    except UnilsegError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError) as e:
+        raise UnilsegError(f"the config does not build a network ({type(e).__name__}: {e}); check the keys and "
+                           "types of its `model` and `input` sections (--config, --opts)") from e
+
+
+def _build(cfg: dict[str, Any]) -> UniLSeg:
     m = cfg["model"]
     swin = SwinTransformer(**m["swin"])
     text = TextEncoder(**m["text"])
