@@ -167,7 +167,7 @@ class Trainer:
             import yaml
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+            write_atomic(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode("utf-8"))
             if self.step:
                 _truncate_log(self.run_dir / "log.jsonl", self.step)
             if t["val_data"]:
