@@ -12,7 +12,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-from hostile import BAD, animated_gif, bomb_png, image_bytes, make, solid_png
+
+from fuzz.hostile import BAD, animated_gif, bomb_png, image_bytes, make, solid_png
 
 pytest.importorskip("gradio")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request
@@ -22,17 +23,12 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning o
 @pytest.fixture(scope="module")
 def segment():
     """The page's `segment` event handler, over the demo model."""
-    import torch
-
     from unilseg import Predictor, load_model
     from unilseg.demo.app import build_app
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     demo = build_app(Predictor(load_model(model="unilseg-demo", device="cpu")))
     handler = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "segment")
-    yield lambda image, text: handler(image, text, 0.5, None, None, None)
-    torch.set_num_threads(threads)
+    return lambda image, text: handler(image, text, 0.5, None, None, None)
 
 
 def good(tmp_path: Path, h: int = 48, w: int = 64) -> str:

@@ -5,8 +5,9 @@ import json
 
 import cv2
 import pytest
-from conftest import MODEL
-from hostile import BAD, VALID, make, solid_png
+
+from fuzz.harness import MODEL
+from fuzz.hostile import BAD, VALID, make, solid_png
 
 MODES = ("single", "batch", "labels")
 

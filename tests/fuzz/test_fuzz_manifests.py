@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, Sandbox, error_lines, files_outside, temp_files
-from hostile import image_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.harness import MODEL, Sandbox, error_lines, files_outside, temp_files
+from fuzz.hostile import image_bytes
 from unilseg.batch import OutputOptions, plan_items, read_batch_manifest, run_batch
 
 HYPOTHESIS = settings(derandomize=True, deadline=None, max_examples=25, database=None,
@@ -22,14 +22,9 @@ HYPOTHESIS = settings(derandomize=True, deadline=None, max_examples=25, database
 
 @pytest.fixture(scope="module")
 def predictor():
-    import torch
-
     from unilseg import Predictor, load_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield Predictor(load_model(model="unilseg-demo", device="cpu"))
-    torch.set_num_threads(threads)
+    return Predictor(load_model(model="unilseg-demo", device="cpu"))
 
 
 def good_image(box: Sandbox, name: str = "a.png") -> Path:

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hostile import VALID, animated_gif, image_bytes, make, truncated, zip_bytes
+
+from fuzz.hostile import VALID, animated_gif, image_bytes, make, truncated, zip_bytes
 
 DEMO = ["--model", "unilseg-demo", "--device", "cpu"]
 MARKER = "pwned-marker"

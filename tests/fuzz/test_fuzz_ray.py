@@ -5,8 +5,9 @@ import csv
 import json
 
 import pytest
-from conftest import MODEL
-from test_fuzz_manifests import ESCAPES, check_refused, escaping_rows
+
+from fuzz.harness import MODEL
+from fuzz.test_fuzz_manifests import ESCAPES, check_refused, escaping_rows
 
 pytest.importorskip("ray")
 

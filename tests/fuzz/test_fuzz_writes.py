@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hostile import animated_gif, image_bytes
+
+from fuzz.hostile import animated_gif, image_bytes
 
 DEMO = ["--model", "unilseg-demo", "--device", "cpu"]
 TRAIN = ["train", "unilseg-tiny", "--steps", "1", "--data", "synthetic:8", "--val-data", "none", "--device", "cpu",
