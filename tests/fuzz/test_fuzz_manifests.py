@@ -167,6 +167,17 @@ def test_hostile_manifest(sandbox, name):
         assert (sandbox.out / "results.jsonl").read_text().endswith("\n")
 
 
+@pytest.mark.parametrize("output", ["sub/..", ".", "..", "sub/../..", "/", "~"])
+def test_outputs_naming_no_file_with_sidecars(sandbox, output):
+    """With --save-prob and --overlay too, an output naming a folder fails as an item."""
+    good_image(sandbox)
+    manifest = sandbox.inp / "m.csv"
+    manifest.write_text(f"image,expression,output\na.png,x,{output}\na.png,y,\n")
+    sandbox.run(["--manifest", str(manifest), "--sp", ".", "--save-prob", "--overlay", *MODEL], 1)
+    assert [bool(r["error"]) for r in results(sandbox)] == [True, False]
+    assert len(sandbox.outputs()) == 3
+
+
 # ---------------------------------------------------------------- outputs stay inside --sp
 
 ESCAPES = {"parent": "../escaped.png", "nested-parent": "x/../../escaped2.png", "absolute": "ABS/abs_escape.png",

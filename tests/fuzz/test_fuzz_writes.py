@@ -79,6 +79,7 @@ WRITERS = {  # command -> (argv with OUT for the output folder, exit code)
     "batch-rle": (["--img", "IMG", "--exp", "x", "--sp", "OUT/", "--format", "rle-json", "--exp", "y", *DEMO], 1),
     "labels": (["--img", "IMG", "--classes", "a,b", "--sp", "OUT/l.png", *DEMO], 1),
     "video": (["--video", "VIDEO", "--exp", "x", "--sp", "OUT", *DEMO], 1),
+    "video-overlay": (["--video", "VIDEO", "--exp", "x", "--sp", "OUT", "--overlay", *DEMO], 1),
     "video-rle": (["--video", "VIDEO", "--exp", "x", "--sp", "OUT", "--format", "rle-json", *DEMO], 1),
     "eval-json": (["eval", "--data", "synthetic:2", "--json", "OUT/x.json", "--no-progress", *DEMO], 1),
     "convert": (["convert", "WEIGHTS", "OUT/w.safetensors", "--config", "unilseg-demo"], 1),

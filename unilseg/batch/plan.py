@@ -150,7 +150,8 @@ def plan_items(
         item.output = out_dir / (names.claim(output_stem(str(item.image), item.expression), item.index) + ext)
         item.root = out_dir
     for item in items:
-        item.with_sidecars(options)
+        if item.error is None:  # a failed item writes nothing (and its output may name no file)
+            item.with_sidecars(options)
         if item.error is None and not item.expression.strip():
             item.error = "empty expression; give a text naming what to segment"
         if item.error is None:
