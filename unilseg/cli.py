@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cliargs import add_model_args, guarded_main
+from .paths import user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
 FORMATS = ("png", "npy", "rle-json")  # unilseg.writers.FORMATS; repeated so --help imports no numpy/cv2
@@ -190,7 +191,7 @@ def _is_single(args: argparse.Namespace) -> bool:
     """The authors' call: one image file, one --exp, nothing that makes a batch."""
     if args.manifest or args.exp_file or args.shard or len(args.img) != 1 or len(args.exp) != 1:
         return False
-    img = Path(args.img[0]).expanduser()
+    img = user_path(args.img[0])
     return not img.is_dir() and (img.is_file() or not glob.has_magic(args.img[0]))
 
 
@@ -232,7 +233,7 @@ def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: s
 
     if value is None:
         return None
-    path = sidecar(sp, default_suffix) if value is True else Path(value).expanduser()
+    path = sidecar(sp, default_suffix) if value is True else user_path(value)
     if path.suffix.lower() not in extensions:
         raise UnilsegError(f"{flag} {value}: use a {' or '.join(extensions)} path")
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UnilsegError
+from .paths import user_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +94,7 @@ def run_labels(args: argparse.Namespace) -> int:
 
 def _is_file_arg(value: str) -> bool:
     """An --img value naming one file (or a missing one, which then fails as bad input), not a folder or glob."""
-    path = Path(value).expanduser()
+    path = user_path(value)
     return not path.is_dir() and (path.is_file() or not glob.has_magic(value))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnilsegError, WriteError
+from .paths import user_path
 
 FORMATS = ("png", "npy", "rle-json")
 MASK_EXTENSIONS = {"png": ".png", "npy": ".npy", "rle-json": ".json"}
@@ -62,7 +63,7 @@ def _require_writable(directory: Path, flag: str, path: str | Path) -> None:
 def check_dir_target(path: str | Path, flag: str) -> Path:
     """A directory to write into: existing and writable, or creatable (its nearest existing
     ancestor is a writable directory). Nothing is created. Returns the path."""
-    out = Path(path).expanduser()
+    out = user_path(path)
     if out.exists() and not out.is_dir():
         raise UnilsegError(f"{flag} {path} is a file, not a directory; pass a directory")
     existing = out
@@ -74,7 +75,7 @@ def check_dir_target(path: str | Path, flag: str) -> Path:
 
 def check_file_target(path: str | Path, flag: str) -> Path:
     """A file to write: not a directory, in an existing writable directory. Returns the path."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     if p.is_dir():
         raise UnilsegError(f"{flag} {path} is a directory; give a file path")
     if not p.parent.exists():

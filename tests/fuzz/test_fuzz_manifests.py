@@ -146,6 +146,8 @@ MANIFESTS: dict[str, tuple[str, bytes, int]] = {  # name -> (file name, content,
     "output-is-results-log": ("m.csv", b"image,expression,output\na.png,x,results.jsonl\n", 1),
     "output-is-results-log-npy": ("m.csv", b"image,expression,output\na.png,x,results.npy\n", 1),
     "output-in-subfolder": ("m.csv", b"image,expression,output\na.png,x,sub/dir/m.png\n", 0),
+    "output-unknown-user": ("m.csv", b"image,expression,output\na.png,x,~nosuchuser\\/m.png\n", 0),
+    "image-unknown-user": ("m.csv", b"image,expression\n~nosuchuser/a.png,x\n", 1),
     "output-home": ("m.csv", b"image,expression,output\na.png,x,~/escaped-home.png\n", 1),
 }
 
@@ -252,9 +254,11 @@ def test_escaping_label_folder_stops_the_job(sandbox):
     st.one_of(st.text(max_size=20), st.sampled_from(["", " ", "the sky"])),
     st.one_of(st.none(), st.sampled_from(["", "..", "../x.png", "a/../../x.png", "/tmp/x.png", "~/x.png", ".", "sub/",
                                           "m.png", "M.PNG", "a\\..\\..\\x.png", "results.jsonl"]),
-              st.text(alphabet="ab./~-_\\ ", max_size=12))), min_size=1, max_size=5))
+              st.text(alphabet="ab./~-_\\ ", max_size=12))), min_size=1, max_size=5),
+       flags=st.sampled_from([[], ["--save-prob"], ["--overlay", "png"], ["--format", "rle-json"], ["--format", "npy",
+                              "--save-prob", "--overlay"]]))
 @HYPOTHESIS
-def test_generated_manifests(capsys, rows):
+def test_generated_manifests(capsys, rows, flags):
     """Any manifest: exit 0/1/2 with one error line when not 0, no temp files, nothing outside out/."""
     from unilseg.__main__ import main
 
@@ -268,7 +272,7 @@ def test_generated_manifests(capsys, rows):
             writer.writerow(["image", "expression", "output"])
             writer.writerows([(i, e, o or "") for i, e, o in rows])
         before = files_outside(root, root / "out")
-        code = main(["--manifest", str(manifest), "--sp", str(root / "out"), *MODEL])
+        code = main(["--manifest", str(manifest), "--sp", str(root / "out"), *flags, *MODEL])
         err = capsys.readouterr().err
         assert "Traceback" not in err and code in (0, 1, 2), err
         assert len(error_lines(err)) == (code != 0), err

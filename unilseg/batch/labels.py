@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import UnilsegError
 from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
+from ..paths import user_path
 from ..predictor import Predictor
 from ..transforms import read_image
 from ..writers import confine, encode_image, sidecar, write_atomic
@@ -84,7 +85,7 @@ def read_manifest_images(path: str | Path) -> list[str]:
         if problem or not isinstance(image, str) or not image.strip():
             problems.append(f"line {number}: {problem or 'no `image`'}")
             continue
-        p = Path(image.strip()).expanduser()
+        p = user_path(image.strip())
         images.setdefault(str(p if p.is_absolute() else path.parent / p))
     if problems:
         raise UnilsegError(f"--manifest {path}: " + "; ".join(problems[:5]))

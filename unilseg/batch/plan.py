@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
+from ..paths import user_path
 from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, confine, sidecar
 from .inputs import IMAGE_EXTENSIONS
 
@@ -127,7 +128,7 @@ def plan_items(
     for item, (_, _, explicit) in zip(items, requests):
         if explicit is None:
             continue
-        path = Path(explicit).expanduser()
+        path = user_path(explicit)
         item.output = out_dir / path  # an absolute path stays as it is
         item.explicit = True
         item.root = None if allow_absolute and path.is_absolute() else out_dir
@@ -192,7 +193,7 @@ class UniqueNames:
 
 def check_output_dir(sp: str | Path, count: int) -> Path:
     """--sp of a batch -> its Path, checked (not created): a directory, or one that can be made."""
-    out = Path(sp).expanduser()
+    out = user_path(sp)
     if out.exists() and not out.is_dir():
         raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
     if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:
