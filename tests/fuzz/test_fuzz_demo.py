@@ -115,3 +115,26 @@ def test_mask_write_failing(segment, tmp_path, monkeypatch):
         status = problem(segment(upload, "x"))
     assert "server" in status
     done(segment(good(tmp_path), "x"), 1, (48, 64))
+
+
+STARTUP = {  # `unilseg demo` flags that must stop it before it serves (a model load at most)
+    "port-too-big": ["--port", "70000"],
+    "port-negative": ["--port", "-5"],
+    "port-zero": ["--port", "0"],
+    "weights-html": ["--weights", "HTML"],
+    "config-not-a-mapping": ["--config", "LIST"],
+    "opts-unknown-key": ["--opts", "model.bogus", "1"],
+    "bad-device": ["--device", "tpu:7"],
+    "bad-precision": ["--precision", "fp8"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STARTUP))
+def test_demo_startup_refused(sandbox, name):
+    from unilseg.demo.cli import main
+
+    html, listing = sandbox.inp / "w.pth", sandbox.inp / "c.yaml"
+    html.write_text("<html>quota exceeded</html>")
+    listing.write_text("- a\n- b\n")
+    argv = [{"HTML": str(html), "LIST": str(listing)}.get(a, a) for a in STARTUP[name]]
+    sandbox.run(["--model", "unilseg-demo", "--device", "cpu", *argv], 2, main=main)
