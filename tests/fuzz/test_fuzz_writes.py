@@ -30,6 +30,7 @@ def demo_weights() -> str:
 # argv (IMG: the sandbox's image, OUT: its output folder) for each subcommand, given a target
 TARGETS = {
     "segment-sp": lambda t: ["--img", "IMG", "--exp", "x", "--sp", f"{t}/m.png", *DEMO],
+    "segment-sp-dir": lambda t: ["--img", "IMG", "--exp", "x", "--sp", f"{t}/", *DEMO],
     "segment-save-prob": lambda t: ["--img", "IMG", "--exp", "x", "--sp", "m.png", "--save-prob", f"{t}/p.npy", *DEMO],
     "segment-overlay": lambda t: ["--img", "IMG", "--exp", "x", "--sp", "m.png", "--overlay", f"{t}/o.png", *DEMO],
     "batch-sp": lambda t: ["--img", "IMG", "--exp", "x", "--exp", "y", "--sp", f"{t}/masks", *DEMO],
@@ -53,7 +54,8 @@ def fill(argv: list[str], box) -> list[str]:
             for a in argv]
 
 
-CREATES_FOLDERS = ("batch-sp", "video-sp", "download", "train", "ray", "data")  # a missing folder is made
+# commands that create a missing output folder
+CREATES_FOLDERS = ("segment-sp-dir", "batch-sp", "video-sp", "download", "train", "ray", "data")
 
 
 @pytest.mark.parametrize(("command", "place"), [
