@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from tiny import write_tiny_model
+from torchthreads import torch_threads
 
 from unilseg.build import load_model
 from unilseg.cli import main
@@ -29,12 +30,8 @@ FPS = 12.0
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread: on a shared 2-core machine two threads mostly wait for each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

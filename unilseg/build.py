@@ -15,6 +15,7 @@ from .modeling.query_decoder import QueryDecoder
 from .modeling.swin import SwinTransformer
 from .modeling.text_encoder import TextEncoder
 from .modeling.unilseg import UniLSeg
+from .paths import user_path
 from .registry import DEFAULT_MODEL, MODELS, download_command, find_weights, get_spec, search_dirs
 from .settings import InferenceSpec
 
@@ -29,6 +30,16 @@ def as_config(config: dict[str, Any] | str | Path | None) -> dict[str, Any]:
 def build_model(config: dict[str, Any] | str | Path | None = None) -> UniLSeg:
     """Build an (initialised, untrained) UniLSeg from a config; `model.config` and `model.spec` are attached."""
     cfg = as_config(config)
+    try:
+        return _build(cfg)
+    except UnilsegError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError) as e:
+        raise UnilsegError(f"the config does not build a network ({type(e).__name__}: {e}); check the keys and "
+                           "types of its `model` and `input` sections (--config, --opts)") from e
+
+
+def _build(cfg: dict[str, Any]) -> UniLSeg:
     m = cfg["model"]
     swin = SwinTransformer(**m["swin"])
     text = TextEncoder(**m["text"])
@@ -59,16 +70,16 @@ def resolve_model(
     if model is not None:
         spec = get_spec(model)
         cfg = as_config(config if config is not None else spec.config)
-        return (Path(weights).expanduser() if weights is not None else _registered_weights(spec.name)), cfg
+        return (user_path(weights) if weights is not None else _registered_weights(spec.name)), cfg
     if weights is None:
         cfg = as_config(config)
         if cfg.get("weights"):
-            return Path(cfg["weights"]).expanduser(), cfg
+            return user_path(cfg["weights"]), cfg
         name = cfg.get("name", DEFAULT_MODEL)
         if name not in MODELS:
             raise CheckpointError(f"config names model {name!r}, which is not registered and gives no `weights`")
         return _registered_weights(name), cfg
-    path = Path(weights).expanduser()
+    path = user_path(weights)
     if not path.exists() and isinstance(weights, str) and not path.suffix and "/" not in weights:
         raise UnilsegError(f"unknown model {weights!r} and no such file; known models: {', '.join(sorted(MODELS))}")
     return path, None if config is None else as_config(config)

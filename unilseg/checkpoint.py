@@ -157,11 +157,8 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         for k in set(expected) & set(state_dict)
         if state_dict[k].shape != expected[k].shape
     )
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if items:
-            shown = ", ".join(items[:3]) + (f", ... ({len(items)} in all)" if len(items) > 3 else "")
-            problems.append(f"{label}: {shown}")
+    problems = [f"{label}: {_listed(items)}" for label, items in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
     if problems:
         raise CheckpointError(
             f"{source} does not match this model ({'; '.join(problems)}); "
@@ -169,10 +166,25 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         )
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError if a float tensor holds NaN or infinity: such a model gives no mask worth
+    writing (NaN logits would be all-empty masks), so it is refused at load, not per item."""
+    bad = sorted(k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or infinite values ({_listed(bad)}); the run that wrote it "
+                              "diverged or the file is damaged: use another checkpoint")
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f", ... ({len(items)} in all)" if len(items) > 3 else "")
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Strictly load official-layout weights into `model`, taking the tensors over (assign=True)."""
+    """Strictly load official-layout weights into `model`, taking the tensors over (assign=True);
+    refused if keys, shapes or values (NaN, infinity) are wrong."""
     state_dict = remap_official_keys(state_dict)
     check_state_dict(model, state_dict, source)
+    check_finite(state_dict, source)
     # Files may store weights in half precision (the shipped demo model does); compute in fp32.
     state_dict = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .cliargs import add_model_args, guarded_main
+from .paths import user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
 FORMATS = ("png", "npy", "rle-json")  # unilseg.writers.FORMATS; repeated so --help imports no numpy/cv2
@@ -77,6 +78,9 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
     p.add_argument("--sp", help="the output directory (every node must see it)" if batch_only else
                    "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
                    "for a batch, the output directory")
+    p.add_argument("--allow-absolute-output", action="store_true",
+                   help="manifest: let an absolute `output` be written where it says (default: such a row fails; "
+                        "relative outputs must stay inside --sp either way)")
     p.add_argument("--format", choices=FORMATS,
                    help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
                         "extension, else png")
@@ -187,7 +191,7 @@ def _is_single(args: argparse.Namespace) -> bool:
     """The authors' call: one image file, one --exp, nothing that makes a batch."""
     if args.manifest or args.exp_file or args.shard or len(args.img) != 1 or len(args.exp) != 1:
         return False
-    img = Path(args.img[0]).expanduser()
+    img = user_path(args.img[0])
     return not img.is_dir() and (img.is_file() or not glob.has_magic(args.img[0]))
 
 
@@ -229,7 +233,7 @@ def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: s
 
     if value is None:
         return None
-    path = sidecar(sp, default_suffix) if value is True else Path(value).expanduser()
+    path = sidecar(sp, default_suffix) if value is True else user_path(value)
     if path.suffix.lower() not in extensions:
         raise UnilsegError(f"{flag} {value}: use a {' or '.join(extensions)} path")
     return path
@@ -249,6 +253,7 @@ def plan_batch(args: argparse.Namespace) -> Job:
         select_shard,
     )
     from .errors import UnilsegError
+    from .writers import confine
 
     if args.sp is None:
         raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
@@ -265,9 +270,10 @@ def plan_batch(args: argparse.Namespace) -> Job:
         requests = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
-    plan = plan_items(requests, out_dir, options)
+    results = confine(out_dir / results_name(shard), out_dir)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results])
     items = select_shard(plan, *shard) if shard else plan
-    return Job(items, options, results=out_dir / results_name(shard))
+    return Job(items, options, results=results)
 
 
 def _note_empty_mask(result) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnilsegError
+from .paths import user_path
 
 DEFAULT_CONFIG = "unilseg20.yaml"  # the UniLSeg-20 checkpoint's network
 
@@ -24,7 +25,7 @@ def packaged_configs() -> list[str]:
 
 def config_source(path: str | Path) -> Path:
     """A config path as given if it exists, else the packaged config of that file name (if any)."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     if p.exists():
         return p
     name = p.name if p.suffix in (".yaml", ".yml") else p.name + ".yaml"

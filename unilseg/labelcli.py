@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UnilsegError
+from .paths import user_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +39,7 @@ def run_labels(args: argparse.Namespace) -> int:
     from .batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
     from .batch.labels import plan_label_items, read_manifest_images, run_label_maps
     from .labelmap import MAX_PALETTE_CLASSES
+    from .writers import confine
 
     if args.exp or args.exp_file:
         raise UnilsegError("--classes gives what to segment; drop --exp/--exp-file (a class may carry its own "
@@ -71,7 +73,7 @@ def run_labels(args: argparse.Namespace) -> int:
         out_dir = check_output_dir(args.sp, len(images))
         items = plan_label_items(images, out_dir, overlay)
         items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
-        results = out_dir / results_name(shard)
+        results = confine(out_dir / results_name(shard), out_dir)
 
     def make_predictor():
         from .cliargs import predictor_from_args
@@ -92,7 +94,7 @@ def run_labels(args: argparse.Namespace) -> int:
 
 def _is_file_arg(value: str) -> bool:
     """An --img value naming one file (or a missing one, which then fails as bad input), not a folder or glob."""
-    path = Path(value).expanduser()
+    path = user_path(value)
     return not path.is_dir() and (path.is_file() or not glob.has_magic(value))
 
 

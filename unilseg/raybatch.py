@@ -119,7 +119,7 @@ def _fields(item: Any) -> dict[str, Any]:
 
     return {"index": item.index, "image": str(item.image), "expression": item.expression,
             "output": text(item.output), "prob_path": text(item.prob_path), "overlay_path": text(item.overlay_path),
-            "error": item.error, "explicit": item.explicit}
+            "error": item.error, "explicit": item.explicit, "root": text(item.root)}
 
 
 def _item(d: dict[str, Any]) -> Any:
@@ -129,7 +129,7 @@ def _item(d: dict[str, Any]) -> Any:
         return None if text is None else Path(text)
 
     return Item(d["index"], d["image"], d["expression"], path(d["output"]), path(d["prob_path"]),
-                path(d["overlay_path"]), d["error"], d["explicit"])
+                path(d["overlay_path"]), d["error"], d["explicit"], root=path(d["root"]))
 
 
 def _maybe_crash() -> None:

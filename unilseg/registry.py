@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import UnilsegError
+from .paths import user_path
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def cache_dir() -> Path:
     """Where downloads go: `$UNILSEG_HOME` if set, else the user cache directory."""
     home = os.environ.get("UNILSEG_HOME")
     if home:
-        return Path(home).expanduser()
+        return user_path(home)
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("unilseg", appauthor=False))

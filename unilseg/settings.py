@@ -26,6 +26,13 @@ class InferenceSpec:
     context_length: int = 17  # token ids per text, SOT and EOT included
     threshold: float = 0.35  # mask = soft map > threshold
 
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.context_length < 2:
+            raise UnilsegError(f"input.size ({self.size}) must be positive and input.context_length "
+                               f"({self.context_length}) at least 2")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise UnilsegError("input.mean and input.std need 3 values each (RGB), std above 0")
+
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> InferenceSpec:
         inp = cfg.get("input") or {}

@@ -23,7 +23,12 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise UnilsegError(f"image not found: {path}; check the --img path")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as e:  # e.g. a header claiming more than OpenCV's 2^30-pixel limit (a decompression bomb)
+        too_big = "CV_IO_MAX_IMAGE_PIXELS" in str(e)
+        raise UnilsegError(f"cannot read {path} as an image: " + ("its size exceeds OpenCV's limit of 2^30 pixels"
+                           if too_big else "OpenCV could not decode it") + "; pass a smaller JPEG/PNG/... image") from e
     if image is None:
         raise UnilsegError(f"cannot read {path} as an image (unsupported or corrupt file); pass a JPEG/PNG/... image")
     return image

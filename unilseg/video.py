@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UnilsegError
+from .paths import user_path
 from .predictor import Prediction, Predictor
 
 FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
@@ -67,7 +68,7 @@ class VideoSource:
     """
 
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
-        self.path = Path(path).expanduser()
+        self.path = user_path(path)
         self.stem = self.path.name if self.path.is_dir() else self.path.stem
         self.stopped: str | None = None
         self._capture = None

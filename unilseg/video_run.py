@@ -27,7 +27,7 @@ import numpy as np
 from .errors import WriteError
 from .predictor import Prediction, Predictor
 from .video import FrameSelection, VideoReadError, VideoSource, segment_frames
-from .writers import encode_mask, render_overlay, rle_decode, rle_encode, write_atomic
+from .writers import confine, encode_mask, render_overlay, rle_decode, rle_encode, write_atomic
 
 VIDEO_FORMATS = ("png", "rle-json")
 
@@ -75,7 +75,11 @@ def plan_outputs(video: str | Path, texts: list[str], out_dir: Path, fmt: str, o
     from .batch import plan_items
 
     items = plan_items([(str(video), t, None) for t in texts], out_dir)
-    return [VideoOutput(t, item.output.with_suffix(""), fmt, overlay) for t, item in zip(texts, items)]
+    outputs = [VideoOutput(t, item.output.with_suffix(""), fmt, overlay) for t, item in zip(texts, items)]
+    for out in outputs:  # the frame folder may be a symlink leading out of out_dir: the whole job stops
+        for path in (out.base, out.output, out.partial, out.overlay_path):
+            confine(path, out_dir)
+    return outputs
 
 
 @dataclass
@@ -152,6 +156,7 @@ def run_video(
     if fmt == "rle-json":
         for out in outputs:
             _load_rles(out, skip_existing)
+    results = confine(out_dir / "results.jsonl", out_dir)
     report = VideoReport(outputs=outputs)
     done = (lambda i, k: outputs[k].is_done(i)) if skip_existing else None
     indices = selection.indices(source.fps, source.frame_count)
@@ -159,12 +164,12 @@ def run_video(
                 and all(o.output.exists() and (not overlay or o.overlay_path.is_file()) for o in outputs))
     if finished:
         report.skipped = len(indices)
-        _Log(out_dir / "results.jsonl", keep=True).finish()
+        _Log(results, keep=True).finish()
         source.close()
         return report
     if not isinstance(predictor, Predictor):
         predictor = predictor()  # before anything is written: a model that fails to load leaves no files
-    log = _Log(out_dir / "results.jsonl", keep=skip_existing)
+    log = _Log(results, keep=skip_existing)
     if batch_size is None:  # frames per Swin batch: as a batch of images does
         batch_size = 1 if predictor.device.type == "cpu" else 4
     writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]

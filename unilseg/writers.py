@@ -3,6 +3,8 @@
 - `check_file_target` / `check_dir_target`: fail before any model work if a target cannot
   be written (a probe file is created and removed, so /proc, /sys and read-only mounts are
   caught, not only missing permissions).
+- `confine`: a path a job computes must lie inside its output directory once `..` and
+  symlinks are resolved (a shared manifest must not write over the user's other files).
 - `encode_mask` (PNG / .npy / COCO RLE JSON), `rle_encode` / `rle_decode`, `encode_image`,
   `render_overlay`: bytes from arrays.
 - `write_atomic`: a temporary file beside the target, then a rename; a file appears
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnilsegError, WriteError
+from .paths import user_path
 
 FORMATS = ("png", "npy", "rle-json")
 MASK_EXTENSIONS = {"png": ".png", "npy": ".npy", "rle-json": ".json"}
@@ -60,7 +63,7 @@ def _require_writable(directory: Path, flag: str, path: str | Path) -> None:
 def check_dir_target(path: str | Path, flag: str) -> Path:
     """A directory to write into: existing and writable, or creatable (its nearest existing
     ancestor is a writable directory). Nothing is created. Returns the path."""
-    out = Path(path).expanduser()
+    out = user_path(path)
     if out.exists() and not out.is_dir():
         raise UnilsegError(f"{flag} {path} is a file, not a directory; pass a directory")
     existing = out
@@ -72,13 +75,23 @@ def check_dir_target(path: str | Path, flag: str) -> Path:
 
 def check_file_target(path: str | Path, flag: str) -> Path:
     """A file to write: not a directory, in an existing writable directory. Returns the path."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     if p.is_dir():
         raise UnilsegError(f"{flag} {path} is a directory; give a file path")
     if not p.parent.exists():
         raise UnilsegError(f"{flag} {path}: directory {p.parent} does not exist; create it first")
     _require_writable(p.parent, flag, path)
     return p
+
+
+def confine(path: str | Path, root: str | Path) -> Path:
+    """`path` -> itself, if it lies strictly inside `root` once `..` and symlinks (of `root` too)
+    are resolved; else a UnilsegError saying where it leads."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)  # strings: 100k rows plan in a second
+    if real == real_root or os.path.commonpath((real, real_root)) != real_root:
+        raise UnilsegError(f"output {path} leads to {real}, not inside the output directory {real_root}; "
+                           "outputs stay inside --sp")
+    return Path(path)
 
 
 def mask_format_for(path: str | Path, fmt: str | None, flag: str = "--sp") -> str:

@@ -10,9 +10,11 @@
     for item, why in report.failed: ...
 
 `plan_items` names every output (`{image stem}__{slug}.png`, collisions numbered) before
-any work; `run_batch` encodes each image once for all its instructions, writes each item's
-files atomically (mask last), logs a row per item, and returns what failed instead of
-stopping. `predict_items` is the loop underneath, for callers that keep masks in memory.
+any work, and fails an item whose output would leave the output directory (`..`, a
+symlink, an absolute path unless `allow_absolute=True`); `run_batch` encodes each image
+once for all its instructions, writes each item's files atomically (mask last), logs a
+row per item, and returns what failed instead of stopping. `predict_items` is the loop
+underneath, for callers that keep masks in memory.
 """
 from .inputs import IMAGE_EXTENSIONS, Request, expand_images, read_batch_manifest, read_expression_file
 from .plan import (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnilsegError
+from ..paths import user_path
 
 # What a directory or glob contributes; names are matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
@@ -23,7 +24,7 @@ def expand_images(specs: Sequence[str]) -> list[str]:
     """
     out: list[str] = []
     for spec in specs:
-        path = Path(spec).expanduser()
+        path = user_path(spec)
         if path.is_dir():
             found = sorted(
                 str(p) for p in path.iterdir()
@@ -101,7 +102,7 @@ def read_batch_manifest(path: str | Path) -> list[Request]:
             problems.append(f"line {number}: {problem}")
             continue
         texts = rec["expression"] if isinstance(rec["expression"], list) else [rec["expression"]]
-        image_path = Path(rec["image"].strip()).expanduser()
+        image_path = user_path(rec["image"].strip())
         if not image_path.is_absolute():
             image_path = path.parent / image_path
         output = (rec.get("output") or "").strip() or None

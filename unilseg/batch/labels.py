@@ -23,10 +23,11 @@ import numpy as np
 
 from ..errors import UnilsegError
 from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
+from ..paths import user_path
 from ..predictor import Predictor
 from ..transforms import read_image
-from ..writers import encode_image, sidecar, write_atomic
-from .plan import _key, safe_stem
+from ..writers import confine, encode_image, sidecar, write_atomic
+from .plan import UniqueNames, safe_stem
 from .results import ResultsLog
 from .run import BatchReport, Loader, describe
 
@@ -58,19 +59,16 @@ def label_item(index: int, image: Hashable, output: Path, overlay_path: Path | N
 
 def plan_label_items(images: Sequence[str], out_dir: str | Path, overlay: str | None = None) -> list[LabelItem]:
     """Image paths -> items named `{safe image stem}__labels.png` under out_dir (a repeated name
-    gets `__2`, `__3`, ..., compared case-insensitively); overlay: None, 'jpg' or 'png'."""
+    gets `__2`, `__3`, ..., compared case-insensitively); overlay: None, 'jpg' or 'png'.
+    An output that leads out of out_dir (through a symlink) raises a UnilsegError."""
     out_dir = Path(out_dir)
-    taken: set[str] = set()
+    names = UniqueNames(out_dir)
     items = []
     for i, image in enumerate(images):
-        stem = safe_stem(Path(image).stem) + LABELS_SUFFIX
-        name, n = stem, 1
-        while _key(out_dir / name) in taken:
-            n += 1
-            name = f"{stem}__{n}"
-        taken.add(_key(out_dir / name))
-        output = out_dir / (name + ".png")
+        output = out_dir / (names.claim(safe_stem(Path(image).stem) + LABELS_SUFFIX, i) + ".png")
         items.append(label_item(i, image, output, sidecar(output, f".overlay.{overlay}") if overlay else None))
+        for path in items[-1].outputs():  # only a symlink planted in out_dir leads out: the whole job stops
+            confine(path, out_dir)
     return items
 
 
@@ -87,7 +85,7 @@ def read_manifest_images(path: str | Path) -> list[str]:
         if problem or not isinstance(image, str) or not image.strip():
             problems.append(f"line {number}: {problem or 'no `image`'}")
             continue
-        p = Path(image.strip()).expanduser()
+        p = user_path(image.strip())
         images.setdefault(str(p if p.is_absolute() else path.parent / p))
     if problems:
         raise UnilsegError(f"--manifest {path}: " + "; ".join(problems[:5]))

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
-from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, sidecar
+from ..paths import user_path
+from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, confine, sidecar
 from .inputs import IMAGE_EXTENSIONS
 
 MAX_STEM, MAX_SLUG = 64, 48  # a name stays far below the 255-byte limit of common file systems
@@ -55,6 +56,13 @@ class Item:
     error: str | None = None  # known before running (empty expression, clashing output)
     explicit: bool = False  # output named by the caller, not derived
     meta: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # every output must stay inside it (None: not checked)
+
+    def check_confined(self) -> None:
+        """Raise a UnilsegError if an output leaves `root` (after `..` and symlinks)."""
+        if self.root is not None:
+            for path in self.outputs():
+                confine(path, self.root)
 
     def outputs(self) -> list[Path]:
         """Every file the item writes; the mask last (it is written last: its presence means done)."""
@@ -97,45 +105,61 @@ def output_stem(image: str, expression: str) -> str:
 
 
 def plan_items(
-    requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None
+    requests: Sequence[tuple[str, str, str | None]], out_dir: str | Path, options: OutputOptions | None = None,
+    allow_absolute: bool = False, reserved: Sequence[Path] = (),
 ) -> list[Item]:
     """(image, expression, explicit output or None) triples -> Items with unique outputs.
 
     Derived names are `output_stem` + the format's extension; a name taken already
     (compared case-insensitively, as macOS and Windows do) gets `__2`, `__3`, ...
-    Explicit outputs (relative ones under out_dir) are kept; one that repeats an earlier
-    explicit output makes that item fail.
+    Explicit outputs are taken under out_dir; one that repeats an earlier explicit output
+    makes that item fail. Every output (sidecars too) must lie inside out_dir after `..`
+    and symlinks, else the item fails; an absolute explicit output fails unless
+    allow_absolute, which lets it be written where it says. reserved: files the job writes
+    itself (its results log), which no output may take.
     """
     out_dir = Path(out_dir)
     options = options or OutputOptions()
     ext = MASK_EXTENSIONS[options.fmt]
     items = [Item(i, image, expr) for i, (image, expr, _) in enumerate(requests)]
-    taken: dict[str, int] = {}
+    names = UniqueNames(out_dir)
+    taken = names.taken
+    taken.update({_key(path.with_suffix("")): -1 for path in reserved})
     for item, (_, _, explicit) in zip(items, requests):
         if explicit is None:
             continue
-        path = Path(explicit).expanduser()
-        item.output = path if path.is_absolute() else out_dir / path
+        path = user_path(explicit)
+        item.output = out_dir / path  # an absolute path stays as it is
         item.explicit = True
+        item.root = None if allow_absolute and path.is_absolute() else out_dir
+        if not item.output.name or item.output.name == "..":
+            item.error = f"output {explicit!r} names no file; give a file name such as masks/a.png"
+            continue
         key = _key(item.output.with_suffix(""))
-        if key in taken:
-            item.error = f"output {explicit} is also the output of item {taken[key]}"
+        if path.is_absolute() and not allow_absolute:
+            item.error = (f"output {explicit} is an absolute path; outputs go under --sp "
+                          "(--allow-absolute-output allows it)")
+        elif key in taken:
+            owner = taken[key]
+            item.error = f"output {explicit} is " + (f"also the output of item {owner}" if owner >= 0 else
+                                                     "where the job writes its results log")
         else:
             taken[key] = item.index
     for item in items:
         if item.explicit:
             continue
-        stem = output_stem(str(item.image), item.expression)
-        name, n = stem, 1
-        while _key(out_dir / name) in taken:
-            n += 1
-            name = f"{stem}__{n}"
-        taken[_key(out_dir / name)] = item.index
-        item.output = out_dir / (name + ext)
+        item.output = out_dir / (names.claim(output_stem(str(item.image), item.expression), item.index) + ext)
+        item.root = out_dir
     for item in items:
-        item.with_sidecars(options)
+        if item.error is None:  # a failed item writes nothing (and its output may name no file)
+            item.with_sidecars(options)
         if item.error is None and not item.expression.strip():
             item.error = "empty expression; give a text naming what to segment"
+        if item.error is None:
+            try:
+                item.check_confined()
+            except UnilsegError as e:
+                item.error = str(e)
     return items
 
 
@@ -143,9 +167,33 @@ def _key(path: Path) -> str:
     return os.path.normcase(os.path.abspath(path)).casefold()
 
 
+class UniqueNames:
+    """Output names under one folder, unique case-insensitively (as macOS and Windows compare them).
+
+    A name taken already gets `__2`, `__3`, ...; a counter per stem keeps n repeats of one
+    name (100k rows of one image and text) linear, not quadratic.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.taken: dict[str, int] = {}  # _key(path without extension) -> the item that holds it
+        self._next: dict[str, int] = {}
+
+    def claim(self, stem: str, owner: int) -> str:
+        """The first free name of `stem`, now held by `owner`."""
+        n = self._next.get(stem, 1)
+        name = stem if n == 1 else f"{stem}__{n}"
+        while (key := _key(self.out_dir / name)) in self.taken:
+            n += 1
+            name = f"{stem}__{n}"
+        self._next[stem] = n + 1
+        self.taken[key] = owner
+        return name
+
+
 def check_output_dir(sp: str | Path, count: int) -> Path:
     """--sp of a batch -> its Path, checked (not created): a directory, or one that can be made."""
-    out = Path(sp).expanduser()
+    out = user_path(sp)
     if out.exists() and not out.is_dir():
         raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
     if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:

@@ -145,6 +145,7 @@ def run_batch(
             if r.prediction is not None and r.item.output is not None:
                 t0 = time.perf_counter()
                 try:
+                    r.item.check_confined()  # again: a symlink may have appeared since planning
                     write_prediction(r.item.output, r.prediction.mask, options.fmt, prob=r.prediction.prob,
                                      prob_path=r.item.prob_path, image_bgr=r.image, overlay_path=r.item.overlay_path)
                 except Exception as e:

@@ -13,6 +13,7 @@ import csv
 from pathlib import Path
 
 from ..errors import UnilsegError
+from ..paths import user_path
 from .manifest import Sample, checked_rows
 
 COLUMNS = ("image", "expression", "mask", "granularity", "source", "id")
@@ -20,7 +21,7 @@ COLUMNS = ("image", "expression", "mask", "granularity", "source", "id")
 
 def load_folder(path: str | Path, csv_name: str = "texts.csv", check_files: bool = True) -> list[Sample]:
     """Read `path/csv_name` (or `path` itself if it is a CSV file); bad rows are reported by line."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     csv_path = path if path.is_file() else path / csv_name
     base = csv_path.parent
     try:

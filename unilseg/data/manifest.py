@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnilsegError
+from ..paths import user_path
 from ..writers import rle_decode
 
 REQUIRED = ("image", "mask", "expression")
@@ -77,7 +78,7 @@ def _row_problem(row: Any) -> str | None:
 
 
 def _resolve(base: Path, path: str) -> Path:
-    p = Path(path).expanduser()
+    p = user_path(path)
     return p if p.is_absolute() else base / p
 
 
@@ -105,6 +106,8 @@ def iter_records(path: str | Path, what: str = "manifest") -> Iterator[tuple[int
                         yield number, json.loads(line), None
                     except json.JSONDecodeError as e:
                         yield number, None, f"not valid JSON ({e.msg})"
+                    except RecursionError:
+                        yield number, None, "JSON nested too deeply"
             else:
                 reader = csv.DictReader(f)
                 fields = [name.strip() for name in reader.fieldnames or []]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
+from ..paths import user_path
 from .manifest import Sample
 
 DATASETS = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
@@ -73,13 +74,13 @@ def load_refcoco(
         raise UnilsegError(f"unknown split_by {split_by!r}; use one of {', '.join(SPLITS)}")
     if split not in SPLITS[split_by]:
         raise UnilsegError(f"{dataset} ({split_by}) has no split {split!r}; use one of {', '.join(SPLITS[split_by])}")
-    root = Path(data_root).expanduser()
+    root = user_path(data_root)
     folder = root / dataset
     refs_path, inst_path = folder / f"refs({split_by}).p", folder / "instances.json"
     for p in (refs_path, inst_path):
         if not p.is_file():
             raise UnilsegError(f"{p} not found; --refer-root must be the refer data folder (holding {dataset}/)")
-    image_dir = Path(images).expanduser() if images is not None else root / DEFAULT_IMAGES
+    image_dir = user_path(images) if images is not None else root / DEFAULT_IMAGES
     refs = [r for r in read_refs(refs_path) if r.get("split") == split]
     try:
         instances = json.loads(inst_path.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import UnilsegError
+from ..paths import user_path
 from ..settings import InferenceSpec
 from .dataset import SampleDataset, SyntheticDataset, SyntheticSamples
 from .manifest import Sample
@@ -56,7 +57,7 @@ def open_samples(
             raise UnilsegError(f"--data {spec} needs --refer-root (the refer data folder holding {dataset}/)")
         split_by = rest[0] if len(rest) == 2 else None
         return load_refcoco(refer_root, dataset, rest[-1], split_by, images=coco_images)
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     if path.suffix == ".jsonl":
         from .manifest import read_manifest
 

@@ -88,6 +88,8 @@ def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predic
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio's import: no phoning home
     from ..errors import UnilsegError
 
+    if not 0 < args.port < 65536:
+        raise UnilsegError(f"--port {args.port}: a port is a number from 1 to 65535")
     predictor = load(args)
     precisions = page_precisions(predictor.device.type, predictor.precision)
 
@@ -98,7 +100,7 @@ def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predic
     try:
         launch(demo, host=args.host, port=args.port, share=args.share)
     except OSError as e:  # port taken, address not available
-        why = "the port is in use" if "empty port" in str(e) else str(e)
+        why = "the port is in use, or the host is not an address of this machine" if "empty port" in str(e) else str(e)
         raise UnilsegError(f"cannot serve on {args.host}:{args.port}: {why}; pick another --port or --host") from e
 
 

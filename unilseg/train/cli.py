@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from ..config import apply_overrides, load_config
+    from ..writers import check_dir_target
     from .loop import train, with_train_defaults
 
     cfg = with_train_defaults(load_config(args.config))
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> None:
     if args.val_data is not None:
         cfg["train"]["val_data"] = None if args.val_data.lower() == "none" else args.val_data
     out = Path(args.out) if args.out else Path("runs") / str(cfg.get("name") or Path(args.config).stem)
+    check_dir_target(out, "--out")
     train(cfg, out, resume=args.resume, device=args.device, refer_root=args.refer_root,
           coco_images=args.coco_images, progress=not args.no_progress)
 

@@ -17,6 +17,7 @@ from ..checkpoint import load_weights, read_checkpoint
 from ..data.sources import open_samples, train_dataset
 from ..errors import CheckpointError, UnilsegError
 from ..eval.evaluate import evaluate
+from ..paths import user_path
 from ..predictor import Predictor, resolve_device
 from ..writers import write_atomic
 from .checkpointing import (
@@ -144,7 +145,7 @@ class Trainer:
         torch.manual_seed(int(t["seed"]))  # the same initial weights on every process
         self.model = build_model(cfg)  # with cfg and its InferenceSpec attached, as load_model does
         if t["init"] and ckpt is None:
-            load_weights(self.model, read_checkpoint(Path(t["init"]).expanduser()), source=str(t["init"]))
+            load_weights(self.model, read_checkpoint(user_path(t["init"])), source=str(t["init"]))
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, t), betas=tuple(t["betas"]))
         self.total = int(t["steps"])
@@ -167,7 +168,7 @@ class Trainer:
             import yaml
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+            write_atomic(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False).encode("utf-8"))
             if self.step:
                 _truncate_log(self.run_dir / "log.jsonl", self.step)
             if t["val_data"]:

@@ -1,0 +1,1 @@
+"""The fuzz suite: hostile input through every front end (see harness.py)."""
