@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MODEL = ["--model", "unilseg-demo", "--device", "cpu"]
-TEMP_PATTERNS = (".*.part", ".*.part.mp4", ".unilseg-probe-*", "*.part")  # what writers and downloads leave
+TEMP_PATTERNS = (".*.part", ".*.part.mp4", ".unilseg-probe-*", "*.part", ".*.tmp")  # writers, downloads, exports
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
-from ..settings import InferenceSpec
+from ..settings import InferenceSpec, check_threshold
 
 EXPORT_FILE = "unilseg-export.json"
 FORMATS = ("onnx", "aoti")
@@ -70,10 +70,14 @@ def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
         raise UnilsegError(f"{directory} holds no {EXPORT_FILE}: not an export directory; {hint}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UnilsegError(f"{path} is damaged ({type(e).__name__}: {e}); export again") from None
+    check_threshold(info.spec.threshold, f"{EXPORT_FILE}'s threshold")
     if fmt is not None and info.format != fmt:
         raise UnilsegError(f"{directory} holds a {info.format} export, not {fmt}; use --runtime {info.format} "
                            f"or export with --format {fmt}")
     for role, name in info.files.items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise UnilsegError(f"{path} names {name!r} as its {role}: files must lie in the export directory; "
+                               "export again")
         if not (directory / name).is_file():
             raise UnilsegError(f"{directory} lacks its {role} file {name}; export again")
     return info

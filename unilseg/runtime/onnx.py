@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UnilsegError
-from ..export import ExportInfo
+from ..export import EXPORT_FILE, ExportInfo
 
 try:
     import onnxruntime as ort
@@ -72,6 +72,16 @@ class OnnxBackend:
         self.encoder, self.decoder, self.info = encoder, decoder, info
         self.spec = info.spec
         self.levels = [name for name in decoder.inputs if name != "tokens"]
+        size, length = info.spec.size, info.spec.context_length
+        image = encoder.inputs.get("image")
+        tokens = decoder.inputs.get("tokens")
+        if image is None or len(encoder.outputs) != len(self.levels) or tokens is None or "logits" not in \
+                decoder.outputs:
+            raise UnilsegError(f"{encoder.name} / {decoder.name} are not UniLSeg's image encoder and prompt decoder "
+                               "graphs; export again")
+        if list(image.shape[1:]) != [3, size, size] or list(tokens.shape[1:]) != [length]:
+            raise UnilsegError(f"the graphs take {image.shape[1:]} images and {tokens.shape[1:]} tokens, but "
+                               f"{EXPORT_FILE} says size {size} and context length {length}; export again")
 
     @classmethod
     def load(cls, directory: Path, info: ExportInfo, device: Any = "auto", threads: int | None = None) -> OnnxBackend:

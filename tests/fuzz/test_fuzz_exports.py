@@ -1,0 +1,156 @@
+"""Hostile exports and export commands: damaged or foreign export directories under `--runtime onnx`,
+and `unilseg export` into places it cannot or must not write."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fuzz.harness import MODEL, Sandbox
+from fuzz.hostile import VALID, make
+
+JSON = "unilseg-export.json"
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory) -> Path:
+    from unilseg.__main__ import main
+
+    out = tmp_path_factory.mktemp("fuzz-export") / "demo-onnx"
+    assert main(["export", *MODEL, "--format", "onnx", "--out", str(out)]) == 0
+    return out
+
+
+def _edit_json(d: Path, change: Callable[[dict], object]) -> None:
+    info = json.loads((d / JSON).read_text())
+    change(info)
+    (d / JSON).write_text(json.dumps(info))
+
+
+def _graph(d: Path, role: str) -> Path:
+    return d / json.loads((d / JSON).read_text())["files"][role]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# name -> what to do to a copy of a good export; each must be refused in one line, exit 2, before any work
+DAMAGE: dict[str, Callable[[Path], object]] = {
+    "no-settings": lambda d: (d / JSON).unlink(),
+    "settings-not-json": lambda d: (d / JSON).write_text("{not json"),
+    "settings-a-list": lambda d: (d / JSON).write_text("[1, 2]"),
+    "settings-empty": lambda d: (d / JSON).write_bytes(b""),
+    "settings-binary": lambda d: (d / JSON).write_bytes(b"\xff\xfe\x00garbage"),
+    "no-files-key": lambda d: _edit_json(d, lambda i: i.pop("files")),
+    "file-escapes": lambda d: _edit_json(d, lambda i: i["files"].update(image_encoder="../../escape.onnx")),
+    "file-absolute": lambda d: _edit_json(d, lambda i: i["files"].update(image_encoder="/etc/passwd")),
+    "file-missing": lambda d: _graph(d, "prompt_decoder").unlink(),
+    "graph-truncated": lambda d: _truncate(_graph(d, "image_encoder")),
+    "graph-html": lambda d: _graph(d, "prompt_decoder").write_text("<html><body>404</body></html>"),
+    "graph-empty": lambda d: _graph(d, "image_encoder").write_bytes(b""),
+    "graphs-swapped": lambda d: _edit_json(d, lambda i: i["files"].update(
+        image_encoder=i["files"]["prompt_decoder"], prompt_decoder=i["files"]["image_encoder"])),
+    "size-negative": lambda d: _edit_json(d, lambda i: i["spec"].update(size=-5)),
+    "size-text": lambda d: _edit_json(d, lambda i: i["spec"].update(size="big")),
+    "size-mismatch": lambda d: _edit_json(d, lambda i: i["spec"].update(size=200)),
+    "context-mismatch": lambda d: _edit_json(d, lambda i: i["spec"].update(context_length=9)),
+    "threshold-out-of-range": lambda d: _edit_json(d, lambda i: i["spec"].update(threshold=1.5)),
+    "std-zero": lambda d: _edit_json(d, lambda i: i["spec"].update(std=[0, 0, 0])),
+    "mean-two-values": lambda d: _edit_json(d, lambda i: i["spec"].update(mean=[0.5, 0.5])),
+    "another-format": lambda d: _edit_json(d, lambda i: i.update(format="aoti")),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_damaged_export_is_refused(sandbox: Sandbox, demo_export: Path, damage: str) -> None:
+    d = sandbox.inp / "export"
+    shutil.copytree(demo_export, d)
+    DAMAGE[damage](d)
+    image = make(VALID, "rgb-png", sandbox.inp)
+    sandbox.run(["--runtime", "onnx", "--weights", str(d), "--img", str(image), "--exp", "the sky",
+                 "--sp", str(sandbox.out / "m.png")], 2)
+    assert not sandbox.outputs()
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file", "an-image-folder", "empty-folder"])
+def test_weights_that_are_no_export_directory(sandbox: Sandbox, where: str) -> None:
+    image = make(VALID, "rgb-png", sandbox.inp)
+    target = {"missing": sandbox.inp / "nope", "a-file": image, "an-image-folder": sandbox.inp,
+              "empty-folder": sandbox.inp / "empty"}[where]
+    if where == "empty-folder":
+        target.mkdir()
+    sandbox.run(["--runtime", "onnx", "--weights", str(target), "--img", str(image), "--exp", "sky",
+                 "--sp", str(sandbox.out / "m.png")], 2)
+
+
+@pytest.mark.parametrize("name", ["linked", "name with spaces é"])
+def test_odd_but_valid_export_paths(sandbox: Sandbox, demo_export: Path, name: str) -> None:
+    d = sandbox.inp / name
+    if name == "linked":
+        d.symlink_to(demo_export, target_is_directory=True)
+    else:
+        shutil.copytree(demo_export, d)
+    image = make(VALID, "rgb-png", sandbox.inp)
+    sandbox.run(["--runtime", "onnx", "--weights", str(d), "--img", str(image), "--exp", "the sky",
+                 "--sp", str(sandbox.out / "m.png")], 0)
+    assert [p.name for p in sandbox.outputs()] == ["m.png"]
+
+
+@pytest.mark.parametrize("runtime_flags", [
+    ["--runtime", "onnx", "--precision", "int8"],  # an fp32 export asked for as int8
+    ["--runtime", "onnx", "--precision", "bf16"],
+    ["--runtime", "onnx", "--model", "unilseg-demo"],  # --model: the cache holds no export
+    ["--runtime", "tensorrt"],
+], ids=["int8-of-fp32", "bf16-of-fp32", "model-not-exported", "unknown-runtime"])
+def test_runtime_flags_that_cannot_apply(sandbox: Sandbox, demo_export: Path, runtime_flags: list[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNILSEG_HOME", str(sandbox.inp / "home"))
+    weights = [] if "--model" in runtime_flags else ["--weights", str(demo_export)]
+    image = make(VALID, "rgb-png", sandbox.inp)
+    sandbox.run([*runtime_flags, *weights, "--img", str(image), "--exp", "sky", "--sp", str(sandbox.out / "m.png")],
+                2)
+
+
+def _export_args(out: str, *extra: str) -> list[str]:
+    return ["export", *MODEL, "--format", "onnx", "--out", out, *extra]
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "proc", "sys", "non-export-folder", "opset-5", "opset-text",
+                                  "quantize-aoti", "bf16-onnx", "int8-precision", "html-weights", "missing-weights",
+                                  "unknown-model", "unknown-format", "mismatched-config"])
+def test_export_refused_in_one_line_and_nothing_left(sandbox: Sandbox, case: str) -> None:
+    out = str(sandbox.out / "exp")
+    html = sandbox.inp / "model.pth"
+    html.write_text("<!DOCTYPE html><html>sign in</html>")
+    argv = {
+        "under-a-file": _export_args(str(make(VALID, "rgb-png", sandbox.out) / "exp")),
+        "proc": _export_args("/proc/unilseg-export"),
+        "sys": _export_args("/sys/unilseg-export"),
+        "non-export-folder": _export_args(str(sandbox.out)),
+        "opset-5": _export_args(out, "--opset", "5"),
+        "opset-text": _export_args(out, "--opset", "latest"),
+        "quantize-aoti": ["export", *MODEL, "--format", "aoti", "--quantize", "int8", "--out", out],
+        "bf16-onnx": _export_args(out, "--precision", "bf16"),
+        "int8-precision": _export_args(out, "--precision", "int8"),
+        "html-weights": ["export", "--weights", str(html), "--config", "unilseg-demo", "--format", "onnx",
+                         "--out", out],
+        "missing-weights": ["export", "--weights", str(sandbox.inp / "nope.pth"), "--format", "onnx", "--out", out],
+        "unknown-model": ["export", "--model", "unilseg-99", "--format", "onnx", "--out", out],
+        "unknown-format": ["export", *MODEL, "--format", "tflite", "--out", out],
+        "mismatched-config": ["export", *MODEL, "--config", "unilseg-tiny", "--format", "onnx", "--out", out],
+    }[case]
+    before = sorted(p.name for p in sandbox.out.iterdir())
+    sandbox.run(argv, 2)
+    assert sorted(p.name for p in sandbox.out.iterdir()) == before
+
+
+def test_export_replaces_an_earlier_export(sandbox: Sandbox, demo_export: Path) -> None:
+    out = sandbox.out / "exp"
+    shutil.copytree(demo_export, out)
+    (out / JSON).write_text((out / JSON).read_text().replace('"threshold": 0.35', '"threshold": 0.4'))
+    sandbox.run(_export_args(str(out)), 0)
+    assert json.loads((out / JSON).read_text())["spec"]["threshold"] == 0.35
