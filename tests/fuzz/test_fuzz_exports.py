@@ -154,3 +154,23 @@ def test_export_replaces_an_earlier_export(sandbox: Sandbox, demo_export: Path) 
     (out / JSON).write_text((out / JSON).read_text().replace('"threshold": 0.35', '"threshold": 0.4'))
     sandbox.run(_export_args(str(out)), 0)
     assert json.loads((out / JSON).read_text())["spec"]["threshold"] == 0.35
+
+
+@pytest.mark.parametrize("step", ["graph", "settings"])
+def test_disk_full_mid_export_is_one_line_and_leaves_nothing(sandbox: Sandbox, step: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import unilseg.export.cli as export_cli
+    import unilseg.export.onnx as export_onnx
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(sandbox.out / "exp"))
+
+    if step == "graph":
+        monkeypatch.setattr(export_onnx.torch.onnx, "export", full)
+    else:
+        monkeypatch.setattr(export_cli, "write_info", full)
+    outcome = sandbox.run(_export_args(str(sandbox.out / "exp")), 1)
+    assert "No space left on device" in outcome.err
+    assert list(sandbox.out.iterdir()) == []
