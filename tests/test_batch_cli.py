@@ -340,4 +340,5 @@ def test_fixture_images_named_from_their_stems(capsys, tiny, tmp_path):
 def test_cli_choices_match_the_library():
     from unilseg import cli, cliargs, precision, writers
 
-    assert cli.FORMATS == writers.FORMATS and cliargs.PRECISIONS == precision.PRECISIONS
+    assert cli.FORMATS == writers.FORMATS
+    assert cliargs.PRECISIONS == (*precision.PRECISIONS, "int8")  # int8: ONNX Runtime's (--runtime onnx)

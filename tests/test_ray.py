@@ -121,13 +121,15 @@ def test_a_killed_driver_resumes_with_skip_existing(cluster, tmp_path, capsys):
             stable, seen = time.monotonic(), len(masks())
     finished = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in masks()}
     assert 4 <= len(finished) < 48, "the driver was to be killed mid-run"
-    assert not list(out.glob(".*.part"))  # nothing written half
+    # An actor killed mid-write can leave its temporary file (never a mask under its own name); the
+    # resumed run removes it when it writes that mask.
+    assert all(p.name.endswith(".part") for p in out.iterdir() if p.name.startswith("."))
 
     assert main([*argv, "--skip-existing"]) == 0
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert summary.startswith(f"{48 - len(finished)} done, {len(finished)} skipped, 0 failed")
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished} == finished
-    assert len(masks()) == 48
+    assert len(masks()) == 48 and not list(out.glob(".*.part"))
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and all(r["error"] is None for r in rows)
 
