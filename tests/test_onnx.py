@@ -116,6 +116,7 @@ def test_int8_export_runs_and_stays_close(tiny, tmp_path):
     assert sum(p.stat().st_size for p in q.glob("*.onnx")) < sum(p.stat().st_size for p in out.glob("*.onnx"))
     image = np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8)
     fp32, int8 = (Predictor(load_backend("onnx", weights=str(d), device="cpu")) for d in (out, q))
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
     for pred in (fp32, int8):
         pred.set_image(image)
     a, b = fp32.predict_logits(TEXTS), int8.predict_logits(TEXTS)

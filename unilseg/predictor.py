@@ -196,9 +196,10 @@ class Predictor:
 
     @property
     def precision(self) -> str:
+        """fp32 / bf16 / fp16 of a torch network; an export's own (fp32 / int8) on another runtime."""
         from .precision import model_precision
 
-        return model_precision(self.model) if self.model is not None else "fp32"
+        return model_precision(self.model) if self.model is not None else getattr(self.backend, "precision", "fp32")
 
     @property
     def image_size(self) -> tuple[int, int] | None:

@@ -91,7 +91,8 @@ def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predic
     if not 0 < args.port < 65536:
         raise UnilsegError(f"--port {args.port}: a port is a number from 1 to 65535")
     predictor = load(args)
-    precisions = page_precisions(predictor.device.type, predictor.precision)
+    precisions = (page_precisions(predictor.device.type, predictor.precision) if predictor.model is not None
+                  else (predictor.precision,))  # an exported model comes in the one precision it was exported in
 
     from .app import build_app, launch
 

@@ -71,6 +71,7 @@ class OnnxBackend:
     def __init__(self, encoder: Graph, decoder: Graph, info: ExportInfo) -> None:
         self.encoder, self.decoder, self.info = encoder, decoder, info
         self.spec = info.spec
+        self.precision = info.variant  # fp32 | int8
         self.levels = [name for name in decoder.inputs if name != "tokens"]
         size, length = info.spec.size, info.spec.context_length
         image = encoder.inputs.get("image")
