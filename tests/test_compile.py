@@ -26,6 +26,7 @@ from unilseg.export import EXPORT_FILE, ExportInfo, read_info, write_info
 from unilseg.export.aoti import FILES, machine_fingerprint
 from unilseg.export.cli import main as export_main
 from unilseg.predictor import Predictor, to_prediction
+from unilseg.runtime import load_backend
 
 CASES = golden_cases()
 REEXPORT = "re-export with `unilseg export --format aoti`"
@@ -106,13 +107,12 @@ def aoti_dir(tiny, tmp_path_factory):
 def test_export_aoti_writes_packages_and_fingerprint(aoti_dir):
     info = read_info(aoti_dir, "aoti")
     assert info.variant == "fp32" and info.files == FILES
+    assert load_backend("aoti", weights=str(aoti_dir), device="cpu").precision == "fp32"
     assert info.extra["fingerprint"] == machine_fingerprint(torch.device("cpu"))
     assert info.extra["sizes"] == {role: (aoti_dir / name).stat().st_size for role, name in FILES.items()}
 
 
 def test_aoti_matches_eager(tiny, aoti_dir):
-    from unilseg.runtime import load_backend
-
     eager = Predictor(load_model(tiny[1], tiny[0]))
     aoti = Predictor(load_backend("aoti", weights=str(aoti_dir), device="cpu"), max_batch=3)
     texts = ["a red ball", "sky", "the thing on the left"]

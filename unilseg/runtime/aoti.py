@@ -46,6 +46,7 @@ class AotiBackend:
     def __init__(self, encoder: Any, decoder: Any, info: ExportInfo, device: torch.device) -> None:
         self.encoder, self.decoder, self.info = encoder, decoder, info
         self.spec = info.spec
+        self.precision = info.variant  # fp32 | bf16 | fp16, baked into the packages (Predictor.precision reads it)
         self.device = device
 
     @classmethod
