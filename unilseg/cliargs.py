@@ -33,6 +33,10 @@ def add_model_args(
         g.add_argument("--runtime", choices=RUNTIMES, default="torch",
                        help="torch (default) | onnx (ONNX Runtime) | aoti (AOTInductor package): the last two run "
                             "an `unilseg export` directory, named by --weights DIR or found for --model NAME")
+        g.add_argument("--compile", action="store_true",
+                       help="torch runtime: torch.compile the image encoder and decoders; minutes of compiling "
+                            "at the start (seconds once the cache is warm), a faster forward after: for long runs "
+                            "(see the README's 'Compiled inference')")
     if precision:
         g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default); bf16 (CPU or GPU: heavy layers' weights in bf16, ~2x faster on CPUs "
@@ -63,25 +67,28 @@ def load_model_from_args(args: argparse.Namespace, device: Any = None):  # -> Un
 
 
 def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predictor
-    """A Predictor over the network the model flags name (--runtime, --precision, --threshold, --text-batch)."""
+    """A Predictor over the network the model flags name (--runtime, --compile, --precision, --threshold,
+    --text-batch)."""
+    from .errors import UnilsegError
     from .predictor import Predictor
 
     runtime = getattr(args, "runtime", "torch")
+    compile = bool(getattr(args, "compile", False))
     if runtime != "torch":
         from .runtime import load_backend
 
+        if compile:
+            raise UnilsegError(f"--compile applies to --runtime torch; an {runtime} export is compiled already")
         backend = load_backend(runtime, weights=args.weights, model=args.model, device=args.device,
                                variant=getattr(args, "precision", None))
         return Predictor(backend, threshold=getattr(args, "threshold", None),
                          max_batch=getattr(args, "text_batch", None), **kwargs)
     if getattr(args, "precision", None) == "int8":
-        from .errors import UnilsegError
-
         raise UnilsegError("--precision int8 runs on ONNX Runtime: `unilseg export --format onnx --quantize int8`, "
                            "then add --runtime onnx")
     model = load_model_from_args(args)
     return Predictor(model, threshold=getattr(args, "threshold", None), precision=getattr(args, "precision", None),
-                     max_batch=getattr(args, "text_batch", None), **kwargs)
+                     max_batch=getattr(args, "text_batch", None), compile=compile, **kwargs)
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:

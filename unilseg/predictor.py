@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UnilsegError
+from .graphs import decode_pairs
 from .settings import InferenceSpec
 from .tokenizer import tokenize
 from .transforms import postprocess, preprocess, read_image, soft_map
@@ -84,29 +85,40 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch network as a Backend."""
+    """The PyTorch network as a Backend.
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    compile: run the image encoder and the fusion + decoders through `torch.compile`
+    (see `unilseg.compiled`); the first call of each pays the compile.
+    """
+
+    def __init__(self, model: torch.nn.Module, compile: bool = False) -> None:
         self.model = model.eval()
         spec = getattr(model, "spec", None)
         if spec is None:  # a network built by hand: read its config like build_model does
             spec = InferenceSpec.from_config(getattr(model, "config", None) or {})
         self.spec: InferenceSpec = spec
+        self.compiled = None
+        if compile:
+            from .compiled import CompiledParts
+
+            self.compiled = CompiledParts(self.model)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.compiled is not None:
+            return self.compiled.encode_image(x.to(self.device))
         return self.model.encode_image(x.to(self.device))
 
     def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model.encode_text(tokens.to(self.device))
 
     def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        word, state, pad_mask = text
-        fused = self.model.fuse(features, word, pad_mask)
-        return self.model.decode(fused, word, state, pad_mask).float()
+        if self.compiled is not None:
+            return self.compiled.decode(features, text)
+        return decode_pairs(self.model, list(features), *text)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -151,6 +163,10 @@ class Predictor:
     overrides the spec's. `precision` 'bf16'/'fp16' casts a torch network's heavy layers
     in place (see `unilseg.precision`); None keeps the model as it is.
 
+    `compile=True` runs the torch network's image encoder and fusion + decoders through
+    `torch.compile` (see `unilseg.compiled`): minutes of compiling on the first items
+    (seconds with a warm cache), a faster forward after that.
+
     `max_batch` caps the (image, text) pairs per fusion/decoder batch; None means 1 on
     CPU and 16 on a GPU. On CPU batching gains nothing there: at stride 4 the decoder's
     matrix products already have 14400 rows, while batch-sized activations (> 32 MB at
@@ -160,18 +176,20 @@ class Predictor:
 
     def __init__(
         self, model: torch.nn.Module | Backend, threshold: float | None = None, precision: str | None = None,
-        max_batch: int | None = None,
+        max_batch: int | None = None, compile: bool = False,
     ) -> None:
         if isinstance(model, torch.nn.Module):
-            backend: Backend = TorchBackend(model)
-            if precision is not None:
+            if precision is not None:  # before compiling: the casts' hooks are part of the traced graph
                 from .precision import apply_precision
 
-                apply_precision(model, precision, backend.device)
+                apply_precision(model, precision, next(model.parameters()).device)
+            backend: Backend = TorchBackend(model, compile=compile)
         else:
             backend = model
             if precision not in (None, "fp32"):
                 raise UnilsegError(f"--precision {precision} applies to the torch runtime only")
+            if compile:
+                raise UnilsegError("--compile applies to the torch runtime only (an export is compiled already)")
         self.backend = backend
         self.spec: InferenceSpec = backend.spec.with_threshold(threshold)
         if max_batch is None:

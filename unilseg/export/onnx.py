@@ -19,40 +19,15 @@ import torch
 from torch import nn
 
 from ..errors import UnilsegError
+from ..graphs import LEVELS, ImageEncoderGraph, PromptDecoderGraph
 from . import ExportInfo
 
-LEVELS = ("feat4", "feat8", "feat16", "feat32")
 FILES = {"image_encoder": "image_encoder.onnx", "prompt_decoder": "prompt_decoder.onnx"}
 
 try:
     import onnx
 except ImportError:  # pragma: no cover - depends on the environment
     raise UnilsegError("ONNX export needs the onnx packages: pip install 'unilseg[onnx]'") from None
-
-
-class ImageEncoderGraph(nn.Module):
-    """image (B, 3, S, S) -> the 4 Swin maps."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.encode_image(image))
-
-
-class PromptDecoderGraph(nn.Module):
-    """4 Swin maps (P, ...) + tokens (P, L) -> logits (P, 1, S/4, S/4): text encoder, fusion, decoders."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, feat4: torch.Tensor, feat8: torch.Tensor, feat16: torch.Tensor, feat32: torch.Tensor,
-                tokens: torch.Tensor) -> torch.Tensor:
-        word, state, pad_mask = self.model.encode_text(tokens)
-        fused = self.model.fuse([feat4, feat8, feat16, feat32], word, pad_mask)
-        return self.model.decode(fused, word, state, pad_mask)
 
 
 def export_graphs(model: nn.Module, directory: Path, opset: int = 18) -> dict[str, str]:
