@@ -13,7 +13,7 @@ int8 (`unilseg export --format onnx [--quantize int8]`, written to --workdir onc
   share of it spent importing torch;
 - int8 quality: mask IoU against the torch fp32 masks on the three golden cases.
 
-Times are the best of --repeat after a warm-up, cases interleaved; cold calls are medians.
+Each runtime is timed in its own process (best of --repeat after a warm-up); cold calls are medians.
 Prints Markdown tables.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,32 +97,30 @@ def main() -> None:
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--no-cli", action="store_true", help="skip the cold CLI calls")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        return time_one_runtime(args)
     import torch
 
-    from unilseg.transforms import read_image
 
     pth, st = seeded_checkpoints(args.workdir)
     dirs = exports(args.workdir, pth)
     image_path = ROOT / "tests/fixtures/images/astronaut.png"
     # Cold calls first: a child's peak RSS starts from its parent's at fork, so spawn them while this one is small.
     cold = [] if args.no_cli else cold_cli(args, st, dirs, image_path)
-    image = read_image(image_path)
-    texts = (TEXTS * args.texts)[: args.texts]
     runtimes = [r for r in args.runtimes.split(",") if r]
-    preds = {r: predictor(r, st, dirs) for r in runtimes}
-    cases = {
-        "forward": lambda pr: pr.predict_logits(texts[:1], pr.embed([image])[0]),
-        f"1 image x {args.texts} texts": lambda pr: pr.predict_logits(texts, pr.embed([image])[0]),
-    }
-    for pr in preds.values():  # warm-up
-        cases["forward"](pr)
-    times = {(r, c): float("inf") for r in runtimes for c in cases}
-    for _ in range(args.repeat):  # interleaved, so a burst of load hits every runtime alike
-        for r, pr in preds.items():
-            for c, fn in cases.items():
-                times[r, c] = min(times[r, c], timed(partial(fn, pr)))
-    print(f"seeded UniLSeg-20, 480x480, CPU, {torch.get_num_threads()} threads, best of {args.repeat}\n")
+    # One child process per runtime: torch's and ONNX Runtime's thread pools in one process spin against
+    # each other on 2 cores (ORT measured 2x slower beside torch than alone).
+    times: dict[tuple[str, str], float] = {}
+    for r in runtimes:
+        argv = [sys.executable, __file__, "--child", r, "--repeat", str(args.repeat), "--texts", str(args.texts),
+                 "--workdir", str(args.workdir)]
+        for case, t in json.loads(run_child(argv)[2].strip().splitlines()[-1]).items():
+            times[r, case] = t
+    cases = list(dict.fromkeys(c for _, c in times))
+    print(f"seeded UniLSeg-20, 480x480, CPU, {torch.get_num_threads()} threads, best of {args.repeat}, "
+          "one process per runtime\n")
     ref = "torch-fp32" if "torch-fp32" in runtimes else runtimes[0]
     print("| runtime | " + " | ".join(f"{c} (s)" for c in cases) + f" | vs {ref} |")
     print("|---|" + "---|" * (len(cases) + 1))
@@ -131,6 +128,7 @@ def main() -> None:
         ratio = times[r, "forward"] / times[ref, "forward"]
         print(f"| {r} | " + " | ".join(f"{times[r, c]:.2f}" for c in cases) + f" | {ratio:.2f}x |")
 
+    preds = {r: predictor(r, st, dirs) for r in runtimes if r in ("torch-fp32", "ort-int8")}
     if "ort-int8" in preds and "torch-fp32" in preds:
         from conftest import FIXTURES, golden_cases
 
@@ -144,6 +142,23 @@ def main() -> None:
         print("\n| cold CLI call | wall (s) | `import torch` alone (s) | peak RSS (GB) |\n|---|---|---|---|")
         print("\n".join(cold))
     print("\n" + json.dumps({f"{r}|{c}": round(t, 3) for (r, c), t in times.items()}))
+
+
+def time_one_runtime(args: argparse.Namespace) -> None:
+    """Time one runtime in this process; print {case: best seconds} as the last line."""
+    from unilseg.transforms import read_image
+
+    pth, st = seeded_checkpoints(args.workdir)
+    pred = predictor(args.child, st, exports(args.workdir, pth))
+    image = read_image(ROOT / "tests/fixtures/images/astronaut.png")
+    texts = (TEXTS * args.texts)[: args.texts]
+    cases = {
+        "forward": lambda: pred.predict_logits(texts[:1], pred.embed([image])[0]),
+        f"1 image x {args.texts} texts": lambda: pred.predict_logits(texts, pred.embed([image])[0]),
+    }
+    cases["forward"]()  # warm-up
+    best = {c: min(timed(fn) for _ in range(args.repeat)) for c, fn in cases.items()}
+    print(json.dumps(best))
 
 
 if __name__ == "__main__":
