@@ -11,6 +11,7 @@ Written to work on CUDA too (the same calls; inductor emits Triton there); teste
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -21,7 +22,11 @@ from .graphs import ImageEncoderGraph, MaskDecoderGraph
 
 
 def use_inductor_cache() -> str:
-    """Point inductor's cache at the user cache unless the user chose one -> the directory used."""
+    """Point inductor's cache at the user cache unless the user chose one -> the directory used.
+
+    Also quiets torch's "No CUDA runtime is found" notice, printed when inductor builds CPU code.
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         from .registry import cache_dir
 
