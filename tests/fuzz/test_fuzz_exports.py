@@ -76,11 +76,11 @@ def test_damaged_export_is_refused(sandbox: Sandbox, demo_export: Path, damage: 
     assert not sandbox.outputs()
 
 
-@pytest.mark.parametrize("where", ["missing", "a-file", "an-image-folder", "empty-folder"])
+@pytest.mark.parametrize("where", ["missing", "a-file", "an-image-folder", "empty-folder", "unknown-user"])
 def test_weights_that_are_no_export_directory(sandbox: Sandbox, where: str) -> None:
     image = make(VALID, "rgb-png", sandbox.inp)
     target = {"missing": sandbox.inp / "nope", "a-file": image, "an-image-folder": sandbox.inp,
-              "empty-folder": sandbox.inp / "empty"}[where]
+              "empty-folder": sandbox.inp / "empty", "unknown-user": "~nosuchuser-unilseg/export"}[where]
     if where == "empty-folder":
         target.mkdir()
     sandbox.run(["--runtime", "onnx", "--weights", str(target), "--img", str(image), "--exp", "sky",

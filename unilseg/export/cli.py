@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cliargs import add_model_args, guarded_main
 from ..errors import UnilsegError
+from ..paths import user_path
 from . import FORMATS, default_export_dir, staged_dir, write_info
 
 # format -> module:function(model, directory, args) -> ExportInfo
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     variant = args.quantize or args.precision
     name = args.model or (Path(args.weights).stem if args.weights else DEFAULT_MODEL)
-    out = Path(args.out).expanduser() if args.out else default_export_dir(name, args.format, variant)
+    out = user_path(args.out) if args.out else default_export_dir(name, args.format, variant)
     module, _, func = EXPORTERS[args.format].partition(":")
     exporter = getattr(importlib.import_module(module), func)  # fails early if the format's packages are missing
     from ..cliargs import load_model_from_args

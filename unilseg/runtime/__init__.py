@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import UnilsegError
 from ..export import default_export_dir, read_info
+from ..paths import user_path
 
 # runtime -> (module:class with .load(directory, info, device), the export format it runs)
 BACKENDS = {
@@ -25,7 +26,7 @@ def export_dir(runtime: str, weights: str | None, model: str | None, variant: st
     """The export directory --weights names, else the cached export of --model (default unilseg-20)."""
     fmt = BACKENDS[runtime][1]
     if weights:
-        return Path(weights).expanduser()
+        return user_path(weights)
     from ..registry import DEFAULT_MODEL
 
     name = model or DEFAULT_MODEL
