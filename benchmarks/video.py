@@ -103,7 +103,6 @@ def main() -> None:
     import torch
 
     from unilseg.build import load_model
-    from unilseg.data.synthetic import SceneConfig
     from unilseg.data.synthetic.clip import iter_frames, write_mp4
     from unilseg.predictor import Predictor
 
@@ -111,6 +110,8 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     clip = write_mp4((f[0] for f in iter_frames(5, 1, max(args.frames, args.full_frames))),
                      args.workdir / "video-clip.mp4")
+    # Memory first: a child's peak RSS starts from its parent's at fork, so spawn them before any model loads.
+    memory = "" if args.no_rss else memory_table(args)
     rows = []
     cases = [("unilseg-demo", lambda: load_model("unilseg-demo", device="cpu"), args.frames, args.repeat)]
     if args.no_fps:
@@ -133,17 +134,24 @@ def main() -> None:
     for name, precision, r in rows:
         print(f"| {name} | {precision} | {1 / r['video']:.2f} | {r['video']:.3f} | {r['single']:.3f} | "
               f"{r['video'] / r['single']:.2f} |")
-    if args.no_rss:
-        return
+    if memory:
+        print(memory)
+
+
+def memory_table(args: argparse.Namespace) -> str:
+    """Peak RSS of `unilseg segment --video` on a 20-frame and a long clip (child processes) -> Markdown."""
+    from unilseg.data.synthetic import SceneConfig
+    from unilseg.data.synthetic.clip import iter_frames, write_mp4
+
     small = SceneConfig(size=64)
     short = write_mp4((f[0] for f in iter_frames(5, 2, 20, small)), args.workdir / "video-20.mp4")
     long = write_mp4((f[0] for f in iter_frames(5, 2, args.long, small)), args.workdir / f"video-{args.long}.mp4")
     t0 = time.perf_counter()
     rss_short = rss_case(short, args.workdir, args.threads)
     rss_long = rss_case(long, args.workdir, args.threads)
-    print(f"\npeak RSS of `unilseg segment --video` (demo model, 64-px frames, PNG masks; "
-          f"{time.perf_counter() - t0:.0f} s wall for both)\n")
-    print(f"| 20 frames | {args.long} frames |\n|---|---|\n| {rss_short:.3f} GB | {rss_long:.3f} GB |")
+    return (f"\npeak RSS of `unilseg segment --video` (demo model, 64-px frames, PNG masks; "
+            f"{time.perf_counter() - t0:.0f} s wall for both)\n\n"
+            f"| 20 frames | {args.long} frames |\n|---|---|\n| {rss_short:.3f} GB | {rss_long:.3f} GB |")
 
 
 if __name__ == "__main__":
