@@ -13,6 +13,12 @@ class CheckpointError(UnilsegError):
     """A weights file that is missing, unreadable, unsafe or of another model."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's text (libraries such as ONNX Runtime raise many-line ones), cut to `limit`."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__
+
+
 def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> int:
     """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
     `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130.

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UnilsegError
+from ..errors import UnilsegError, first_line
 from ..export import ExportInfo
 from ..export.aoti import FILES, REEXPORT, fingerprint_mismatch
 
@@ -33,9 +33,7 @@ def load_package(path: Path, expected_size: int | None, device: torch.device) ->
     try:
         return torch._inductor.aoti_load_package(str(path), device_index=-1 if device.index is None else device.index)
     except Exception as e:  # zip, loader and runtime errors come as several exception types with long texts
-        lines = str(e).strip().splitlines()
-        why = lines[0][:200] if lines else type(e).__name__
-        raise UnilsegError(f"cannot load {path} ({why}); {REEXPORT}") from None
+        raise UnilsegError(f"cannot load {path} ({first_line(e, 200)}); {REEXPORT}") from None
     finally:
         quiet.setLevel(level)
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UnilsegError
+from ..errors import UnilsegError, first_line
 from ..export import EXPORT_FILE, ExportInfo
 
 try:
@@ -34,7 +34,7 @@ class Graph:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception classes with multi-line texts
-            raise UnilsegError(f"cannot load {path}: {_first_line(e)}; export again") from None
+            raise UnilsegError(f"cannot load {path}: {first_line(e)}; export again") from None
         self.name = path.name
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -60,7 +60,7 @@ class Graph:
         try:
             return self.session.run(self.outputs, feeds)
         except Exception as e:
-            raise UnilsegError(f"{self.name} failed: {_first_line(e)}") from None
+            raise UnilsegError(f"{self.name} failed: {first_line(e)}") from None
 
 
 class OnnxBackend:
@@ -116,8 +116,3 @@ class OnnxBackend:
 def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
     return np.ascontiguousarray(a)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
