@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 LEVELS = ("feat4", "feat8", "feat16", "feat32")
+# what every exporter records in unilseg-export.json: each graph's inputs and its dynamic axis
+INPUTS = {"image_encoder": ["image"], "prompt_decoder": [*LEVELS, "tokens"]}
+DYNAMIC_AXES = {"image_encoder": "batch", "prompt_decoder": "pairs"}
 
 
 class ImageEncoderGraph(nn.Module):
@@ -57,3 +60,17 @@ def decode_pairs(model: nn.Module, features: list[torch.Tensor], word: torch.Ten
     """Fusion then pixel and query decoders -> logits (P, 1, S/4, S/4) float32."""
     fused = model.fuse(features, word, pad_mask)
     return model.decode(fused, word, state, pad_mask).float()
+
+
+def example_inputs(
+    model: nn.Module, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Inputs to trace the two graphs with -> (image (2, 3, S, S), Swin maps of those 2 images + tokens (2, L))."""
+    from .tokenizer import tokenize
+
+    spec = model.spec
+    image = torch.zeros(2, 3, spec.size, spec.size, device=device)
+    tokens = tokenize(["the left cat", "sky"], spec.context_length).to(device)
+    with torch.no_grad():
+        feats = tuple(t.contiguous() for t in model.encode_image(image))
+    return image, (*feats, tokens)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import UnilsegError
-from ..graphs import LEVELS, ImageEncoderGraph, PromptDecoderGraph
+from ..graphs import DYNAMIC_AXES, INPUTS, ImageEncoderGraph, PromptDecoderGraph, example_inputs
 from . import ExportInfo
 
 FILES = {"image_encoder": "image_encoder.pt2", "prompt_decoder": "prompt_decoder.pt2"}
@@ -52,17 +52,13 @@ def fingerprint_mismatch(recorded: dict[str, str], device: torch.device) -> str 
 def export_packages(model: nn.Module, directory: Path, device: torch.device) -> dict[str, str]:
     """Export and AOT-compile both parts of `model` (already on `device`, cast) -> role -> file name."""
     from ..compiled import use_inductor_cache
-    from ..tokenizer import tokenize
 
     use_inductor_cache()
-    spec = model.spec
-    image = torch.zeros(2, 3, spec.size, spec.size, device=device)
-    tokens = tokenize(["the left cat", "sky"], spec.context_length).to(device)
+    image, decoder_inputs = example_inputs(model, device)
     batch, pairs = torch.export.Dim("batch", min=1), torch.export.Dim("pairs", min=1)
     with torch.no_grad():
-        feats = tuple(t.contiguous() for t in model.encode_image(image))
         jobs = [(ImageEncoderGraph(model), (image,), ({0: batch},), FILES["image_encoder"]),
-                (PromptDecoderGraph(model), (*feats, tokens), tuple({0: pairs} for _ in range(len(LEVELS) + 1)),
+                (PromptDecoderGraph(model), decoder_inputs, tuple({0: pairs} for _ in decoder_inputs),
                  FILES["prompt_decoder"])]
         for module, inputs, dynamic, name in jobs:
             program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
@@ -84,6 +80,5 @@ def export_aoti(model: nn.Module, directory: Path, args: argparse.Namespace) -> 
     sizes = {role: (directory / name).stat().st_size for role, name in files.items()}
     return ExportInfo("aoti", precision, files, model.spec,
                       extra={"fingerprint": machine_fingerprint(device), "sizes": sizes,
-                             "inputs": {"image_encoder": ["image"], "prompt_decoder": [*LEVELS, "tokens"]},
-                             "dynamic_axes": {"image_encoder": "batch", "prompt_decoder": "pairs"},
+                             "inputs": INPUTS, "dynamic_axes": DYNAMIC_AXES,
                              "torch": torch.__version__})

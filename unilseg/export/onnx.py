@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import UnilsegError
-from ..graphs import LEVELS, ImageEncoderGraph, PromptDecoderGraph
+from ..graphs import DYNAMIC_AXES, INPUTS, LEVELS, ImageEncoderGraph, PromptDecoderGraph, example_inputs
 from . import ExportInfo
 
 FILES = {"image_encoder": "image_encoder.onnx", "prompt_decoder": "prompt_decoder.onnx"}
@@ -32,20 +32,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 def export_graphs(model: nn.Module, directory: Path, opset: int = 18) -> dict[str, str]:
     """Write the two fp32 graphs into `directory` and check them -> role -> file name."""
-    from ..tokenizer import tokenize
-
     model = model.float().eval().cpu()
-    spec = model.spec
-    image = torch.zeros(2, 3, spec.size, spec.size)
-    tokens = tokenize(["the left cat", "sky"], spec.context_length)
-    with torch.no_grad():
-        feats = tuple(t.contiguous() for t in model.encode_image(image))
+    image, decoder_inputs = example_inputs(model)
     batch = {0: "batch"}
     pairs = {0: "pairs"}
     jobs = [
-        (ImageEncoderGraph(model), (image,), ["image"], list(LEVELS),
+        (ImageEncoderGraph(model), (image,), INPUTS["image_encoder"], list(LEVELS),
          {"image": batch, **{name: batch for name in LEVELS}}, FILES["image_encoder"]),
-        (PromptDecoderGraph(model), (*feats, tokens), [*LEVELS, "tokens"], ["logits"],
+        (PromptDecoderGraph(model), decoder_inputs, INPUTS["prompt_decoder"], ["logits"],
          {**{name: pairs for name in LEVELS}, "tokens": pairs, "logits": pairs}, FILES["prompt_decoder"]),
     ]
     with warnings.catch_warnings():
@@ -91,7 +85,5 @@ def export_onnx(model: nn.Module, directory: Path, args: argparse.Namespace) -> 
     if quantize == "int8":
         files = quantize_graphs(directory, files)
     return ExportInfo("onnx", quantize or "fp32", files, model.spec,
-                      extra={"opset": opset, "inputs": {"image_encoder": ["image"],
-                                                        "prompt_decoder": [*LEVELS, "tokens"]},
-                             "dynamic_axes": {"image_encoder": "batch", "prompt_decoder": "pairs"},
+                      extra={"opset": opset, "inputs": INPUTS, "dynamic_axes": DYNAMIC_AXES,
                              "torch": torch.__version__, "onnx": onnx.__version__})
