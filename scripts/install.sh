@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Install unilseg for development and testing into a virtual environment (default .venv):
 # the pinned requirements, the package with every optional extra, and the system Chromium
-# the web demo's browser test drives (Debian/Ubuntu, as root; Playwright's own browser
-# download is never used). Safe to run again.
+# the web demo's browser test drives and QEMU's user-mode emulator for the int8 test on AVX2
+# kernels (Debian/Ubuntu, as root; Playwright's own browser download is never used). Safe to run again.
 #     bash scripts/install.sh [VENV]      then: . VENV/bin/activate && python -m pytest -q
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
 [ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt -e '.[all]'
-if ! command -v chromium >/dev/null && [ -z "${UNILSEG_CHROMIUM:-}" ]; then
+need=()  # system packages the tests drive: the browser, and QEMU's user-mode emulator for the AVX2 int8 test
+command -v chromium >/dev/null || [ -n "${UNILSEG_CHROMIUM:-}" ] || need+=(chromium)
+command -v qemu-x86_64 >/dev/null || [ "$(uname -m)" != x86_64 ] || need+=(qemu-user)
+if [ "${#need[@]}" -gt 0 ]; then
   log="$(mktemp)"
   if [ "$(id -u)" -eq 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >"$log" 2>&1 \
-      || { echo "install: could not install chromium with apt-get; see $log" >&2; exit 1; }
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$log" 2>&1 \
+      || { echo "install: could not install ${need[*]} with apt-get; see $log" >&2; exit 1; }
   else
-    echo "install: no chromium found; run 'sudo apt-get install -y chromium' (or set UNILSEG_CHROMIUM) for the" \
-         "web demo's browser test" >&2
+    echo "install: run 'sudo apt-get install -y ${need[*]}' for the tests that drive them (the web demo's" \
+         "browser test; the int8 test on AVX2 kernels)" >&2
   fi
 fi
 "$venv/bin/python" -c "import unilseg, torch, cv2, gradio; print('installed: unilseg', unilseg.__version__, \

@@ -158,7 +158,11 @@ def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, mon
 
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
     assert main(["models"]) == 0
-    assert "unilseg-20" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "unilseg-20" in out
+    from unilseg.runtime.cpu import cpu_features
+
+    assert out.splitlines()[0] == f"cpu: {cpu_features().summary()}" and "VNNI " in out.splitlines()[0]
     assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: weights file not found")

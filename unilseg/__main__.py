@@ -40,10 +40,13 @@ def segment_main(argv: Sequence[str]) -> int:
 
 
 def models_main(argv: Sequence[str]) -> int:
-    argparse.ArgumentParser(prog="unilseg models", description="List registered models and where their weights "
-                            "are looked for and found.").parse_args(argv)
+    argparse.ArgumentParser(prog="unilseg models", description="List registered models, where their weights "
+                            "are looked for and found, and the CPU features inference runs with (VNNI, AVX-512, bf16 "
+                            "instructions, AMX).").parse_args(argv)
     from .registry import MODELS, cache_dir, download_command, find_weights, search_dirs
+    from .runtime.cpu import cpu_features
 
+    print(f"cpu: {cpu_features().summary()}")
     print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
     print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
     for spec in MODELS.values():

@@ -35,6 +35,36 @@ TOKENIZER = {  # what tokenize() does, for runtimes that re-implement it
 }
 
 
+@dataclass(frozen=True)
+class Int8Scheme:
+    """One setting of ONNX Runtime's dynamic quantisation: MatMul/Gemm weights stored as `weight_type`
+    (one scale per output channel), activations quantised to uint8 per tensor on the fly."""
+
+    name: str
+    weight_type: str  # int8 | uint8
+    reduce_range: bool  # weights in 7 bits, so that u8 x s8 pair sums fit in 16 bits
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scheme": self.name, "activations": "uint8", "weights": self.weight_type, "per_channel": True,
+                "reduce_range": self.reduce_range, "ops": list(QUANTIZED_OPS)}
+
+    @property
+    def saturates_without_vnni(self) -> bool:
+        """True where AVX2 / AVX-512 cores without VNNI sum u8 x s8 pairs into 16 bits with saturation
+        (VPMADDUBSW): full-range int8 weights overflow there; uint8 weights and 7-bit weights do not."""
+        return self.weight_type == "int8" and not self.reduce_range
+
+
+QUANTIZED_OPS = ("MatMul", "Gemm")
+INT8_SCHEMES = {s.name: s for s in (
+    Int8Scheme("u8s8", "int8", reduce_range=False),
+    Int8Scheme("u8s8-reduced", "int8", reduce_range=True),
+    Int8Scheme("u8u8", "uint8", reduce_range=False),
+)}
+INT8_DEFAULT = "u8u8"  # chosen by benchmarks/int8_settings.py (README, "int8 on every x86 CPU")
+INT8_LEGACY = "u8s8"  # what an int8 export that records no scheme was made with (unilseg 0.1.0)
+
+
 @dataclass
 class ExportInfo:
     """What `unilseg-export.json` holds."""

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UnilsegError
 from ..graphs import DYNAMIC_AXES, INPUTS, LEVELS, ImageEncoderGraph, PromptDecoderGraph, example_inputs
-from . import ExportInfo
+from . import INT8_DEFAULT, INT8_SCHEMES, QUANTIZED_OPS, ExportInfo
 
 FILES = {"image_encoder": "image_encoder.onnx", "prompt_decoder": "prompt_decoder.onnx"}
 
@@ -52,13 +53,15 @@ def export_graphs(model: nn.Module, directory: Path, opset: int = 18) -> dict[st
     return dict(FILES)
 
 
-def quantize_graphs(directory: Path, files: dict[str, str]) -> dict[str, str]:
-    """Dynamic int8 quantisation of each graph's MatMul/Gemm weights (int8, one scale per output channel);
-    activations are quantised per tensor on the fly. Convolutions, norms and softmax stay fp32."""
+def quantize_graphs(directory: Path, files: dict[str, str], scheme: str = INT8_DEFAULT) -> dict[str, str]:
+    """Dynamic int8 quantisation of each graph's MatMul/Gemm weights with `scheme` (INT8_SCHEMES) -> role ->
+    file name. Convolutions, norms and softmax stay fp32."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    setting = INT8_SCHEMES[scheme]
+    weight_type = QuantType.QInt8 if setting.weight_type == "int8" else QuantType.QUInt8
     out = {}
     root = logging.getLogger()
     level = root.level
@@ -66,8 +69,8 @@ def quantize_graphs(directory: Path, files: dict[str, str]) -> dict[str, str]:
     try:
         for role, name in files.items():
             target = name.replace(".onnx", ".int8.onnx")
-            quantize_dynamic(directory / name, directory / target, weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_dynamic(directory / name, directory / target, weight_type=weight_type, per_channel=True,
+                             reduce_range=setting.reduce_range, op_types_to_quantize=list(QUANTIZED_OPS))
             (directory / name).unlink()
             out[role] = target
     finally:
@@ -82,8 +85,9 @@ def export_onnx(model: nn.Module, directory: Path, args: argparse.Namespace) -> 
         raise UnilsegError(f"--opset {opset}: use an opset between 14 and 21 (default 18)")
     files = export_graphs(model, directory, opset)
     quantize = getattr(args, "quantize", None)
+    extra: dict[str, Any] = {"opset": opset, "inputs": INPUTS, "dynamic_axes": DYNAMIC_AXES,
+                             "torch": torch.__version__, "onnx": onnx.__version__}
     if quantize == "int8":
         files = quantize_graphs(directory, files)
-    return ExportInfo("onnx", quantize or "fp32", files, model.spec,
-                      extra={"opset": opset, "inputs": INPUTS, "dynamic_axes": DYNAMIC_AXES,
-                             "torch": torch.__version__, "onnx": onnx.__version__})
+        extra["quantization"] = INT8_SCHEMES[INT8_DEFAULT].to_json()
+    return ExportInfo("onnx", quantize or "fp32", files, model.spec, extra=extra)

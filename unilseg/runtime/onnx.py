@@ -6,6 +6,7 @@ batch of (image, instruction) pairs.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UnilsegError, first_line
-from ..export import EXPORT_FILE, ExportInfo
+from ..export import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, ExportInfo
 
 try:
     import onnxruntime as ort
@@ -94,6 +95,8 @@ class OnnxBackend:
             elif str(device) != "auto":
                 raise UnilsegError(f"--device {device}: this ONNX Runtime has no CUDA provider (pip install "
                                    "onnxruntime-gpu), use --device cpu")
+        if info.variant == "int8":
+            warn_if_saturating(directory, info)
         files = info.files
         return cls(Graph(directory / files["image_encoder"], providers, threads),
                    Graph(directory / files["prompt_decoder"], providers, threads), info)
@@ -111,6 +114,23 @@ class OnnxBackend:
         feeds = {name: _numpy(f) for name, f in zip(self.levels, features)}
         feeds["tokens"] = _numpy(text[0])
         return torch.from_numpy(self.decoder(feeds)[0])
+
+
+def int8_scheme(info: ExportInfo) -> str:
+    """The quantisation scheme an int8 export was made with; exports that record none predate the choice."""
+    recorded = info.extra.get("quantization")
+    return str(recorded.get("scheme", INT8_LEGACY)) if isinstance(recorded, dict) else INT8_LEGACY
+
+
+def warn_if_saturating(directory: Path, info: ExportInfo) -> None:
+    """One warning line when an int8 export's kernels saturate on this CPU (no VNNI): its masks drift."""
+    from .cpu import cpu_features
+
+    scheme = INT8_SCHEMES.get(int8_scheme(info))
+    if scheme is not None and scheme.saturates_without_vnni and cpu_features().vnni is False:
+        warnings.warn(f"{directory} is an int8 export with {scheme.name} weights, whose int8 sums saturate on CPUs "
+                      "without VNNI such as this one (masks can differ from fp32); export it again with this "
+                      "version (`unilseg export --format onnx --quantize int8`)", stacklevel=2)
 
 
 def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
