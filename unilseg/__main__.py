@@ -42,15 +42,18 @@ def segment_main(argv: Sequence[str]) -> int:
 def models_main(argv: Sequence[str]) -> int:
     argparse.ArgumentParser(prog="unilseg models", description="List registered models and where their weights "
                             "are looked for and found.").parse_args(argv)
+    from .cliargs import guarded_main
     from .registry import MODELS, cache_dir, download_command, find_weights, search_dirs
 
-    print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
-    print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
-    for spec in MODELS.values():
-        found = find_weights(spec)
-        where = f"found in {found[1]}: {found[0]}" if found else f"not found; run `{download_command(spec.name)}`"
-        print(f"{spec.name:14s} {where}\n{'':14s} {spec.description}")
-    return 0
+    def run() -> None:  # a place that cannot be looked into is one `warning:` line
+        print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
+        print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
+        for spec in MODELS.values():
+            found = find_weights(spec)
+            where = f"found in {found[1]}: {found[0]}" if found else f"not found; run `{download_command(spec.name)}`"
+            print(f"{spec.name:14s} {where}\n{'':14s} {spec.description}")
+
+    return guarded_main(run)
 
 
 def download_main(argv: Sequence[str]) -> int:
