@@ -127,12 +127,13 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         except OSError as e:
             raise WriteError(f"cannot write {self.path}: {e.strerror or type(e).__name__}") from e
-        self._fd: int | None = fd
+        self._fd = fd
         try:
             _cut_torn_tail(fd)
         except OSError as e:
