@@ -4,6 +4,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unilseg.batch import (
@@ -21,6 +22,7 @@ from unilseg.batch import (
     slugify,
 )
 from unilseg.errors import UnilsegError
+from unilseg.writers import encode_image, encode_mask, npy_bytes
 
 # Characters no common file system (ext4, APFS, NTFS, FAT) objects to, with no case clash.
 PORTABLE = re.compile(r"[a-z0-9-]+")
@@ -71,6 +73,11 @@ def test_sidecars_and_done(tmp_path):
     assert not item.is_done()
     for p in item.outputs():
         p.write_bytes(b"x")
+    assert not item.is_done()  # files there, but not whole: redone
+    mask = np.zeros((4, 6), bool)
+    item.prob_path.write_bytes(npy_bytes(mask.astype(np.float32)))
+    item.overlay_path.write_bytes(encode_image("o.jpg", np.zeros((4, 6, 3), np.uint8)))
+    item.output.write_bytes(encode_mask(mask, "png"))
     assert item.is_done()
 
 

@@ -9,6 +9,8 @@
   `render_overlay`: bytes from arrays.
 - `write_atomic`: a temporary file beside the target, then a rename; a file appears
   complete under its name or not at all, and a failed write leaves no temporary file.
+- `intact`, `rle_valid`: whether a file or RLE an earlier run left is whole (resume trusts
+  nothing it did not check).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import io
 import json
 import os
 import secrets
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -163,6 +166,53 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
         return coco_mask.decode(encoded).astype(bool)
 
 
+def rle_runs(counts: str | list) -> list[int] | None:
+    """The run lengths of COCO RLE counts (compressed str or a list), or None if they cannot be parsed."""
+    if isinstance(counts, list):
+        ok = all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+        return counts if ok else None
+    if not isinstance(counts, str):
+        return None
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:  # pycocotools' rleFrString: 5 bits per character, a sign bit, deltas from two runs back
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def rle_valid(rle: Any, size: tuple[int, int] | None = None) -> bool:
+    """Whether `rle` is a COCO RLE whose runs cover exactly its [H, W] (and that is `size`, if given).
+
+    pycocotools decodes runs that fall short or overrun without complaint (into memory it
+    does not own), so RLE read back from a file is checked here first.
+    """
+    if not isinstance(rle, dict):
+        return False
+    shape = rle.get("size")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v >= 0 for v in shape)):
+        return False
+    if size is not None and tuple(shape) != tuple(size):
+        return False
+    runs = rle_runs(rle.get("counts"))
+    return runs is not None and all(r >= 0 for r in runs) and sum(runs) == shape[0] * shape[1]
+
+
 def encode_mask(mask: np.ndarray, fmt: str, ext: str = ".png") -> bytes:
     """Bool (H, W) mask -> file bytes: 'png' 0/255 single channel (in the lossless image format
     `ext` names), 'npy' bool array, 'rle-json' COCO RLE."""
@@ -228,6 +278,52 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every whole PNG ends with
+
+
+def intact(path: str | Path, size: tuple[int, int] | None = None) -> bool:
+    """Whether a file an earlier run wrote is whole, from its first and last bytes: not empty,
+    and a .png / .jpg / .npy / .json that starts and ends as one does (a cut or foreign file
+    does not); with `size` (H, W), a .png or .npy must also be that size. Cheap: a resumed
+    batch checks every finished output."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return False
+        n = path.stat().st_size
+        ext = path.suffix.lower()
+        with open(path, "rb") as f:
+            if ext == ".json":
+                json.loads(f.read().decode("utf-8"))
+                return True
+            head = f.read(256)
+            f.seek(max(0, n - 12))
+            tail = f.read()
+    except (OSError, ValueError, RecursionError):
+        return False
+    if n == 0:
+        return False
+    if ext == ".png":
+        if not head.startswith(PNG_SIGNATURE) or len(head) < 24 or not tail.endswith(PNG_END):
+            return False
+        w, h = struct.unpack(">II", head[16:24])
+        return size is None or (h, w) == tuple(size)
+    if ext in (".jpg", ".jpeg"):
+        return head.startswith(b"\xff\xd8") and tail.endswith(b"\xff\xd9")
+    if ext == ".npy":
+        try:
+            f = io.BytesIO(head)
+            version = np.lib.format.read_magic(f)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, dtype = reader[version](f)
+        except (KeyError, ValueError, OSError, SyntaxError, TypeError):
+            return False
+        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return n == expected and (size is None or tuple(shape[:2]) == tuple(size))
+    return True
 
 
 def write_prediction(

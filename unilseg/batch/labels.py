@@ -26,7 +26,7 @@ from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, 
 from ..paths import user_path
 from ..predictor import Predictor
 from ..transforms import read_image
-from ..writers import confine, encode_image, sidecar, write_atomic
+from ..writers import confine, encode_image, intact, sidecar, write_atomic
 from .plan import UniqueNames, safe_stem
 from .results import ResultsLog
 from .run import BatchReport, Loader, describe
@@ -49,7 +49,8 @@ class LabelItem:
         return [p for p in (self.legend_path, self.overlay_path, self.output) if p is not None]
 
     def is_done(self) -> bool:
-        return all(p.is_file() for p in self.outputs())
+        """Whether every file exists and is whole (an empty or cut file is redone)."""
+        return all(intact(p) for p in self.outputs())
 
 
 def label_item(index: int, image: Hashable, output: Path, overlay_path: Path | None = None) -> LabelItem:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import UnilsegError
 from ..paths import user_path
-from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, confine, sidecar
+from ..writers import FORMATS, MASK_EXTENSIONS, PROB_SUFFIX, check_dir_target, confine, intact, sidecar
 from .inputs import IMAGE_EXTENSIONS
 
 MAX_STEM, MAX_SLUG = 64, 48  # a name stays far below the 255-byte limit of common file systems
@@ -69,9 +69,9 @@ class Item:
         return [p for p in (self.prob_path, self.overlay_path, self.output) if p is not None]
 
     def is_done(self) -> bool:
-        """Whether every output exists (what --skip-existing skips)."""
+        """Whether every output exists and is whole (what --skip-existing skips; an empty or cut file is redone)."""
         paths = self.outputs()
-        return bool(paths) and all(p.is_file() for p in paths)
+        return bool(paths) and all(intact(p) for p in paths)
 
     def with_sidecars(self, options: OutputOptions) -> Item:
         """Set the soft-map and overlay paths beside the mask, as `options` asks."""
