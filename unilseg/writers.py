@@ -91,10 +91,11 @@ def check_file_target(path: str | Path, flag: str) -> Path:
     return p
 
 
-def confine(path: str | Path, root: str | Path) -> Path:
+def confine(path: str | Path, root: str | Path, real: str | None = None, real_root: str | None = None) -> Path:
     """`path` -> itself, if it lies strictly inside `root` once `..` and symlinks (of `root` too)
-    are resolved; else a UnilsegError saying where it leads."""
-    real, real_root = os.path.realpath(path), os.path.realpath(root)  # strings: 100k rows plan in a second
+    are resolved; else a UnilsegError saying where it leads. real, real_root: both resolved already."""
+    real = real if real is not None else os.path.realpath(path)  # strings: 100k rows plan in a second
+    real_root = real_root if real_root is not None else os.path.realpath(root)
     if real == real_root or os.path.commonpath((real, real_root)) != real_root:
         raise UnilsegError(f"output {path} leads to {real}, not inside the output directory {real_root}; "
                            "outputs stay inside --sp")
@@ -147,25 +148,43 @@ class OutputRegistry:
         self._read_inodes: dict[tuple[int, int], str] = {}
         self._dirs: list[tuple[str, str]] = []  # (exact key + os.sep, label) of folders written into
         self._reserved: list[tuple[str, re.Pattern[str], str]] = []  # (folder's exact key, name pattern, label)
-        self._real_dirs: dict[str, str] = {}
+        self._real_dirs: dict[str, str] = {}  # a folder as given -> resolved
+        self._recent: dict[str, tuple[str, tuple[int, int] | None]] = {}  # a name is often asked for twice
+        self._cwd = os.getcwd()
 
     # -- keys
 
     def _real(self, path: str | Path) -> tuple[str, tuple[int, int] | None]:
         """The resolved path (its folder resolved once per folder) and, if it exists, (device, inode)."""
-        head, name = os.path.split(os.path.abspath(path))
-        real_head = self._real_dirs.get(head)
-        if real_head is None:
-            real_head = self._real_dirs[head] = os.path.realpath(head)
-        real = os.path.join(real_head, name)
+        text = os.fspath(path)
+        found = self._recent.get(text)
+        if found is not None:
+            return found
+        head, name = os.path.split(text)
+        if name in ("", ".", ".."):
+            real = os.path.realpath(os.path.join(self._cwd, text))
+        else:
+            real_head = self._real_dirs.get(head)
+            if real_head is None:
+                real_head = self._real_dirs[head] = os.path.realpath(os.path.join(self._cwd, head))
+            real = os.path.join(real_head, name)
+        inode = None
         try:
             st = os.lstat(real)
             if stat.S_ISLNK(st.st_mode):
                 real = os.path.realpath(real)
                 st = os.stat(real)
+            inode = (st.st_dev, st.st_ino)
         except (OSError, ValueError):  # missing (or a name the OS refuses): no inode
-            return real, None
-        return real, (st.st_dev, st.st_ino)
+            pass
+        if len(self._recent) > 64:
+            self._recent.clear()
+        self._recent[text] = (real, inode)
+        return real, inode
+
+    def resolve(self, path: str | Path) -> str:
+        """`path` once `..` and symlinks are resolved (as os.path.realpath, faster for many names in a folder)."""
+        return self._real(path)[0]
 
     @staticmethod
     def _loose(real: str) -> str:

@@ -167,13 +167,13 @@ def plan_items(
         if item.explicit:
             continue
 
-        def free(name: str) -> bool:
-            files = Item(0, None, "", out_dir / (name + ext)).with_sidecars(options).outputs()
-            return all(registry.is_free(p) for p in files)
+        def free(name: str, item: Item = item) -> bool:  # the name chosen is the last one asked about
+            item.output = out_dir / (name + ext)
+            return all(registry.is_free(p) for p in item.with_sidecars(options).outputs())
 
-        item.output = out_dir / (names.claim(output_stem(str(item.image), item.expression), item.index, free) + ext)
+        names.claim(output_stem(str(item.image), item.expression), item.index, free)
         item.root = out_dir
-        _finish(item, options, registry)
+        _finish(item, options, registry, sidecars=False)
     return items
 
 
@@ -181,14 +181,19 @@ def _owner_path(items: Sequence[Item], reserved: Sequence[Path], owner: int) -> 
     return reserved[-owner - 1] if owner < 0 else items[owner].output  # type: ignore[return-value]
 
 
-def _finish(item: Item, options: OutputOptions, registry: OutputRegistry) -> None:
-    """Sidecars, the checks an item can fail alone (blank text, an output leaving --sp), then its outputs claimed."""
-    item.with_sidecars(options)
+def _finish(item: Item, options: OutputOptions, registry: OutputRegistry, sidecars: bool = True) -> None:
+    """Sidecars (unless set already), the checks an item can fail alone (blank text, an output leaving
+    --sp), then its outputs claimed."""
+    if sidecars:
+        item.with_sidecars(options)
     if not item.expression.strip():
         item.error = "empty expression; give a text naming what to segment"
         return
     try:
-        item.check_confined()
+        if item.root is not None:  # Item.check_confined, with the paths the registry resolves anyway
+            real_root = registry.resolve(item.root)
+            for path in item.outputs():
+                confine(path, item.root, registry.resolve(path), real_root)
     except UnilsegError as e:
         item.error = str(e)
         return
