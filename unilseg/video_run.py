@@ -191,10 +191,14 @@ def run_video(
     """
     selection = selection or FrameSelection()
     out_dir = Path(out_dir)
-    registry = claim_video(registry if registry is not None else OutputRegistry(), source.path)
-    results = confine(out_dir / "results.jsonl", out_dir)
-    registry.reserve(out_dir, r"results\.jsonl", f"the results log {results}")
-    outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay, registry)
+    try:
+        registry = claim_video(registry if registry is not None else OutputRegistry(), source.path)
+        results = confine(out_dir / "results.jsonl", out_dir)
+        registry.reserve(out_dir, r"results\.jsonl", f"the results log {results}")
+        outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay, registry)
+    except BaseException:
+        source.close()
+        raise
     if fmt == "rle-json":
         for out in outputs:
             _load_rles(out, skip_existing)

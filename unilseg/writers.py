@@ -237,13 +237,14 @@ class OutputRegistry:
     def reserve(self, folder: str | Path, pattern: str, label: str) -> None:
         """Claim every name in `folder` that fully matches the regular expression `pattern`."""
         compiled = re.compile(pattern, re.IGNORECASE)
-        prefix = os.path.normcase(self._real(Path(folder) / "x")[0])[:-1]
+        prefix = os.path.join(os.path.normcase(os.path.realpath(os.path.join(self._cwd, folder))), "")
         for key, what in list(self._write_exact.items()) + list(self._reads.items()):
             if key.startswith(prefix) and compiled.fullmatch(key[len(prefix):]):
                 raise UnilsegError(f"{what} is also {label}; give it another name")
         self._reserved.append((prefix, compiled, label))
 
     def write_all(self, paths: Iterable[tuple[Path, str]]) -> None:
+        """`write` each (path, label)."""
         for path, label in paths:
             self.write(path, label)
 
