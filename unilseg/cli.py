@@ -200,7 +200,7 @@ def plan_single(args: argparse.Namespace) -> Job:
     from .batch import Item, OutputOptions, output_stem
     from .errors import UnilsegError
     from .transforms import read_image
-    from .writers import MASK_EXTENSIONS, check_dir_target, check_file_target, mask_format_for
+    from .writers import MASK_EXTENSIONS, OutputRegistry, check_dir_target, check_file_target, mask_format_for
 
     exp = args.exp[0]
     if not exp.strip():
@@ -208,7 +208,8 @@ def plan_single(args: argparse.Namespace) -> Job:
     sp_arg = args.sp
     if sp_arg is None:
         sp_arg = DEFAULT_OUTPUT + MASK_EXTENSIONS[args.format or "png"]
-    if os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep)):
+    in_dir = os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep))
+    if in_dir:
         directory = check_dir_target(sp_arg, "--sp")
         fmt = args.format or "png"
         sp = directory / (output_stem(args.img[0], exp) + MASK_EXTENSIONS[fmt])
@@ -220,9 +221,36 @@ def plan_single(args: argparse.Namespace) -> Job:
     for path, flag in ((prob_path, "--save-prob"), (overlay_path, "--overlay")):
         if path is not None:
             check_file_target(path, flag)
+    registry = claim_inputs(OutputRegistry(), args)
+    registry.write(sp, output_label(args.sp, sp, in_dir))
+    for path, flag, given in ((prob_path, "--save-prob", args.save_prob), (overlay_path, "--overlay", args.overlay)):
+        if path is not None:
+            registry.write(path, f"{flag} {path}" if given is not True else f"the {flag} file {path}")
     image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
     item = Item(0, args.img[0], exp, sp, prob_path, overlay_path, explicit=True)
     return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
+
+
+def output_label(sp_arg: str | None, sp: Path, in_dir: bool, what: str = "the mask") -> str:
+    """What a message calls a single call's output: `the mask --sp m.png` (or its default, or the name in --sp DIR)."""
+    if sp_arg is None:
+        return f"{what} {sp} (the default --sp)"
+    return f"{what} {sp} (in --sp {sp_arg})" if in_dir else f"{what} --sp {sp_arg}"
+
+
+def claim_inputs(registry: Any, args: argparse.Namespace) -> Any:
+    """Claim the files the job's flags name for reading (the image files too, for a single call):
+    --img, --manifest, --exp-file, --classes-file, --config, --weights; returns the registry."""
+    named = [("the manifest --manifest", getattr(args, "manifest", None)),
+             ("the expression file --exp-file", getattr(args, "exp_file", None)),
+             ("the class file --classes-file", getattr(args, "classes_file", None)),
+             ("the config --config", getattr(args, "config", None)),
+             ("the weights --weights", getattr(args, "weights", None))]
+    named += [("the input image --img", value) for value in getattr(args, "img", None) or []]
+    for what, value in named:
+        if value and user_path(value).is_file():  # a shipped config's name, a folder or a glob is no file
+            registry.read(user_path(value), f"{what} {value}")
+    return registry
 
 
 def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
@@ -252,8 +280,9 @@ def plan_batch(args: argparse.Namespace) -> Job:
         results_name,
         select_shard,
     )
+    from .batch.plan import without_own_outputs
     from .errors import UnilsegError
-    from .writers import confine
+    from .writers import OutputRegistry, confine
 
     if args.sp is None:
         raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
@@ -267,13 +296,26 @@ def plan_batch(args: argparse.Namespace) -> Job:
         requests = [(r.image, r.expression, r.output) for r in read_batch_manifest(args.manifest)]
     else:
         expressions = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
-        requests = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
+        images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
+        requests = [(image, exp, None) for image in images for exp in expressions]
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
     results = confine(out_dir / results_name(shard), out_dir)
-    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results])
+    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results],
+                      registry=registry)
     items = select_shard(plan, *shard) if shard else plan
     return Job(items, options, results=results)
+
+
+def reserve_results(registry: Any, out_dir: Path, shard: tuple[int, int] | None) -> Any:
+    """Claim the results logs of this job in out_dir: results.jsonl, or every shard's (shards share --sp)."""
+    if shard is None:
+        registry.reserve(out_dir, r"results\.jsonl", f"the results log {out_dir / 'results.jsonl'}")
+    else:
+        registry.reserve(out_dir, rf"results\.shard-\d+-of-{shard[1]}\.jsonl",
+                         f"a results log of the {shard[1]} shards ({out_dir}/results.shard-I-of-{shard[1]}.jsonl)")
+    return registry
 
 
 def _note_empty_mask(result) -> None:

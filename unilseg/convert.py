@@ -13,7 +13,7 @@ from . import __version__
 from .build import as_config, build_model
 from .checkpoint import PAD_SUFFIX, SAFETENSORS_FORMAT, check_state_dict, read_weights, remap_official_keys
 from .errors import UnilsegError, WriteError, first_line
-from .writers import check_file_target, default_file_mode
+from .writers import check_file_target, default_file_mode, new_temporary
 
 
 def convert(
@@ -46,8 +46,9 @@ def convert(
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    part = dst.with_name(f".{dst.name}.part")
+    part: Path | None = None
     try:
+        part = new_temporary(dst)  # exclusively created: no file of the user's is written over or removed
         save_file(tensors, str(part), metadata=metadata)
         os.chmod(part, default_file_mode())
         part.replace(dst)
@@ -56,7 +57,8 @@ def convert(
     except SafetensorError as e:  # its writer's I/O errors (a full disk: "File too large", "No space left")
         raise WriteError(f"cannot write {dst}: {_io_reason(e)}") from e
     finally:
-        part.unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)
     return dst
 
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,18 @@ from .batch.results import JsonlAppender, Schema, is_index, is_number, is_opt_in
 from .errors import WriteError
 from .predictor import Prediction, Predictor
 from .video import FrameSelection, VideoFrame, VideoReadError, VideoSource, segment_frames
-from .writers import confine, encode_mask, intact, render_overlay, rle_decode, rle_encode, rle_valid, write_atomic
+from .writers import (
+    OutputRegistry,
+    confine,
+    encode_mask,
+    intact,
+    new_temporary,
+    render_overlay,
+    rle_decode,
+    rle_encode,
+    rle_valid,
+    write_atomic,
+)
 
 VIDEO_FORMATS = ("png", "rle-json")
 # What a resumed run relies on in a results row, and in a frame's RLE entry (its `rle` is checked apart).
@@ -103,16 +113,43 @@ class VideoOutput:
 
 
 def plan_outputs(video: str | Path, texts: list[str], out_dir: Path, fmt: str, overlay: bool,
-                 size: tuple[int, int] | None = None) -> list[VideoOutput]:
-    """One VideoOutput per text, named `{video_stem}__{slug}` (clashes numbered, as in a batch)."""
+                 size: tuple[int, int] | None = None, registry: OutputRegistry | None = None) -> list[VideoOutput]:
+    """One VideoOutput per text, named `{video_stem}__{slug}` (clashes numbered, as in a batch).
+
+    Every file each writes (the mask folder or JSON, the partial frames file, the overlay)
+    is claimed in `registry` (default: a new one, holding the video as an input): one that
+    would write over an input or another output raises a UnilsegError."""
     from .batch import plan_items
 
+    registry = registry if registry is not None else claim_video(OutputRegistry(), video)
     items = plan_items([(str(video), t, None) for t in texts], out_dir)
     outputs = [VideoOutput(t, item.output.with_suffix(""), fmt, overlay, size=size) for t, item in zip(texts, items)]
     for out in outputs:  # the frame folder may be a symlink leading out of out_dir: the whole job stops
         for path in (out.base, out.output, out.partial, out.overlay_path):
             confine(path, out_dir)
+        what = f"of --exp {out.text!r}"
+        if fmt == "png":
+            registry.write_dir(out.output, f"the mask folder {out.output} {what}")
+        else:
+            registry.write(out.output, f"the masks {out.output} {what}")
+            registry.write(out.partial, f"the frames-so-far file {out.partial} {what}")
+        if overlay:
+            registry.write(out.overlay_path, f"the overlay video {out.overlay_path} {what}")
     return outputs
+
+
+def claim_video(registry: OutputRegistry, video: str | Path) -> OutputRegistry:
+    """Claim a video file, or each frame image of a folder of frames, as an input; returns the registry."""
+    from .batch.inputs import IMAGE_EXTENSIONS
+
+    path = Path(video)
+    if path.is_dir():
+        for frame in sorted(path.iterdir()):
+            if frame.suffix.lower() in IMAGE_EXTENSIONS and frame.is_file():
+                registry.read(frame, f"the frame {frame} of --video {video}")
+    else:
+        registry.read(path, f"--video {video}")
+    return registry
 
 
 @dataclass
@@ -150,7 +187,7 @@ class _OverlayWriter:
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
-        self.tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part.mp4")
+        self.tmp: Path | None = None  # created exclusively on the first frame; only this writer removes it
         self.writer = None
         self.size: tuple[int, int] | None = None  # (W, H) of the first frame: every frame is written so
         self.written = 0
@@ -159,14 +196,14 @@ class _OverlayWriter:
         import cv2
 
         if self.writer is None:
-            for stale in self.path.parent.glob(f".{self.path.name}.*.part.mp4"):
-                stale.unlink(missing_ok=True)
+            self.tmp = new_temporary(self.path, ".part.mp4")
             h, w = frame_bgr.shape[:2]
             self.size = (w, h)
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self.writer.isOpened():
                 self.writer = None
                 self.tmp.unlink(missing_ok=True)
+                self.tmp = None
                 raise WriteError(f"cannot write the overlay video {self.path} (no mp4v encoder in this OpenCV, "
                                  "or the folder refuses the file)")
         if frame_bgr.shape[1::-1] != self.size:  # the encoder would drop it without a word
@@ -177,10 +214,11 @@ class _OverlayWriter:
     def finish(self, keep: bool = True) -> None:
         """Close the file; with keep, check it and rename it into place (a WriteError if it holds fewer
         frames than were written: the temporary file is removed), else remove it."""
-        if self.writer is None:
+        if self.tmp is None:
             return
-        self.writer.release()
-        self.writer = None
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
         try:
             if keep:
                 found = mp4_frames(self.tmp)
@@ -192,6 +230,7 @@ class _OverlayWriter:
             raise WriteError(f"cannot write {self.path}: {e.strerror or type(e).__name__}") from e
         finally:
             self.tmp.unlink(missing_ok=True)
+            self.tmp = None
 
 
 def _load_rles(out: VideoOutput, resume: bool, frame_count: int | None = None) -> None:
@@ -220,22 +259,31 @@ def _load_rles(out: VideoOutput, resume: bool, frame_count: int | None = None) -
 def run_video(
     predictor: Predictor | Callable[[], Predictor], source: VideoSource, texts: list[str], out_dir: str | Path, *,
     fmt: str = "png", overlay: bool = False, selection: FrameSelection | None = None, batch_size: int | None = None,
-    smooth: float = 0.0, skip_existing: bool = False, progress: bool = False,
+    smooth: float = 0.0, skip_existing: bool = False, progress: bool = False, registry: OutputRegistry | None = None,
 ) -> VideoReport:
     """Segment `source` for every text and write each instruction's outputs under `out_dir` (see the module).
 
     predictor: a Predictor, or a function making one (called unless every output is there
     already). batch_size: frames per Swin batch (default 1 on CPU, 4 on a GPU). Returns what
     was done; a video that stopped decoding early is in `.error` (its decodable frames are
-    written, rows logged, the JSON and overlay finished).
+    written, rows logged, the JSON and overlay finished). registry: the job's claims so far
+    (e.g. its expression file; default: a new one); the video and every output are claimed
+    in it first, and one that would write over an input or another output raises a
+    UnilsegError before anything is read or written.
     """
     selection = selection or FrameSelection()
     out_dir = Path(out_dir)
-    outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay, source.size)
+    try:
+        registry = claim_video(registry if registry is not None else OutputRegistry(), source.path)
+        results = confine(out_dir / "results.jsonl", out_dir)
+        registry.reserve(out_dir, r"results\.jsonl", f"the results log {results}")
+        outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay, source.size, registry)
+    except BaseException:
+        source.close()
+        raise
     if fmt == "rle-json":
         for out in outputs:
             _load_rles(out, skip_existing, source.frame_count)
-    results = confine(out_dir / "results.jsonl", out_dir)
     report = VideoReport(outputs=outputs)
     done = (lambda i, k: outputs[k].is_done(i)) if skip_existing else None
     indices = selection.indices(source.fps, source.frame_count)
@@ -373,6 +421,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """`unilseg segment --video`: check every argument, open the video (first frame decoded), then load
     the model and run; returns the exit code (1 if the video stopped decoding early)."""
     from .batch import check_output_dir, read_expression_file
+    from .cli import claim_inputs
     from .errors import UnilsegError
     from .settings import check_threshold
     from .video import open_video
@@ -404,6 +453,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UnilsegError(f"--fps must be positive, not {args.fps}")
     selection = FrameSelection(args.every, args.max_frames, args.start, args.end)
     out_dir = check_output_dir(args.sp, len(texts))
+    registry = claim_inputs(OutputRegistry(), args)
     source = open_video(args.video, args.fps)  # exit 2 here, before any model work, if it cannot be decoded
 
     def make_predictor():
@@ -414,7 +464,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     report = run_video(make_predictor, source, texts, out_dir, fmt=fmt, overlay=args.overlay is not None,
                        selection=selection, batch_size=args.batch_size, smooth=args.smooth,
-                       skip_existing=args.skip_existing, progress=bool(show))
+                       skip_existing=args.skip_existing, progress=bool(show), registry=registry)
     if report.error:
         print(f"error: {report.error}", file=sys.stderr)
         return 1
