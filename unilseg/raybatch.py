@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import add_job_args, check_job_args, plan_batch
-from .cliargs import guarded_main
+from .cliargs import finite_float, guarded_main
 
 INSTALL_HINT = "Ray is not installed: pip install 'unilseg[ray]'"
 DECODE_CPUS = 0.5  # what a decode task asks for; also left free on every node by the default actor size
@@ -277,9 +277,9 @@ def get_parser(prog: str = "unilseg ray") -> argparse.ArgumentParser:
     g.add_argument("--address", help="an existing Ray cluster (auto: the one `ray start` made on this machine); "
                    "default: $RAY_ADDRESS if set, else a new local cluster")
     g.add_argument("--actors", type=int, default=2, metavar="N", help="model actors (default 2)")
-    g.add_argument("--cpus-per-actor", type=float, metavar="C", help="CPUs per actor, also its torch threads "
+    g.add_argument("--cpus-per-actor", type=finite_float, metavar="C", help="CPUs per actor, also its torch threads "
                    f"(at least 1; default: all CPUs but {DECODE_CPUS} per node, shared out)")
-    g.add_argument("--gpus-per-actor", type=float, default=0, metavar="G",
+    g.add_argument("--gpus-per-actor", type=finite_float, default=0, metavar="G",
                    help="GPUs per actor (default 0; 1: one GPU each; 0.5: two actors share one)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="Ray Data's progress bars on stderr (default: only when stderr is a terminal)")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WriteError
+from .paths import json_text, shown
 from .predictor import Prediction, Predictor
 from .video import FrameSelection, VideoReadError, VideoSource, segment_frames
 from .writers import confine, encode_mask, render_overlay, rle_decode, rle_encode, write_atomic
@@ -248,7 +249,7 @@ class _Log:
         from .batch import read_results
 
         self.path = path
-        self.rows = read_results(path) if keep and path.is_file() else []
+        self.rows = read_results(path) if keep and os.path.lexists(path) else []  # a FIFO there: refused
         if not keep:
             path.unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +258,7 @@ class _Log:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.file.write(json_text(row) + "\n")
         self.file.flush()
 
     def note_skipped(self, video: str, frame, out: VideoOutput) -> None:
@@ -272,7 +273,7 @@ class _Log:
             key = (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
             latest.pop(key, None)
             latest[key] = row
-        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in latest.values()).encode())
+        write_atomic(self.path, "".join(json_text(r) + "\n" for r in latest.values()).encode())
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -322,6 +323,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                        selection=selection, batch_size=args.batch_size, smooth=args.smooth,
                        skip_existing=args.skip_existing, progress=bool(show))
     if report.error:
-        print(f"error: {report.error}", file=sys.stderr)
+        print(shown(f"error: {report.error}"), file=sys.stderr)
         return 1
     return 0

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paths import MANIFEST_LIMIT, json_text, read_text_input
 from ..writers import write_atomic
 from .plan import Item
 
@@ -20,7 +22,8 @@ class ResultsLog:
 
     def __init__(self, path: str | Path, keep_existing: bool = False) -> None:
         self.path = Path(path)
-        self._rows: list[dict[str, Any]] = read_results(self.path) if keep_existing and self.path.is_file() else []
+        keep = keep_existing and os.path.lexists(self.path)  # a FIFO or device there is refused, not opened
+        self._rows: list[dict[str, Any]] = read_results(self.path) if keep else []
         if not keep_existing:
             self.path.unlink(missing_ok=True)
         self._succeeded = {r.get("output") for r in self._rows if not r.get("error")}
@@ -40,7 +43,7 @@ class ResultsLog:
         self._rows.append(row)
         if not row.get("error"):
             self._succeeded.add(row.get("output"))
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.write(json_text(row) + "\n")
         self._file.flush()
 
     def finish(self, plan: Sequence[Item]) -> None:
@@ -51,7 +54,7 @@ class ResultsLog:
             latest[row.get("output")] = row
         ordered = [latest.pop(str(item.output)) for item in plan if str(item.output) in latest]
         ordered += list(latest.values())
-        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered).encode())
+        write_atomic(self.path, "".join(json_text(r) + "\n" for r in ordered).encode())
 
 
 def row_of(item: Item, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
@@ -62,9 +65,10 @@ def row_of(item: Item, score: float | None = None, foreground: float | None = No
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results file; a torn last line (a killed run) is ignored."""
+    """Rows of a results file; a torn last line (a killed run) is ignored. The file must be a regular file of
+    at most MANIFEST_LIMIT bytes (a FIFO planted as results.jsonl is refused, not waited on)."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text_input(path, "results log", MANIFEST_LIMIT).splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
