@@ -76,14 +76,14 @@ def check_spec(fields: dict[str, Any], where: str = "", names: dict[str, str] | 
     3 finite numbers each, std above 0; threshold: a number strictly between 0 and 1."""
     names = names or {}
     out = dict(fields)
-    for key, low, high in (("size", MIN_SIZE, MAX_SIZE), ("context_length", 2, max_positions or 77)):
+    for key, low, high in (("size", MIN_SIZE, MAX_SIZE), ("context_length", 2, max_positions)):
         if key not in fields:
             continue
         value = fields[key]
-        if not _is_int(value) or not low <= value <= high:
-            limit = " (the text encoder's positions)" if key == "context_length" and max_positions else ""
-            raise UnilsegError(f"{where}{names.get(key, key)} must be an integer from {low} to {high}{limit}, "
-                               f"not {value!r}")
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            span = (f"from {low} to {high}" + (" (the text encoder's positions)" if key == "context_length" else "")
+                    if high is not None else f"of at least {low}")
+            raise UnilsegError(f"{where}{names.get(key, key)} must be an integer {span}, not {value!r}")
     for key in ("mean", "std"):
         if key not in fields:
             continue

@@ -77,7 +77,7 @@ def test_non_finite_number_in_a_config_file_is_refused(sandbox: Sandbox, value: 
     from unilseg.config import load_config
 
     cfg = load_config("unilseg-demo")
-    text = yaml.safe_dump(cfg).replace("0.26130258", value)
+    text = yaml.safe_dump(cfg).replace("0.4578275", value)  # the mean's green
     assert value in text
     config = sandbox.inp / "c.yaml"
     config.write_text(text)
@@ -149,6 +149,15 @@ def test_image_named_in_latin1_by_a_manifest(sandbox: Sandbox) -> None:
     sandbox.run(["--manifest", str(manifest), "--sp", ".", *MODEL], 0)
     assert [p.name for p in sandbox.outputs()] == ["o.png"]
     assert _rows(sandbox.out / "results.jsonl")[0]["image"] == str(odd)
+
+
+def test_label_maps_of_an_image_named_in_latin1(sandbox: Sandbox) -> None:
+    """Label maps too: the legend and results.jsonl (valid UTF-8) name the image losslessly."""
+    odd = _image(sandbox, b"r\xe9gion.png")
+    sandbox.run(["--img", str(odd), str(_image(sandbox)), "--classes", "sky,ground", "--sp", ".", *MODEL], 0)
+    legend = json.loads(next(sandbox.out.glob("r*gion__labels.legend.json")).read_text(encoding="utf-8"))
+    assert legend["image"] == str(odd)
+    assert [r["image"] for r in _rows(sandbox.out / "results.jsonl")] == [str(odd), str(sandbox.inp / IMAGE)]
 
 
 def test_output_folder_named_in_latin1(sandbox: Sandbox) -> None:

@@ -134,7 +134,7 @@ def run_label_maps(
                 for item, row in _run_chunk(predictor, todo[start : start + batch_size], classes, encoded, load):
                     if row["error"] is not None:
                         out.failed.append((item, row["error"]))  # type: ignore[arg-type]
-                        (tqdm.write if progress else say)(f"failed: {item.image}: {row['error']}")
+                        (tqdm.write if progress else say)(shown(f"failed: {item.image}: {row['error']}"))
                     else:
                         out.done += 1
                     if log is not None:
