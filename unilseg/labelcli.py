@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UnilsegError
-from .paths import user_path
+from .paths import shown, user_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +93,7 @@ def run_labels(args: argparse.Namespace) -> int:
                             report=(lambda line: None) if single else None, **extra)
     if report.failed:
         what = report.failed[0][1] if single else f"{len(report.failed)} of {len(items)} images failed; see {results}"
-        print(f"error: {what}", file=sys.stderr)
+        print(shown(f"error: {what}"), file=sys.stderr)
         return 1
     return 0
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UnilsegError
-from .paths import user_path
+from .paths import check_regular, path_problem, shown, text_problem, user_path
 from .predictor import Prediction, Predictor
 
 FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
@@ -75,6 +75,8 @@ class VideoSource:
 
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
         self.path = user_path(path)
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise UnilsegError(f"--fps must be a finite number above 0, not {fps}")
         self.stem = self.path.name if self.path.is_dir() else self.path.stem
         self.stopped: str | None = None
         self.failed: list[tuple[int, str]] = []
@@ -95,8 +97,12 @@ class VideoSource:
             except UnilsegError as e:
                 raise UnilsegError(f"--video {path}: the first frame: {e}") from None
         else:
-            if not self.path.is_file():
+            if not os.path.lexists(self.path):
                 raise UnilsegError(f"video not found: {path}; check the --video path")
+            check_regular(self.path, "--video")  # a FIFO or device would block or never end
+            if path_problem(str(self.path)) is None and text_problem(str(self.path)):
+                raise UnilsegError(f"--video {shown(self.path)}: OpenCV's video reader takes only UTF-8 file names; "
+                                   "rename the file, or give a folder of its frames")
             import cv2
 
             _quiet_ffmpeg()
@@ -219,6 +225,9 @@ class FrameSelection:
     end: float | None = None
 
     def __post_init__(self) -> None:
+        for flag, value in (("--start", self.start), ("--end", self.end)):
+            if value is not None and not math.isfinite(value):
+                raise UnilsegError(f"{flag} must be a finite number of seconds, not {value}")
         if self.every < 1:
             raise UnilsegError(f"--every must be at least 1, not {self.every}")
         if self.max_frames is not None and self.max_frames < 1:

@@ -32,6 +32,7 @@ import numpy as np
 
 from .batch.results import JsonlAppender, Schema, is_index, is_number, is_opt_index, is_opt_text, is_text, read_results
 from .errors import WriteError
+from .paths import json_text, shown
 from .predictor import Prediction, Predictor
 from .video import FrameSelection, VideoFrame, VideoReadError, VideoSource, segment_frames
 from .writers import (
@@ -414,7 +415,7 @@ class _Log:
             key = (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
             latest.pop(key, None)
             latest[key] = row
-        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in latest.values()).encode())
+        write_atomic(self.path, "".join(json_text(r) + "\n" for r in latest.values()).encode())
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -466,6 +467,6 @@ def run_from_args(args: argparse.Namespace) -> int:
                        selection=selection, batch_size=args.batch_size, smooth=args.smooth,
                        skip_existing=args.skip_existing, progress=bool(show), registry=registry)
     if report.error:
-        print(f"error: {report.error}", file=sys.stderr)
+        print(shown(f"error: {report.error}"), file=sys.stderr)
         return 1
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UnilsegError
 from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
-from ..paths import user_path
+from ..paths import path_problem, shown, user_path
 from ..predictor import Predictor
 from ..transforms import read_image
 from ..writers import OutputRegistry, confine, encode_image, intact, sidecar, write_atomic
@@ -97,15 +97,17 @@ def read_manifest_images(path: str | Path) -> list[str]:
     problems = []
     for number, rec, problem in iter_records(path, "--manifest"):
         image = rec.get("image") if isinstance(rec, dict) else None
+        if problem is None and isinstance(image, str):
+            problem = path_problem(image) and f"`image` {path_problem(image)}"
         if problem or not isinstance(image, str) or not image.strip():
             problems.append(f"line {number}: {problem or 'no `image`'}")
             continue
         p = user_path(image.strip())
         images.setdefault(str(p if p.is_absolute() else path.parent / p))
     if problems:
-        raise UnilsegError(f"--manifest {path}: " + "; ".join(problems[:5]))
+        raise UnilsegError(f"--manifest {shown(path)}: " + "; ".join(problems[:5]))
     if not images:
-        raise UnilsegError(f"--manifest {path} names no images")
+        raise UnilsegError(f"--manifest {shown(path)} names no images")
     return list(images)
 
 
@@ -147,7 +149,7 @@ def run_label_maps(
                 for item, row in _run_chunk(predictor, todo[start : start + batch_size], classes, encoded, load):
                     if row["error"] is not None:
                         out.failed.append((item, row["error"]))  # type: ignore[arg-type]
-                        (tqdm.write if progress else say)(f"failed: {item.image}: {row['error']}")
+                        (tqdm.write if progress else say)(shown(f"failed: {item.image}: {row['error']}"))
                     else:
                         out.done += 1
                     if log is not None:

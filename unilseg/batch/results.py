@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WriteError
+from ..paths import MANIFEST_LIMIT, json_text, open_input
 from ..writers import write_atomic
 from .plan import Item
 
@@ -82,7 +83,7 @@ class ResultsLog:
             latest[row.get("output")] = row
         ordered = [latest.pop(str(item.output)) for item in plan if str(item.output) in latest]
         ordered += list(latest.values())
-        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered).encode())
+        write_atomic(self.path, "".join(json_text(r) + "\n" for r in ordered).encode())
 
 
 def row_of(item: Item, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
@@ -97,15 +98,14 @@ def read_results(path: str | Path, schema: Schema | None = None) -> list[dict[st
 
     A line that is not UTF-8 JSON, not an object, or (with `schema`) lacks a key or holds a
     value its check refuses is dropped: what it recorded is redone. A killed run's torn last
-    line is such a line.
+    line is such a line. The file must be a regular file of at most MANIFEST_LIMIT bytes (a
+    FIFO planted as results.jsonl is refused in one line, not waited on).
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return []  # unreadable: start afresh (the final rewrite replaces it)
+    with open_input(path, "results log", MANIFEST_LIMIT) as f:
+        data = f.read()
     rows = []
     for line in data.splitlines():
         try:
@@ -143,7 +143,7 @@ class JsonlAppender:
     def append(self, row: dict[str, Any]) -> None:
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+        data = (json_text(row) + "\n").encode()
         try:
             while data:
                 data = data[os.write(self._fd, data):]
