@@ -4,6 +4,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unilseg.batch import (
@@ -21,6 +22,7 @@ from unilseg.batch import (
     slugify,
 )
 from unilseg.errors import UnilsegError
+from unilseg.writers import encode_image, encode_mask, npy_bytes
 
 # Characters no common file system (ext4, APFS, NTFS, FAT) objects to, with no case clash.
 PORTABLE = re.compile(r"[a-z0-9-]+")
@@ -49,16 +51,18 @@ def test_names_and_collisions(tmp_path):
         ("a/cat.jpg", "the dog", None),  # exact repeat
         ("a/cat.jpg", "", None),
         ("c/x.jpg", "ears", "custom/ears.png"),
-        ("c/y.jpg", "ears", "custom/ears.png"),  # explicit output repeated: that item fails
         ("c/x.jpg", "ears", "cat__the-dog__3.png"),  # an explicit name takes precedence over a derived one
     ]
     items = plan_items(pairs, tmp_path, OutputOptions(fmt="png"))
     names = [it.output.relative_to(tmp_path).as_posix() for it in items]
     assert names[:5] == ["cat__the-dog.png", "cat__the-dog__2.png", "cat__the-dog__4.png", "Cat__the-dog__5.png",
                          "cat__the-dog__6.png"]
-    assert names[6] == "custom/ears.png" and names[8] == "cat__the-dog__3.png"
-    assert [it.error is None for it in items] == [True] * 5 + [False, True, False, True]
-    assert "empty expression" in items[5].error and "item 6" in items[7].error
+    assert names[6] == "custom/ears.png" and names[7] == "cat__the-dog__3.png"
+    assert [it.error is None for it in items] == [True] * 5 + [False, True, True]
+    assert "empty expression" in items[5].error
+    repeated = [*pairs, ("c/y.jpg", "ears", "custom/ears.png")]  # explicit output repeated: the job is refused
+    with pytest.raises(UnilsegError, match=r"of item 8 \(y.jpg, 'ears'\) is also the output .* of item 6"):
+        plan_items(repeated, tmp_path, OutputOptions(fmt="png"))
     ok = [it for it in items if it.error is None]
     assert len({str(it.output).casefold() for it in ok}) == len(ok)
     assert plan_items(pairs, tmp_path, OutputOptions(fmt="rle-json"))[0].output.name == "cat__the-dog.json"
@@ -71,6 +75,11 @@ def test_sidecars_and_done(tmp_path):
     assert not item.is_done()
     for p in item.outputs():
         p.write_bytes(b"x")
+    assert not item.is_done()  # files there, but not whole: redone
+    mask = np.zeros((4, 6), bool)
+    item.prob_path.write_bytes(npy_bytes(mask.astype(np.float32)))
+    item.overlay_path.write_bytes(encode_image("o.jpg", np.zeros((4, 6, 3), np.uint8)))
+    item.output.write_bytes(encode_mask(mask, "png"))
     assert item.is_done()
 
 

@@ -43,17 +43,20 @@ def models_main(argv: Sequence[str]) -> int:
     argparse.ArgumentParser(prog="unilseg models", description="List registered models, where their weights "
                             "are looked for and found, and the CPU features inference runs with (VNNI, AVX-512, bf16 "
                             "instructions, AMX).").parse_args(argv)
+    from .cliargs import guarded_main
     from .registry import MODELS, cache_dir, download_command, find_weights, search_dirs
     from .runtime.cpu import cpu_features
 
-    print(f"cpu: {cpu_features().summary()}")
-    print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
-    print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
-    for spec in MODELS.values():
-        found = find_weights(spec)
-        where = f"found in {found[1]}: {found[0]}" if found else f"not found; run `{download_command(spec.name)}`"
-        print(f"{spec.name:14s} {where}\n{'':14s} {spec.description}")
-    return 0
+    def run() -> None:  # a place that cannot be looked into is one `warning:` line
+        print(f"cpu: {cpu_features().summary()}")
+        print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
+        print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
+        for spec in MODELS.values():
+            found = find_weights(spec)
+            where = f"found in {found[1]}: {found[0]}" if found else f"not found; run `{download_command(spec.name)}`"
+            print(f"{spec.name:14s} {where}\n{'':14s} {spec.description}")
+
+    return guarded_main(run)
 
 
 def download_main(argv: Sequence[str]) -> int:

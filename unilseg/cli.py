@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cliargs import add_model_args, guarded_main
-from .paths import user_path
+from .cliargs import add_model_args, finite_float, guarded_main, path_arg, text_arg
+from .paths import shown, user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
 FORMATS = ("png", "npy", "rle-json")  # unilseg.writers.FORMATS; repeated so --help imports no numpy/cv2
@@ -46,16 +46,17 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
 def add_video_args(p: argparse.ArgumentParser) -> None:
     """The flags of `--video` (see `unilseg.video_run`)."""
     v = p.add_argument_group("video (instead of --img)")
-    v.add_argument("--video", metavar="FILE|DIR", help="a video (mp4, avi, webm, mov, gif: whatever OpenCV's FFmpeg "
+    v.add_argument("--video", type=path_arg, metavar="FILE|DIR",
+                   help="a video (mp4, avi, webm, mov, gif: whatever OpenCV's FFmpeg "
                    "reads) or a folder of frames; masks go to --sp DIR/{video}__{text}/000123.png (or one .json "
                    "with --format rle-json), --overlay writes {video}__{text}.overlay.mp4")
     v.add_argument("--every", type=int, default=1, metavar="N", help="segment every Nth frame (default 1)")
     v.add_argument("--max-frames", type=int, metavar="N", help="segment at most N frames")
-    v.add_argument("--start", type=float, default=0.0, metavar="SEC", help="first second to segment (default 0)")
-    v.add_argument("--end", type=float, metavar="SEC", help="stop before this second")
-    v.add_argument("--smooth", type=float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
+    v.add_argument("--start", type=finite_float, default=0.0, metavar="SEC", help="first second to segment (default 0)")
+    v.add_argument("--end", type=finite_float, metavar="SEC", help="stop before this second")
+    v.add_argument("--smooth", type=finite_float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
                    "s_t = ALPHA*s_(t-1) + (1-ALPHA)*p_t (default 0: off, each frame exactly as a single image)")
-    v.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
+    v.add_argument("--fps", type=finite_float, help="frame rate of a folder of frames (default 25)")
 
 
 def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
@@ -65,17 +66,19 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
     a directory, `--save-prob` / `--overlay` take no path) share them, and `plan_batch`
     reads them.
     """
-    p.add_argument("--img", nargs="+", action="extend", metavar="IMG",
+    p.add_argument("--img", nargs="+", type=path_arg, action="extend", metavar="IMG",
                    help="input image(s): files (any format OpenCV reads), directories or quoted globs")
-    p.add_argument("--exp", action="append", metavar="TEXT",
+    p.add_argument("--exp", action="append", type=text_arg, metavar="TEXT",
                    help='the instruction, e.g. "the man in red"; repeat for several')
-    p.add_argument("--exp-file", metavar="FILE", help="more instructions, one per line")
-    p.add_argument("--classes", metavar="A,B,...", help='label map instead of masks: classes, e.g. "sky,road,car" '
+    p.add_argument("--exp-file", type=path_arg, metavar="FILE", help="more instructions, one per line")
+    p.add_argument("--classes", type=text_arg, metavar="A,B,...",
+                   help='label map instead of masks: classes, e.g. "sky,road,car" '
                    '(a class may carry its instruction, "car: all the cars"); one PNG of class indices per image')
-    p.add_argument("--classes-file", metavar="FILE", help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
-    p.add_argument("--manifest", metavar="FILE",
+    p.add_argument("--classes-file", type=path_arg, metavar="FILE",
+                   help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
+    p.add_argument("--manifest", type=path_arg, metavar="FILE",
                    help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
-    p.add_argument("--sp", help="the output directory (every node must see it)" if batch_only else
+    p.add_argument("--sp", type=path_arg, help="the output directory (every node must see it)" if batch_only else
                    "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
                    "for a batch, the output directory")
     p.add_argument("--allow-absolute-output", action="store_true",
@@ -85,7 +88,7 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
                    help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
                         "extension, else png")
     add_model_args(p, download=True)
-    p.add_argument("--threshold", type=float, default=None, help="mask = soft map > threshold (default: the "
+    p.add_argument("--threshold", type=finite_float, default=None, help="mask = soft map > threshold (default: the "
                    "model's, 0.35)")
     if batch_only:
         p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
@@ -93,10 +96,10 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
         p.add_argument("--overlay", nargs="?", const=True, metavar="jpg|png",
                        help="also save NAME.overlay.jpg (or .png): the image with the mask tinted and outlined")
     else:
-        p.add_argument("--save-prob", nargs="?", const=True, metavar="PATH.npy",
+        p.add_argument("--save-prob", nargs="?", const=True, type=path_arg, metavar="PATH.npy",
                        help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each "
                             "mask)")
-        p.add_argument("--overlay", nargs="?", const=True, metavar="PATH|jpg|png",
+        p.add_argument("--overlay", nargs="?", const=True, type=path_arg, metavar="PATH|jpg|png",
                        help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
                             "batch: jpg or png, NAME.overlay.jpg beside each mask)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
@@ -153,17 +156,19 @@ def run(args: argparse.Namespace) -> int:
                        on_result=_note_empty_mask if job.single else None, **extra)
     if job.single:
         if report.failed:
-            print(f"error: {report.failed[0][1]}", file=sys.stderr)
+            print(shown(f"error: {report.failed[0][1]}"), file=sys.stderr)
             return 1
         return 0
     if report.failed:
-        print(f"error: {len(report.failed)} of {len(job.items)} items failed; see {report.results}", file=sys.stderr)
+        print(shown(f"error: {len(report.failed)} of {len(job.items)} items failed; see {report.results}"),
+              file=sys.stderr)
         return 1
     return 0
 
 
 def check_settings(args: argparse.Namespace) -> None:
     """Batch sizes and threshold, checked before anything else."""
+    from .cliargs import check_model_args
     from .errors import UnilsegError
     from .settings import check_threshold
 
@@ -172,6 +177,7 @@ def check_settings(args: argparse.Namespace) -> None:
             raise UnilsegError(f"{flag} must be at least 1, not {value}")
     if args.threshold is not None:
         check_threshold(args.threshold)
+    check_model_args(args)
 
 
 def check_job_args(args: argparse.Namespace) -> None:
@@ -200,7 +206,7 @@ def plan_single(args: argparse.Namespace) -> Job:
     from .batch import Item, OutputOptions, output_stem
     from .errors import UnilsegError
     from .transforms import read_image
-    from .writers import MASK_EXTENSIONS, check_dir_target, check_file_target, mask_format_for
+    from .writers import MASK_EXTENSIONS, OutputRegistry, check_dir_target, check_file_target, mask_format_for
 
     exp = args.exp[0]
     if not exp.strip():
@@ -208,7 +214,8 @@ def plan_single(args: argparse.Namespace) -> Job:
     sp_arg = args.sp
     if sp_arg is None:
         sp_arg = DEFAULT_OUTPUT + MASK_EXTENSIONS[args.format or "png"]
-    if os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep)):
+    in_dir = os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep))
+    if in_dir:
         directory = check_dir_target(sp_arg, "--sp")
         fmt = args.format or "png"
         sp = directory / (output_stem(args.img[0], exp) + MASK_EXTENSIONS[fmt])
@@ -220,9 +227,36 @@ def plan_single(args: argparse.Namespace) -> Job:
     for path, flag in ((prob_path, "--save-prob"), (overlay_path, "--overlay")):
         if path is not None:
             check_file_target(path, flag)
+    registry = claim_inputs(OutputRegistry(), args)
+    registry.write(sp, output_label(args.sp, sp, in_dir))
+    for path, flag, given in ((prob_path, "--save-prob", args.save_prob), (overlay_path, "--overlay", args.overlay)):
+        if path is not None:
+            registry.write(path, f"{flag} {path}" if given is not True else f"the {flag} file {path}")
     image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
     item = Item(0, args.img[0], exp, sp, prob_path, overlay_path, explicit=True)
     return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
+
+
+def output_label(sp_arg: str | None, sp: Path, in_dir: bool, what: str = "the mask") -> str:
+    """What a message calls a single call's output: `the mask --sp m.png` (or its default, or the name in --sp DIR)."""
+    if sp_arg is None:
+        return f"{what} {sp} (the default --sp)"
+    return f"{what} {sp} (in --sp {sp_arg})" if in_dir else f"{what} --sp {sp_arg}"
+
+
+def claim_inputs(registry: Any, args: argparse.Namespace) -> Any:
+    """Claim the files the job's flags name for reading (the image files too, for a single call):
+    --img, --manifest, --exp-file, --classes-file, --config, --weights; returns the registry."""
+    named = [("the manifest --manifest", getattr(args, "manifest", None)),
+             ("the expression file --exp-file", getattr(args, "exp_file", None)),
+             ("the class file --classes-file", getattr(args, "classes_file", None)),
+             ("the config --config", getattr(args, "config", None)),
+             ("the weights --weights", getattr(args, "weights", None))]
+    named += [("the input image --img", value) for value in getattr(args, "img", None) or []]
+    for what, value in named:
+        if value and user_path(value).is_file():  # a shipped config's name, a folder or a glob is no file
+            registry.read(user_path(value), f"{what} {value}")
+    return registry
 
 
 def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
@@ -252,8 +286,9 @@ def plan_batch(args: argparse.Namespace) -> Job:
         results_name,
         select_shard,
     )
+    from .batch.plan import without_own_outputs
     from .errors import UnilsegError
-    from .writers import confine
+    from .writers import OutputRegistry, confine
 
     if args.sp is None:
         raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
@@ -267,13 +302,26 @@ def plan_batch(args: argparse.Namespace) -> Job:
         requests = [(r.image, r.expression, r.output) for r in read_batch_manifest(args.manifest)]
     else:
         expressions = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
-        requests = [(image, exp, None) for image in expand_images(args.img) for exp in expressions]
+        images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
+        requests = [(image, exp, None) for image in images for exp in expressions]
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
     results = confine(out_dir / results_name(shard), out_dir)
-    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results])
+    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results],
+                      registry=registry)
     items = select_shard(plan, *shard) if shard else plan
     return Job(items, options, results=results)
+
+
+def reserve_results(registry: Any, out_dir: Path, shard: tuple[int, int] | None) -> Any:
+    """Claim the results logs of this job in out_dir: results.jsonl, or every shard's (shards share --sp)."""
+    if shard is None:
+        registry.reserve(out_dir, r"results\.jsonl", f"the results log {out_dir / 'results.jsonl'}")
+    else:
+        registry.reserve(out_dir, rf"results\.shard-\d+-of-{shard[1]}\.jsonl",
+                         f"a results log of the {shard[1]} shards ({out_dir}/results.shard-I-of-{shard[1]}.jsonl)")
+    return registry
 
 
 def _note_empty_mask(result) -> None:

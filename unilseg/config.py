@@ -7,13 +7,14 @@ all find the packaged file when no such file exists where you are.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import UnilsegError
-from .paths import user_path
+from .paths import SETTINGS_LIMIT, read_text_input, user_path
 
 DEFAULT_CONFIG = "unilseg20.yaml"  # the UniLSeg-20 checkpoint's network
 
@@ -38,18 +39,23 @@ def load_config(path: str | Path, opts: Sequence[str] = ()) -> dict[str, Any]:
     import yaml
 
     p = config_source(path)
-    try:
-        with open(p, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except OSError as e:
+    if not p.exists():
         raise UnilsegError(
-            f"cannot read config {path}: {e.strerror}; pass an existing YAML file to --config "
+            f"cannot read config {path}: no such file; pass an existing YAML file to --config "
             f"(or a shipped one: {', '.join(packaged_configs())})"
-        ) from e
+        )
+    text = read_text_input(p, "config", SETTINGS_LIMIT)
+    try:
+        cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UnilsegError(f"config {path} is not valid YAML ({e.__class__.__name__}); fix the file") from e
     if not isinstance(cfg, dict):
         raise UnilsegError(f"config {path} must be a YAML mapping")
+    if not all_finite(cfg):
+        raise UnilsegError(f"config {path}: numbers must be finite (not .nan or .inf); fix the file")
+    from .settings import InferenceSpec
+
+    InferenceSpec.from_config(cfg, f"config {path}: ")
     return apply_overrides(cfg, opts)
 
 
@@ -70,7 +76,25 @@ def apply_overrides(cfg: dict[str, Any], opts: Sequence[str]) -> dict[str, Any]:
         if leaf not in node:
             raise UnilsegError(f"--opts: unknown config key {key!r}")
         try:
-            node[leaf] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise UnilsegError(f"--opts {key}: {raw!r} is not a valid YAML value") from e
+        if not all_finite(value):
+            raise UnilsegError(f"--opts {key} {raw}: numbers must be finite (not NaN or infinite)")
+        node[leaf] = value
+    if opts:
+        from .settings import InferenceSpec
+
+        InferenceSpec.from_config(cfg, "--opts ")  # the input/test settings, checked before any model work
     return cfg
+
+
+def all_finite(value: Any) -> bool:
+    """Whether every number in a YAML value (nested lists and mappings included) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(all_finite(v) for v in value)
+    return True

@@ -12,8 +12,8 @@ import torch
 from . import __version__
 from .build import as_config, build_model
 from .checkpoint import PAD_SUFFIX, SAFETENSORS_FORMAT, check_state_dict, read_weights, remap_official_keys
-from .errors import UnilsegError, WriteError
-from .writers import check_file_target, default_file_mode
+from .errors import UnilsegError, WriteError, first_line
+from .writers import check_file_target, default_file_mode, new_temporary
 
 
 def convert(
@@ -43,18 +43,29 @@ def convert(
     if half:
         state_dict = {k: _to_half(k, v) for k, v in state_dict.items()}
     tensors, metadata = align_tensors({k: v.contiguous() for k, v in state_dict.items()}, metadata)
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    part = dst.with_name(f".{dst.name}.part")
+    part: Path | None = None
     try:
+        part = new_temporary(dst)  # exclusively created: no file of the user's is written over or removed
         save_file(tensors, str(part), metadata=metadata)
         os.chmod(part, default_file_mode())
         part.replace(dst)
     except OSError as e:
         raise WriteError(f"cannot write {dst}: {e.strerror or e}") from e
+    except SafetensorError as e:  # its writer's I/O errors (a full disk: "File too large", "No space left")
+        raise WriteError(f"cannot write {dst}: {_io_reason(e)}") from e
     finally:
-        part.unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)
     return dst
+
+
+def _io_reason(e: BaseException) -> str:
+    """'Error while serializing: I/O error: File too large (os error 27)' -> 'File too large (os error 27)'."""
+    text = first_line(e)
+    return text.rsplit("I/O error: ", 1)[-1] if "I/O error: " in text else text
 
 
 FP16_MAX = 65504.0

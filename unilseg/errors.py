@@ -24,15 +24,17 @@ def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> i
     `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130.
     An OSError that no check foresaw (a disk filling up, a file system turned read-only
     mid-run) is one `error:` line too, with exit code 1: the run's own failure."""
+    from .paths import shown  # a message may name a path that is not UTF-8: printed escaped
+
     try:
         result = fn()
         return result if isinstance(result, int) else 0
     except UnilsegError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(shown(f"error: {e}"), file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        print(shown(f"error: {e.strerror or type(e).__name__}{where}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UnilsegError
-from .paths import user_path
+from .paths import shown, user_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,8 +38,10 @@ def run_labels(args: argparse.Namespace) -> int:
     """Check, plan and run label maps; returns the exit code (2 for bad arguments, before any model work)."""
     from .batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
     from .batch.labels import plan_label_items, read_manifest_images, run_label_maps
+    from .batch.plan import without_own_outputs
+    from .cli import claim_inputs, reserve_results
     from .labelmap import MAX_PALETTE_CLASSES
-    from .writers import confine
+    from .writers import OutputRegistry, confine
 
     if args.exp or args.exp_file:
         raise UnilsegError("--classes gives what to segment; drop --exp/--exp-file (a class may carry its own "
@@ -68,10 +70,14 @@ def run_labels(args: argparse.Namespace) -> int:
         if overlay not in (None, "jpg", "png"):
             raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
                                "not a path")
-        images = read_manifest_images(args.manifest) if args.manifest else expand_images(args.img)
+        if args.manifest:
+            images = read_manifest_images(args.manifest)
+        else:
+            images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
         shard = parse_shard(args.shard) if args.shard else None
         out_dir = check_output_dir(args.sp, len(images))
-        items = plan_label_items(images, out_dir, overlay)
+        registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+        items = plan_label_items(images, out_dir, overlay, registry)
         items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
         results = confine(out_dir / results_name(shard), out_dir)
 
@@ -87,7 +93,7 @@ def run_labels(args: argparse.Namespace) -> int:
                             report=(lambda line: None) if single else None, **extra)
     if report.failed:
         what = report.failed[0][1] if single else f"{len(report.failed)} of {len(items)} images failed; see {results}"
-        print(f"error: {what}", file=sys.stderr)
+        print(shown(f"error: {what}"), file=sys.stderr)
         return 1
     return 0
 
@@ -102,12 +108,13 @@ def _plan_single(args: argparse.Namespace) -> tuple[list, Callable[[object], np.
     """One image file: --sp a .png file (default labels.png) or a directory; every target checked now."""
     from .batch.labels import LABELS_SUFFIX, label_item
     from .batch.plan import safe_stem
-    from .cli import sidecar_arg
+    from .cli import claim_inputs, output_label, sidecar_arg
     from .transforms import read_image
-    from .writers import check_dir_target, check_file_target
+    from .writers import OutputRegistry, check_dir_target, check_file_target
 
     sp_arg = args.sp or DEFAULT_LABELS
-    if os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep)):
+    in_dir = os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep))
+    if in_dir:
         sp = check_dir_target(sp_arg, "--sp") / (safe_stem(Path(args.img[0]).stem) + LABELS_SUFFIX + ".png")
     else:
         if Path(sp_arg).suffix.lower() != ".png":
@@ -116,5 +123,11 @@ def _plan_single(args: argparse.Namespace) -> tuple[list, Callable[[object], np.
     overlay = sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))
     if overlay is not None:
         check_file_target(overlay, "--overlay")
+    item = label_item(0, args.img[0], sp, overlay)
+    registry = claim_inputs(OutputRegistry(), args)
+    registry.write(sp, output_label(args.sp, sp, in_dir, "the label map"))
+    registry.write(item.legend_path, f"its legend {item.legend_path}")
+    if overlay is not None:
+        registry.write(overlay, f"--overlay {args.overlay}" if args.overlay is not True else f"its overlay {overlay}")
     image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
-    return [label_item(0, args.img[0], sp, overlay)], lambda _key: image
+    return [item], lambda _key: image

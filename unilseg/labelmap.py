@@ -17,7 +17,6 @@ Pure array code, no network: the Predictor's `label_map` gives one soft map per 
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnilsegError
+from .paths import json_text
 
 BACKGROUND = "background"  # the name of index 0: pixels no class claims
 MAX_PALETTE_CLASSES = 255  # a PNG palette holds 256 entries, index 0 being the background
@@ -179,7 +179,7 @@ def _rgb(color: np.ndarray) -> tuple[int, int, int]:
 def legend_json(legend: Sequence[LegendEntry], **meta: Any) -> bytes:
     """{**meta, "classes": [{index, name, instruction, color: [r, g, b], share}, ...]} as UTF-8 JSON."""
     rows = [{**asdict(e), "color": list(e.color)} for e in legend]
-    return (json.dumps({**meta, "classes": rows}, indent=1, ensure_ascii=False) + "\n").encode()
+    return (json_text({**meta, "classes": rows}, indent=1) + "\n").encode()  # a non-UTF-8 image name escaped
 
 
 def encode_label_png(labels: np.ndarray, num_classes: int) -> bytes:

@@ -122,7 +122,10 @@ class TorchBackend:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA if available, else Apple MPS, else CPU; otherwise checks availability."""
+    """'auto' -> CUDA if available, else Apple MPS, else CPU; otherwise checks availability.
+
+    Only the devices that run inference are taken: cpu, cuda[:N] (N below the GPU count) and mps;
+    torch's others (meta, xpu, lazy, ipu, mkldnn, ...) are refused in one line."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -131,10 +134,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise UnilsegError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise UnilsegError(f"device {device!r} does not run inference; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UnilsegError(f"device {device} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UnilsegError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           "numbered from 0; use --device cuda:0 ... or cuda")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UnilsegError(f"device {device} requested but Apple MPS is not available here; use --device cpu")
     return dev

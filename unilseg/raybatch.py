@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .cli import add_job_args, check_job_args, plan_batch
-from .cliargs import guarded_main
+from .cliargs import finite_float, guarded_main
+from .paths import json_text, shown
 
 INSTALL_HINT = "Ray is not installed: pip install 'unilseg[ray]'"
 DECODE_CPUS = 0.5  # what a decode task asks for; also left free on every node by the default actor size
@@ -57,9 +58,9 @@ def decode_images(batch: dict[str, Any]) -> dict[str, Any]:
         bgr, error = np.zeros((0, 0, 3), np.uint8), ""
         if any(d["error"] is None for d in json.loads(items)):  # as predict_items: no read if all items failed
             try:
-                bgr = read_image(str(key))
+                bgr = read_image(json.loads(key))
             except UnilsegError as e:
-                error = str(e)
+                error = json_text(str(e))
         pixels.append(bgr)
         errors.append(error)
     return {"image": batch["image"], "items": batch["items"], "pixels": pixels, "error": np.array(errors, object)}
@@ -91,7 +92,7 @@ class Segmenter:
         items: list[Item] = []
         images: dict[str, tuple[Any, str]] = {}
         for key, fields, bgr, error in zip(batch["image"], batch["items"], batch["pixels"], batch["error"]):
-            images[str(key)] = (bgr, str(error))
+            images[json.loads(key)] = (bgr, json.loads(error) if error else "")
             items += [_item(d) for d in json.loads(fields)]
 
         def load(key: Any) -> Any:
@@ -109,7 +110,7 @@ class Segmenter:
         run_batch(self.predictor, items, self.options, load=load, report=lambda line: None, on_result=collect,
                   batch_size=self.batch_size or len(images))
         return {"index": np.array([index for index, _ in done], np.int64),
-                "row": np.array([json.dumps(row, ensure_ascii=False) for _, row in done], object)}
+                "row": np.array([json_text(row) for _, row in done], object)}
 
 
 def _fields(item: Any) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def run_ray(
                 log.append(row)
             if row["error"]:
                 out.failed.append((by_index[int(rec["index"])], row["error"]))
-                say(f"failed: {row['image']} {row['expression']!r}: {row['error']}")
+                say(shown(f"failed: {row['image']} {row['expression']!r}: {row['error']}"))
             else:
                 out.done += 1
             if on_row is not None:
@@ -251,7 +252,8 @@ def _dataset(todo: Sequence[Any], make_predictor: Callable[[], Any], options: An
     groups: dict[str, list[dict[str, Any]]] = {}
     for item in todo:  # in order of first appearance, all items of an image together: it is encoded once
         groups.setdefault(str(item.image), []).append(_fields(item))
-    rows = [{"image": key, "items": json.dumps(fields, ensure_ascii=False)} for key, fields in groups.items()]
+    # as JSON texts: Arrow holds UTF-8 only, and json_text keeps a file name that is not UTF-8 (lossless)
+    rows = [{"image": json_text(key), "items": json_text(fields)} for key, fields in groups.items()]
     remote = {"max_restarts": -1, "max_task_retries": -1, **(ray_remote_args or {})}
     threads = max(1, int(cpus_per_actor))
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
@@ -277,9 +279,9 @@ def get_parser(prog: str = "unilseg ray") -> argparse.ArgumentParser:
     g.add_argument("--address", help="an existing Ray cluster (auto: the one `ray start` made on this machine); "
                    "default: $RAY_ADDRESS if set, else a new local cluster")
     g.add_argument("--actors", type=int, default=2, metavar="N", help="model actors (default 2)")
-    g.add_argument("--cpus-per-actor", type=float, metavar="C", help="CPUs per actor, also its torch threads "
+    g.add_argument("--cpus-per-actor", type=finite_float, metavar="C", help="CPUs per actor, also its torch threads "
                    f"(at least 1; default: all CPUs but {DECODE_CPUS} per node, shared out)")
-    g.add_argument("--gpus-per-actor", type=float, default=0, metavar="G",
+    g.add_argument("--gpus-per-actor", type=finite_float, default=0, metavar="G",
                    help="GPUs per actor (default 0; 1: one GPU each; 0.5: two actors share one)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="Ray Data's progress bars on stderr (default: only when stderr is a terminal)")

@@ -12,6 +12,7 @@ memory-maps and skips the unused CLIP image tower). `--weights PATH` bypasses th
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -92,13 +93,27 @@ def get_spec(name: str) -> ModelSpec:
         raise UnilsegError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
 
 
+_skipped: set[tuple[str, str]] = set()  # places already warned about in this process
+
+
 def find_weights(spec: ModelSpec) -> tuple[Path, str] | None:
-    """(weight file, where it was found) for `spec`, safetensors preferred; None if nowhere."""
+    """(weight file, where it was found) for `spec`, safetensors preferred; None if nowhere.
+
+    A place that cannot be looked into (no permission, a name too long for the file system,
+    an I/O error) is skipped with one warning, the first time, and the next place is tried:
+    an unreadable `$UNILSEG_HOME` still finds the packaged demo model.
+    """
     stem = Path(spec.filename)
     for label, directory in search_dirs(spec):
-        for candidate in (directory / stem.with_suffix(".safetensors"), directory / spec.filename):
-            if candidate.is_file():
-                return candidate, label
+        try:
+            for candidate in (directory / stem.with_suffix(".safetensors"), directory / spec.filename):
+                if candidate.is_file():
+                    return candidate, label
+        except OSError as e:
+            if (label, str(directory)) not in _skipped:
+                _skipped.add((label, str(directory)))
+                warnings.warn(f"cannot look into {label} {directory} ({e.strerror or type(e).__name__}); "
+                              "skipped, looking in the next place", stacklevel=2)
     return None
 
 

@@ -22,7 +22,12 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UnilsegError(f"image not found: {path}; check the --img path")
-    data = np.fromfile(path, dtype=np.uint8)
+    return decode_image(np.fromfile(path, dtype=np.uint8), path)
+
+
+def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """An image file's bytes (uint8) -> 8-bit BGR (H, W, 3); a UnilsegError naming `path` if they do not
+    decode, or if the header claims more than OpenCV's pixel limit (a decompression bomb)."""
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as e:  # e.g. a header claiming more than OpenCV's 2^30-pixel limit (a decompression bomb)

@@ -17,13 +17,18 @@ s_t = ALPHA * s_(t-1) + (1 - ALPHA) * p_t, and thresholds that.
 gif, ...) or a folder of frame images, and reads its first frame at once, so a file
 that cannot be decoded is a UnilsegError (exit 2) before any model work. A video that
 stops decoding early (truncated, corrupt) yields the frames that decode, then raises
-`VideoReadError` (exit 1) naming where it stopped.
+`VideoReadError` (exit 1) naming where it stopped. In a folder, a later frame that cannot
+be read (empty, corrupt, a header claiming more than OpenCV's pixel limit) is skipped and
+named in that error; the frames after it are segmented. A frame of another size than the
+first is resized to the first frame's size (one warning line names them), so every mask,
+RLE and overlay frame of a video has one size.
 """
 from __future__ import annotations
 
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UnilsegError
-from .paths import user_path
+from .paths import check_regular, path_problem, shown, text_problem, user_path
 from .predictor import Prediction, Predictor
 
 FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
@@ -64,13 +69,18 @@ class VideoSource:
 
     `open_video` makes one. Attributes: fps, size (H, W), frame_count (None if the
     container does not say), stem (for output names), stopped (why decoding ended early,
-    or None).
+    or None), failed (frames of a folder that could not be read and were skipped: (index,
+    why)), resized (frames of another size than the first, resized to it: (index, (H, W))).
     """
 
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
         self.path = user_path(path)
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise UnilsegError(f"--fps must be a finite number above 0, not {fps}")
         self.stem = self.path.name if self.path.is_dir() else self.path.stem
         self.stopped: str | None = None
+        self.failed: list[tuple[int, str]] = []
+        self.resized: list[tuple[int, tuple[int, int]]] = []
         self._capture = None
         self._files: list[Path] | None = None
         if self.path.is_dir():
@@ -82,12 +92,17 @@ class VideoSource:
                 raise UnilsegError(f"--video {path}: the folder holds no frame images (.png, .jpg, ...)")
             self.fps = float(fps or FOLDER_FPS)
             self.frame_count: int | None = len(self._files)
-            first = self._read_file(0)
-            if first is None:
-                raise UnilsegError(f"--video {path}: cannot read the first frame {self._files[0].name} as an image")
+            try:
+                first = self._read_file(0)
+            except UnilsegError as e:
+                raise UnilsegError(f"--video {path}: the first frame: {e}") from None
         else:
-            if not self.path.is_file():
+            if not os.path.lexists(self.path):
                 raise UnilsegError(f"video not found: {path}; check the --video path")
+            check_regular(self.path, "--video")  # a FIFO or device would block or never end
+            if path_problem(str(self.path)) is None and text_problem(str(self.path)):
+                raise UnilsegError(f"--video {shown(self.path)}: OpenCV's video reader takes only UTF-8 file names; "
+                                   "rename the file, or give a folder of its frames")
             import cv2
 
             _quiet_ffmpeg()
@@ -110,11 +125,49 @@ class VideoSource:
         self.size: tuple[int, int] = tuple(first.shape[:2])  # type: ignore[assignment]
         self._first: np.ndarray | None = first
 
-    def _read_file(self, i: int) -> np.ndarray | None:
+    def _read_file(self, i: int) -> np.ndarray:
+        """Frame file i as BGR; a UnilsegError (the single-image reader's) if it cannot be read."""
+        from .transforms import decode_image
+
+        path = self._files[i]
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise UnilsegError(f"cannot read {path}: {e.strerror or type(e).__name__}") from e
+        return decode_image(data, path)
+
+    def _sized(self, i: int, image: np.ndarray) -> np.ndarray:
+        """A frame at the first frame's size: resized (and noted in `resized`) if it differs."""
+        if image.shape[:2] == self.size:
+            return image
         import cv2
 
-        data = np.fromfile(self._files[i], dtype=np.uint8)
-        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        self.resized.append((i, tuple(image.shape[:2])))
+        h, w = self.size
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+    def frame_name(self, i: int) -> str:
+        """How a message names frame i: its file in a folder, else its index."""
+        return self._files[i].name if self._files is not None and i < len(self._files) else f"frame {i}"
+
+    def problem(self) -> str | None:
+        """Why some frames were not segmented (decoding stopped, frames unreadable), or None."""
+        parts = [self.stopped] if self.stopped else []
+        if self.failed:
+            named = "; ".join(f"{self.frame_name(i)}: {why}" for i, why in self.failed[:3])
+            more = f" (and {len(self.failed) - 3} more)" if len(self.failed) > 3 else ""
+            parts.append(f"{self.path}: {len(self.failed)} frame(s) could not be read and were skipped: {named}{more}")
+        return "; ".join(parts) or None
+
+    def resize_note(self) -> str | None:
+        """One line naming the frames resized to the first frame's size, or None."""
+        if not self.resized:
+            return None
+        h, w = self.size
+        named = ", ".join(f"{self.frame_name(i)} ({fw}x{fh})" for i, (fh, fw) in self.resized[:5])
+        more = f" and {len(self.resized) - 5} more" if len(self.resized) > 5 else ""
+        return (f"{self.path}: {len(self.resized)} frame(s) of another size were resized to the first frame's "
+                f"{w}x{h}: {named}{more}")
 
     def frames(self, want: Callable[[int], bool] = lambda i: True,
                stop: Callable[[int], bool] = lambda i: False) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -128,11 +181,16 @@ class VideoSource:
             elif self._files is not None:
                 if i >= len(self._files):
                     return
-                image = self._read_file(i) if want(i) else None
-                if want(i) and image is None:
-                    self._stop(i, f"frame {self._files[i].name} is not a readable image")
-                    return
-                yield i, image
+                if want(i):
+                    try:
+                        image = self._sized(i, self._read_file(i))
+                    except UnilsegError as e:  # this frame fails alone; the rest of the folder goes on
+                        self.failed.append((i, str(e)))
+                        i += 1
+                        continue
+                    yield i, image
+                else:
+                    yield i, None
             else:
                 wanted = want(i)
                 ok, image = (self._capture.read() if wanted else (self._capture.grab(), None))
@@ -140,7 +198,7 @@ class VideoSource:
                     if self.frame_count is not None and i < self.frame_count:
                         self._stop(i, f"of the {self.frame_count} it declares (truncated or corrupt)")
                     return
-                yield i, image
+                yield i, (None if image is None else self._sized(i, image))
             i += 1
 
     def _stop(self, i: int, why: str) -> None:
@@ -167,6 +225,9 @@ class FrameSelection:
     end: float | None = None
 
     def __post_init__(self) -> None:
+        for flag, value in (("--start", self.start), ("--end", self.end)):
+            if value is not None and not math.isfinite(value):
+                raise UnilsegError(f"{flag} must be a finite number of seconds, not {value}")
         if self.every < 1:
             raise UnilsegError(f"--every must be at least 1, not {self.every}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -208,8 +269,9 @@ def segment_frames(
     The texts are encoded once. done(frame, text_index): outputs already there (resume);
     such pairs get prediction None and a frame whose pairs are all done skips the network
     (its image is decoded only if `images_of_done`). smooth: EMA weight of the past soft
-    map (0: off); the average restarts after a skipped pair. Raises VideoReadError after
-    the last frame that decoded if the video stopped early.
+    map (0: off); the average restarts after a skipped pair. Frames of another size are
+    resized to the first's (one warning). Raises VideoReadError at the end if the video
+    stopped early or frames of a folder could not be read (they are left out).
     """
     selection = selection or FrameSelection()
     if not 0.0 <= smooth < 1.0:
@@ -260,8 +322,12 @@ def segment_frames(
         yield from flush()
     finally:
         source.close()
-    if source.stopped:
-        raise VideoReadError(source.stopped)
+    note = source.resize_note()
+    if note:
+        warnings.warn(note, stacklevel=2)
+    problem = source.problem()
+    if problem:
+        raise VideoReadError(problem)
 
 
 def _smoothed(predictor: Predictor, text: str, logits, embedding, state: list, k: int, alpha: float) -> Prediction:

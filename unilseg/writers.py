@@ -7,18 +7,28 @@
   symlinks are resolved (a shared manifest must not write over the user's other files).
 - `encode_mask` (PNG / .npy / COCO RLE JSON), `rle_encode` / `rle_decode`, `encode_image`,
   `render_overlay`: bytes from arrays.
+- `OutputRegistry`: every file one job reads and writes, claimed while it is planned; two
+  outputs on one file, or an output on an input, refuse the job before any work.
 - `write_atomic`: a temporary file beside the target, then a rename; a file appears
   complete under its name or not at all, and a failed write leaves no temporary file.
+  Temporaries (`new_temporary`) are created exclusively under a name only unilseg makes,
+  and only the writer that made one removes it: no other file is ever deleted as stale.
+- `intact`, `rle_valid`: whether a file or RLE an earlier run left is whole (resume trusts
+  nothing it did not check).
 """
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
+import re
 import secrets
+import stat
+import struct
 import tempfile
+import unicodedata
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +94,11 @@ def check_file_target(path: str | Path, flag: str) -> Path:
     return p
 
 
-def confine(path: str | Path, root: str | Path) -> Path:
+def confine(path: str | Path, root: str | Path, real: str | None = None, real_root: str | None = None) -> Path:
     """`path` -> itself, if it lies strictly inside `root` once `..` and symlinks (of `root` too)
-    are resolved; else a UnilsegError saying where it leads."""
-    real, real_root = os.path.realpath(path), os.path.realpath(root)  # strings: 100k rows plan in a second
+    are resolved; else a UnilsegError saying where it leads. real, real_root: both resolved already."""
+    real = real if real is not None else os.path.realpath(path)  # strings: 100k rows plan in a second
+    real_root = real_root if real_root is not None else os.path.realpath(root)
     if real == real_root or os.path.commonpath((real, real_root)) != real_root:
         raise UnilsegError(f"output {path} leads to {real}, not inside the output directory {real_root}; "
                            "outputs stay inside --sp")
@@ -115,6 +126,149 @@ def sidecar(path: Path, suffix: str) -> Path:
     """`path` with its extension replaced by `suffix`: masks/a.png + '.prob.npy' -> masks/a.prob.npy."""
     base = path.with_suffix("")
     return base.parent / (base.name + suffix)
+
+
+class OutputRegistry:
+    """Every file one job reads and writes, claimed while the job is planned, before any work.
+
+    `read` claims an input (an image, the manifest, an expression or class file, the
+    config, a video), `write` an output (a mask, a sidecar, a results log, a legend, a
+    video's files), `write_dir` a folder the job fills, `reserve` a family of names the
+    job's runs write (every shard's results log). A second claim that would make the job
+    write one file twice, or write over an input, raises a UnilsegError (exit 2) naming
+    both. Paths are compared once `..` and symlinks are resolved; two outputs also
+    case- and Unicode-normalisation-insensitively (as macOS and Windows compare names),
+    an output and an input also when they are one existing file (a hard link, or a name
+    that a case-insensitive file system takes for the other). Labels are what a message
+    calls each path, e.g. "--save-prob m.npy" or "the mask out/a__x.png of item 3".
+    """
+
+    def __init__(self) -> None:
+        self._writes: dict[str, str] = {}  # loose key -> label
+        self._write_exact: dict[str, str] = {}  # exact key -> label
+        self._write_inodes: dict[tuple[int, int], str] = {}
+        self._reads: dict[str, str] = {}  # exact key -> label
+        self._read_inodes: dict[tuple[int, int], str] = {}
+        self._dirs: list[tuple[str, str]] = []  # (exact key + os.sep, label) of folders written into
+        self._reserved: list[tuple[str, re.Pattern[str], str]] = []  # (folder's exact key, name pattern, label)
+        self._real_dirs: dict[str, str] = {}  # a folder as given -> resolved
+        self._recent: dict[str, tuple[str, tuple[int, int] | None]] = {}  # a name is often asked for twice
+        self._cwd = os.getcwd()
+
+    # -- keys
+
+    def _real(self, path: str | Path) -> tuple[str, tuple[int, int] | None]:
+        """The resolved path (its folder resolved once per folder) and, if it exists, (device, inode)."""
+        text = os.fspath(path)
+        found = self._recent.get(text)
+        if found is not None:
+            return found
+        head, name = os.path.split(text)
+        if name in ("", ".", ".."):
+            real = os.path.realpath(os.path.join(self._cwd, text))
+        else:
+            real_head = self._real_dirs.get(head)
+            if real_head is None:
+                real_head = self._real_dirs[head] = os.path.realpath(os.path.join(self._cwd, head))
+            real = os.path.join(real_head, name)
+        inode = None
+        try:
+            st = os.lstat(real)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(real)
+                st = os.stat(real)
+            inode = (st.st_dev, st.st_ino)
+        except (OSError, ValueError):  # missing (or a name the OS refuses): no inode
+            pass
+        if len(self._recent) > 64:
+            self._recent.clear()
+        self._recent[text] = (real, inode)
+        return real, inode
+
+    def resolve(self, path: str | Path) -> str:
+        """`path` once `..` and symlinks are resolved (as os.path.realpath, faster for many names in a folder)."""
+        return self._real(path)[0]
+
+    @staticmethod
+    def _loose(real: str) -> str:
+        return unicodedata.normalize("NFC", os.path.normcase(real)).casefold()
+
+    # -- claims
+
+    def read(self, path: str | Path, label: str) -> None:
+        """Claim an input the job reads; refused if the job writes it."""
+        real, inode = self._real(path)
+        key = os.path.normcase(real)
+        if key in self._reads or (inode is not None and inode in self._read_inodes):
+            return  # an input read twice is fine
+        clash = self._write_exact.get(key) or (self._write_inodes.get(inode) if inode is not None else None)
+        clash = clash or self._in_dir(key) or self._reserved_for(key)
+        if clash:
+            raise UnilsegError(f"{clash} is also {label}, an input the job reads; give the output another name")
+        self._reads[key] = label
+        if inode is not None:
+            self._read_inodes[inode] = label
+
+    def write(self, path: str | Path, label: str) -> None:
+        """Claim an output the job writes; refused if another output or an input has its file."""
+        if is_temporary_name(Path(path).name):
+            raise UnilsegError(f"{label}: names of the form .NAME{TEMP_MARK}TOKEN.part are kept for unilseg's "
+                               "temporary files; give the output another name")
+        real, inode = self._real(path)
+        key, loose = os.path.normcase(real), self._loose(real)
+        other = self._writes.get(loose) or (self._write_inodes.get(inode) if inode is not None else None)
+        other = other or self._in_dir(key) or self._reserved_for(key)
+        if other:
+            raise UnilsegError(f"{label} is also {other}; give them different names")
+        read = self._reads.get(key) or (self._read_inodes.get(inode) if inode is not None else None)
+        if read:
+            raise UnilsegError(f"{label} is also {read}, an input the job reads; give the output another name")
+        self._writes[loose], self._write_exact[key] = label, label
+        if inode is not None:
+            self._write_inodes[inode] = label
+
+    def write_dir(self, path: str | Path, label: str) -> None:
+        """Claim a folder the job writes files into (its own names): no input may lie inside it."""
+        self.write(path, label)
+        prefix = os.path.normcase(self._real(path)[0]) + os.sep
+        for key, read in self._reads.items():
+            if key.startswith(prefix):
+                raise UnilsegError(f"{label} is where the job writes, but it holds {read}, an input the job reads; "
+                                   "give the output another name")
+        self._dirs.append((prefix, label))
+
+    def reserve(self, folder: str | Path, pattern: str, label: str) -> None:
+        """Claim every name in `folder` that fully matches the regular expression `pattern`."""
+        compiled = re.compile(pattern, re.IGNORECASE)
+        prefix = os.path.join(os.path.normcase(os.path.realpath(os.path.join(self._cwd, folder))), "")
+        for key, what in list(self._write_exact.items()) + list(self._reads.items()):
+            if key.startswith(prefix) and compiled.fullmatch(key[len(prefix):]):
+                raise UnilsegError(f"{what} is also {label}; give it another name")
+        self._reserved.append((prefix, compiled, label))
+
+    def write_all(self, paths: Iterable[tuple[Path, str]]) -> None:
+        """`write` each (path, label)."""
+        for path, label in paths:
+            self.write(path, label)
+
+    def is_free(self, path: str | Path) -> bool:
+        """Whether no output claims `path` yet (for names a job may choose: it takes the next free one)."""
+        real, inode = self._real(path)
+        key = os.path.normcase(real)
+        return (self._loose(real) not in self._writes and (inode is None or inode not in self._write_inodes)
+                and not self._in_dir(key) and not self._reserved_for(key))
+
+    def _in_dir(self, key: str) -> str | None:
+        for prefix, label in self._dirs:
+            if key.startswith(prefix):
+                return label
+        return None
+
+    def _reserved_for(self, key: str) -> str | None:
+        for prefix, pattern, label in self._reserved:
+            if key.startswith(prefix) and pattern.fullmatch(key[len(prefix):]):
+                return label
+        return None
 
 
 # ---------------------------------------------------------------- encoders
@@ -163,6 +317,53 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
         return coco_mask.decode(encoded).astype(bool)
 
 
+def rle_runs(counts: str | list) -> list[int] | None:
+    """The run lengths of COCO RLE counts (compressed str or a list), or None if they cannot be parsed."""
+    if isinstance(counts, list):
+        ok = all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+        return counts if ok else None
+    if not isinstance(counts, str):
+        return None
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:  # pycocotools' rleFrString: 5 bits per character, a sign bit, deltas from two runs back
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def rle_valid(rle: Any, size: tuple[int, int] | None = None) -> bool:
+    """Whether `rle` is a COCO RLE whose runs cover exactly its [H, W] (and that is `size`, if given).
+
+    pycocotools decodes runs that fall short or overrun without complaint (into memory it
+    does not own), so RLE read back from a file is checked here first.
+    """
+    if not isinstance(rle, dict):
+        return False
+    shape = rle.get("size")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v >= 0 for v in shape)):
+        return False
+    if size is not None and tuple(shape) != tuple(size):
+        return False
+    runs = rle_runs(rle.get("counts"))
+    return runs is not None and all(r >= 0 for r in runs) and sum(runs) == shape[0] * shape[1]
+
+
 def encode_mask(mask: np.ndarray, fmt: str, ext: str = ".png") -> bytes:
     """Bool (H, W) mask -> file bytes: 'png' 0/255 single channel (in the lossless image format
     `ext` names), 'npy' bool array, 'rle-json' COCO RLE."""
@@ -203,31 +404,105 @@ def render_overlay(
 # ---------------------------------------------------------------- writing
 
 
-def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place.
+TEMP_MARK = ".unilseg-"  # in every temporary's name: `.{target}.unilseg-{12 hex}.part`
+_TEMP_NAME = re.compile(r"\..*\.unilseg-[0-9a-f]{12}\.part(\.[a-z0-9]+)?", re.DOTALL | re.IGNORECASE)
 
-    Missing directories are created, and temporary files a killed run left for this name
-    are removed first. `mode` sets the file's permissions (default: as a plain file gets).
-    On any failure the temporary file is removed and a WriteError (exit code 1) is raised.
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` has the form of unilseg's temporary files (no output may take it)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def new_temporary(path: str | Path, suffix: str = ".part") -> Path:
+    """Create an empty temporary file beside `path` and return its name: `.{name}.unilseg-{token}{suffix}`.
+
+    Created exclusively (O_EXCL: an existing file of that name is never touched, another
+    token is tried), with the mode a plain file gets. The caller owns it and removes it.
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask, unlike mkstemp
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to a temporary file beside `path` (`new_temporary`), then rename it into place.
+
+    Missing directories are created. `mode` sets the file's permissions (default: as a
+    plain file gets). On any failure the temporary file is removed and a WriteError (exit
+    code 1) is raised. Only this call's own temporary is ever removed: a file that merely
+    looks like one (a killed run's, or a user's) is left alone.
+    """
+    path = Path(path)
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-            stale.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask, unlike mkstemp
-        with os.fdopen(fd, "wb") as f:
+        tmp = new_temporary(path)
+        with open(tmp, "wb") as f:
             f.write(data)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise WriteError(f"cannot write {path}: {e.strerror or type(e).__name__}") from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every whole PNG ends with
+
+
+def intact(path: str | Path, size: tuple[int, int] | None = None) -> bool:
+    """Whether a file an earlier run wrote is whole, from its first and last bytes: not empty,
+    and a .png / .jpg / .npy / .json that starts and ends as one does (a cut or foreign file
+    does not); with `size` (H, W), a .png or .npy must also be that size. Cheap: a resumed
+    batch checks every finished output."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return False
+        n = path.stat().st_size
+        ext = path.suffix.lower()
+        with open(path, "rb") as f:
+            if ext == ".json":
+                json.loads(f.read().decode("utf-8"))
+                return True
+            head = f.read(256)
+            f.seek(max(0, n - 12))
+            tail = f.read()
+    except (OSError, ValueError, RecursionError):
+        return False
+    if n == 0:
+        return False
+    if ext == ".png":
+        if not head.startswith(PNG_SIGNATURE) or len(head) < 24 or not tail.endswith(PNG_END):
+            return False
+        w, h = struct.unpack(">II", head[16:24])
+        return size is None or (h, w) == tuple(size)
+    if ext in (".jpg", ".jpeg"):
+        return head.startswith(b"\xff\xd8") and tail.endswith(b"\xff\xd9")
+    if ext == ".npy":
+        try:
+            f = io.BytesIO(head)
+            version = np.lib.format.read_magic(f)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _, dtype = reader[version](f)
+        except (KeyError, ValueError, OSError, SyntaxError, TypeError):
+            return False
+        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return n == expected and (size is None or tuple(shape[:2]) == tuple(size))
+    return True
 
 
 def write_prediction(

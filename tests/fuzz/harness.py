@@ -2,8 +2,9 @@
 
 Every case states the exit-code class it expects (0 done, 1 a per-item or write failure,
 2 bad input refused before any work) and `Sandbox.run` checks the rest, the same for all:
-no traceback, exactly one `error:` line when the code is not 0 (none when it is), no
-temporary file left anywhere in the sandbox, and nothing new outside the output folder.
+no traceback, exactly one `error:` line when the code is not 0 (none when it is), no new
+temporary file left anywhere in the sandbox (a case's own look-alikes stay, untouched),
+and nothing new outside the output folder.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MODEL = ["--model", "unilseg-demo", "--device", "cpu"]
-TEMP_PATTERNS = (".*.part", ".*.part.mp4", ".unilseg-probe-*", "*.part", ".*.tmp")  # writers, downloads, exports
+# writers (.NAME.unilseg-TOKEN.part, overlay videos .part.mp4), probes, downloads (NAME.part), exports (.NAME.X.tmp)
+TEMP_PATTERNS = (".*.part", ".*.part.mp4", ".unilseg-probe-*", "*.part", ".*.tmp")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Sandbox:
         if main is None:
             from unilseg.__main__ import main
         before = files_outside(self.root, self.out)
+        temps_before = set(temp_files(self.root))
         self.capsys.readouterr()
         try:
             code = main(argv)
@@ -66,7 +69,8 @@ class Sandbox:
         assert code in codes, f"exit {code}, expected {codes}; stderr:\n{err}"
         lines = error_lines(err)
         assert len(lines) == (0 if code == 0 else 1), f"expected {'no' if code == 0 else 'one'} error line:\n{err}"
-        assert not temp_files(self.root), temp_files(self.root)
+        left = set(temp_files(self.root)) - temps_before
+        assert not left, sorted(left)
         new = files_outside(self.root, self.out) - before
         assert not new, f"written outside the output folder: {sorted(map(str, new))}"
         return Outcome(code, out, err)

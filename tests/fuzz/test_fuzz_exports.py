@@ -7,12 +7,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from fuzz.harness import MODEL, Sandbox
 from fuzz.hostile import VALID, make
+from fuzz.special import fifo_guard, memory_cap
 
 JSON = "unilseg-export.json"
+SCENE = Path(__file__).resolve().parents[2] / "imgs" / "demo_scene.png"  # the demo model knows its sky
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +77,89 @@ def test_damaged_export_is_refused(sandbox: Sandbox, demo_export: Path, damage: 
     image = make(VALID, "rgb-png", sandbox.inp)
     sandbox.run(["--runtime", "onnx", "--weights", str(d), "--img", str(image), "--exp", "the sky",
                  "--sp", str(sandbox.out / "m.png")], 2)
+    assert not sandbox.outputs()
+
+
+# Settings with the right JSON types swapped or values out of range: refused in one line by the schema
+TYPED_DAMAGE: dict[str, Callable[[dict], object]] = {
+    "size-float": lambda i: i["spec"].update(size=192.0),
+    "size-true": lambda i: i["spec"].update(size=True),
+    "context-float": lambda i: i["spec"].update(context_length=17.0),
+    "mean-strings": lambda i: i["spec"].update(mean=["0.48", "0.45", "0.40"]),
+    "threshold-string": lambda i: i["spec"].update(threshold="0.35"),
+    "threshold-true": lambda i: i["spec"].update(threshold=True),
+    "files-empty": lambda i: i.update(files={}),
+    "files-a-list": lambda i: i.update(files=["image_encoder.onnx"]),
+    "files-lacks-a-role": lambda i: i["files"].pop("prompt_decoder"),
+    "std-nan": lambda i: i["spec"].update(std=[float("nan")] * 3),
+    "mean-infinity": lambda i: i["spec"].update(mean=[float("inf"), 0.5, 0.5]),
+    "spec-a-list": lambda i: i.update(spec=[192, 17]),
+    "spec-unknown-key": lambda i: i["spec"].update(sizes=192),
+    "format-a-number": lambda i: i.update(format=5),
+    "schema-of-the-future": lambda i: i.update(schema=99),
+}
+
+
+@pytest.mark.parametrize("damage", TYPED_DAMAGE, ids=list(TYPED_DAMAGE))
+def test_settings_of_the_wrong_type_are_refused(sandbox: Sandbox, demo_export: Path, damage: str) -> None:
+    """NaN/Infinity used to give empty masks (exit 0), swapped types tracebacks: one line now, exit 2."""
+    d = sandbox.inp / "export"
+    shutil.copytree(demo_export, d)
+    _edit_json(d, TYPED_DAMAGE[damage])
+    image = make(VALID, "rgb-png", sandbox.inp)
+    result = sandbox.run(["--runtime", "onnx", "--weights", str(d), "--img", str(image), "--exp", "the sky",
+                          "--sp", str(sandbox.out / "m.png")], 2)
+    assert "damaged" in result.err and "error: error:" not in result.err
+    assert not sandbox.outputs()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_settings_that_are_no_regular_file(sandbox: Sandbox, demo_export: Path, kind: str) -> None:
+    """A FIFO as unilseg-export.json used to hang the job; a device would be read without end."""
+    d = sandbox.inp / "export"
+    shutil.copytree(demo_export, d)
+    (d / JSON).unlink()
+    image = make(VALID, "rgb-png", sandbox.inp)
+    argv = ["--runtime", "onnx", "--weights", str(d), "--img", str(image), "--exp", "sky", "--sp",
+            str(sandbox.out / "m.png")]
+    if kind == "fifo":
+        with fifo_guard(d / JSON) as woken:
+            sandbox.run(argv, 2)
+        assert not woken, "the job waited on the FIFO"
+    else:
+        if kind == "dev-zero":
+            (d / JSON).symlink_to("/dev/zero")
+        else:
+            (d / JSON).mkdir()
+        with memory_cap():
+            sandbox.run(argv, 2)
+    assert not sandbox.outputs()
+
+
+def _onnx_mask(sandbox: Sandbox, export: Path, name: str, *flags: str) -> np.ndarray:
+    image = SCENE if SCENE.is_file() else make(VALID, "rgb-png", sandbox.inp)
+    sandbox.run(["--runtime", "onnx", "--weights", str(export), "--img", str(image), "--exp", "the sky",
+                 "--sp", str(sandbox.out / name), *flags], 0)
+    return cv2.imread(str(sandbox.out / name), cv2.IMREAD_GRAYSCALE) > 0
+
+
+def test_opts_threshold_applies_to_an_export(sandbox: Sandbox, demo_export: Path) -> None:
+    """--opts test.threshold used to be silently ignored by --runtime onnx; it is the threshold there too."""
+    opts = _onnx_mask(sandbox, demo_export, "opts.png", "--opts", "test.threshold", "0.9")
+    flag = _onnx_mask(sandbox, demo_export, "flag.png", "--threshold", "0.9")
+    default = _onnx_mask(sandbox, demo_export, "default.png")
+    assert (opts == flag).all() and 0 < opts.sum() < default.sum()
+
+
+@pytest.mark.parametrize("flags", [
+    ["--opts", "input.size", "96"], ["--opts", "model.fusion_heads", "2"], ["--config", "unilseg-demo"],
+    ["--opts", "test.threshold", "1.5"], ["--opts", "test.threshold", ".nan"],
+], ids=lambda f: " ".join(f))
+def test_settings_an_export_cannot_take_are_refused(sandbox: Sandbox, demo_export: Path, flags: list[str]) -> None:
+    """An export's network and input settings are fixed when it is made: such flags were silently ignored."""
+    image = make(VALID, "rgb-png", sandbox.inp)
+    sandbox.run(["--runtime", "onnx", "--weights", str(demo_export), "--img", str(image), "--exp", "sky",
+                 "--sp", str(sandbox.out / "m.png"), *flags], 2)
     assert not sandbox.outputs()
 
 

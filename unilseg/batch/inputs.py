@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UnilsegError
-from ..paths import user_path
+from ..paths import TEXT_LIMIT, path_problem, read_text_input, shown, text_problem, user_path
 
 # What a directory or glob contributes; names are matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
@@ -47,13 +47,11 @@ def expand_images(specs: Sequence[str]) -> list[str]:
 
 
 def read_lines(path: str | Path, flag: str) -> list[str]:
-    """The non-blank lines of the UTF-8 text file `flag` names, surrounding spaces removed (a BOM is ignored)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise UnilsegError(f"cannot read {flag} {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise UnilsegError(f"{flag} {path} is not UTF-8 text") from e
+    """The non-blank lines of the UTF-8 text file `flag` names, surrounding spaces removed (a BOM is ignored).
+
+    The file must be a regular file of at most TEXT_LIMIT bytes (see `paths.open_input`).
+    """
+    text = read_text_input(path, flag, TEXT_LIMIT)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -94,7 +92,7 @@ def read_batch_manifest(path: str | Path) -> list[Request]:
             header_checked = True
             if rec is not None and not {"image", "expression"} <= set(rec):
                 raise UnilsegError(
-                    f"--manifest {path}: the CSV header must name `image` and `expression` columns "
+                    f"--manifest {shown(path)}: the CSV header must name `image` and `expression` columns "
                     f"(got {sorted(rec)}); JSONL manifests need a .jsonl extension"
                 )
         problem = problem or _request_problem(rec)
@@ -107,7 +105,7 @@ def read_batch_manifest(path: str | Path) -> list[Request]:
             image_path = path.parent / image_path
         output = (rec.get("output") or "").strip() or None
         rows += [Request(str(image_path), text or "", output) for text in texts]
-    return checked_rows(f"--manifest {path}", rows, problems)
+    return checked_rows(f"--manifest {shown(path)}", rows, problems)
 
 
 def _request_problem(rec: object) -> str | None:
@@ -116,11 +114,18 @@ def _request_problem(rec: object) -> str | None:
     image, expression, output = rec.get("image"), rec.get("expression"), rec.get("output")
     if not isinstance(image, str) or not image.strip():
         return "no `image`"
+    if path_problem(image):
+        return f"`image` {path_problem(image)}"
     texts = expression if isinstance(expression, list) else [expression]
     if not texts or not all(t is None or isinstance(t, str) for t in texts):
         return "`expression` must be text or a list of texts"
+    for t in texts:
+        if t is not None and text_problem(t):
+            return f"`expression` {shown(repr(t))} {text_problem(t)}"
     if output is not None and not isinstance(output, str):
         return "`output` must be text"
+    if output is not None and path_problem(output):
+        return f"`output` {path_problem(output)}"
     if output and output.strip() and len(texts) > 1:
         return (f"`output` names one file but `expression` lists {len(texts)} texts; "
                 "drop `output` (names are derived per text) or split the row")

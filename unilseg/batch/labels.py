@@ -23,11 +23,11 @@ import numpy as np
 
 from ..errors import UnilsegError
 from ..labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
-from ..paths import user_path
+from ..paths import path_problem, shown, user_path
 from ..predictor import Predictor
 from ..transforms import read_image
-from ..writers import confine, encode_image, sidecar, write_atomic
-from .plan import UniqueNames, safe_stem
+from ..writers import OutputRegistry, confine, encode_image, intact, sidecar, write_atomic
+from .plan import UniqueNames, claim_images, safe_stem
 from .results import ResultsLog
 from .run import BatchReport, Loader, describe
 
@@ -49,7 +49,8 @@ class LabelItem:
         return [p for p in (self.legend_path, self.overlay_path, self.output) if p is not None]
 
     def is_done(self) -> bool:
-        return all(p.is_file() for p in self.outputs())
+        """Whether every file exists and is whole (an empty or cut file is redone)."""
+        return all(intact(p) for p in self.outputs())
 
 
 def label_item(index: int, image: Hashable, output: Path, overlay_path: Path | None = None) -> LabelItem:
@@ -57,18 +58,32 @@ def label_item(index: int, image: Hashable, output: Path, overlay_path: Path | N
     return LabelItem(index, image, output, sidecar(output, LEGEND_SUFFIX), overlay_path)
 
 
-def plan_label_items(images: Sequence[str], out_dir: str | Path, overlay: str | None = None) -> list[LabelItem]:
+def plan_label_items(images: Sequence[str], out_dir: str | Path, overlay: str | None = None,
+                     registry: OutputRegistry | None = None) -> list[LabelItem]:
     """Image paths -> items named `{safe image stem}__labels.png` under out_dir (a repeated name
     gets `__2`, `__3`, ..., compared case-insensitively); overlay: None, 'jpg' or 'png'.
-    An output that leads out of out_dir (through a symlink) raises a UnilsegError."""
+    An output that leads out of out_dir (through a symlink) raises a UnilsegError, and so
+    does one that would write over an input or another output (registry: the job's claims
+    so far; every image is claimed as an input, every file the items write as an output)."""
     out_dir = Path(out_dir)
+    registry = registry if registry is not None else OutputRegistry()
+    claim_images(registry, ((image, None) for image in images))
     names = UniqueNames(out_dir)
     items = []
     for i, image in enumerate(images):
-        output = out_dir / (names.claim(safe_stem(Path(image).stem) + LABELS_SUFFIX, i) + ".png")
-        items.append(label_item(i, image, output, sidecar(output, f".overlay.{overlay}") if overlay else None))
-        for path in items[-1].outputs():  # only a symlink planted in out_dir leads out: the whole job stops
+
+        def files(name: str, i: int = i, image: str = image) -> LabelItem:
+            output = out_dir / (name + ".png")
+            return label_item(i, image, output, sidecar(output, f".overlay.{overlay}") if overlay else None)
+
+        name = names.claim(safe_stem(Path(image).stem) + LABELS_SUFFIX, i,
+                           lambda n: all(registry.is_free(p) for p in files(n).outputs()))
+        item = files(name)
+        items.append(item)
+        for path in item.outputs():  # only a symlink planted in out_dir leads out: the whole job stops
             confine(path, out_dir)
+        kinds = {item.legend_path: "the legend", item.overlay_path: "the overlay", item.output: "the label map"}
+        registry.write_all((path, f"{kinds[path]} {path} of the image {image}") for path in item.outputs())
     return items
 
 
@@ -82,15 +97,17 @@ def read_manifest_images(path: str | Path) -> list[str]:
     problems = []
     for number, rec, problem in iter_records(path, "--manifest"):
         image = rec.get("image") if isinstance(rec, dict) else None
+        if problem is None and isinstance(image, str):
+            problem = path_problem(image) and f"`image` {path_problem(image)}"
         if problem or not isinstance(image, str) or not image.strip():
             problems.append(f"line {number}: {problem or 'no `image`'}")
             continue
         p = user_path(image.strip())
         images.setdefault(str(p if p.is_absolute() else path.parent / p))
     if problems:
-        raise UnilsegError(f"--manifest {path}: " + "; ".join(problems[:5]))
+        raise UnilsegError(f"--manifest {shown(path)}: " + "; ".join(problems[:5]))
     if not images:
-        raise UnilsegError(f"--manifest {path} names no images")
+        raise UnilsegError(f"--manifest {shown(path)} names no images")
     return list(images)
 
 
@@ -132,7 +149,7 @@ def run_label_maps(
                 for item, row in _run_chunk(predictor, todo[start : start + batch_size], classes, encoded, load):
                     if row["error"] is not None:
                         out.failed.append((item, row["error"]))  # type: ignore[arg-type]
-                        (tqdm.write if progress else say)(f"failed: {item.image}: {row['error']}")
+                        (tqdm.write if progress else say)(shown(f"failed: {item.image}: {row['error']}"))
                     else:
                         out.done += 1
                     if log is not None:

@@ -8,6 +8,7 @@ run goes on; finished work is on disk (atomic files) and in the log as each item
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnilsegError
+from ..paths import check_regular, shown
 from ..predictor import Prediction, Predictor, to_prediction
 from ..transforms import read_image
 from ..writers import write_prediction
@@ -132,6 +134,8 @@ def run_batch(
     say = report or (lambda line: print(line, file=sys.stderr))
     skipped, todo = split_done(items, skip_existing)
     out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
+    if results is not None and skip_existing and os.path.lexists(results):
+        check_regular(results, "results log")  # before the model loads: a FIFO there would block the run
     if any(item.error is None for item in todo) and not isinstance(predictor, Predictor):
         predictor = predictor()
     log = open_results(results, skipped, skip_existing)
@@ -153,7 +157,7 @@ def run_batch(
                 r.seconds += time.perf_counter() - t0
             if r.error is not None:
                 out.failed.append((r.item, r.error))
-                tell(f"failed: {r.item.image} {r.item.expression!r}: {r.error}")
+                tell(shown(f"failed: {r.item.image} {r.item.expression!r}: {r.error}"))
             else:
                 out.done += 1
             if log is not None:

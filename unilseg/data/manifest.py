@@ -13,6 +13,7 @@ data set. Other keys are kept in `Sample.meta`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnilsegError
-from ..paths import user_path
+from ..paths import MANIFEST_LIMIT, open_input, path_problem, shown, text_problem, user_path
 from ..writers import rle_decode
 
 REQUIRED = ("image", "mask", "expression")
@@ -57,6 +58,8 @@ def _row_problem(row: Any) -> str | None:
         return f"missing key(s) {', '.join(missing)}"
     if not isinstance(row["image"], str) or not row["image"].strip():
         return "'image' must be a non-empty path string"
+    if path_problem(row["image"]):
+        return f"'image' {path_problem(row['image'])}"
     mask = row["mask"]
     if isinstance(mask, dict):
         size, counts = mask.get("size"), mask.get("counts")
@@ -66,10 +69,15 @@ def _row_problem(row: Any) -> str | None:
             return "'mask' RLE needs 'counts': a string or a list of integers"
     elif not isinstance(mask, str) or not mask.strip():
         return "'mask' must be a PNG path or a COCO RLE object"
+    elif path_problem(mask):
+        return f"'mask' {path_problem(mask)}"
     expr = row["expression"]
     texts = [expr] if isinstance(expr, str) else expr
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         return "'expression' must be a non-empty text or a non-empty list of non-empty texts"
+    for t in texts:
+        if text_problem(t):
+            return f"'expression' {shown(repr(t))} {text_problem(t)}"
     for key in ("granularity", "source", "id"):
         value = row.get(key, "x")
         if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
@@ -87,14 +95,12 @@ def iter_records(path: str | Path, what: str = "manifest") -> Iterator[tuple[int
 
     `.jsonl` / `.ndjson` files hold one JSON value per line (blank lines skipped); any
     other file is CSV with a header row, each row a dict of its columns. The file is read
-    as UTF-8 (a BOM is ignored) one line at a time, so a huge manifest is never held whole.
+    as UTF-8 (a BOM is ignored) one line at a time, so a huge manifest is never held whole;
+    it must be a regular file of at most MANIFEST_LIMIT bytes (`paths.open_input`).
     Problems with one row (broken JSON) are yielded; an unreadable file raises.
     """
     path = Path(path)
-    try:
-        f = open(path, encoding="utf-8-sig", newline="")
-    except OSError as e:
-        raise UnilsegError(f"cannot read {what} {path}: {e.strerror}") from e
+    f = io.TextIOWrapper(open_input(path, what, MANIFEST_LIMIT), encoding="utf-8-sig", newline="")
     number = 0
     try:
         with f:
@@ -121,9 +127,9 @@ def iter_records(path: str | Path, what: str = "manifest") -> Iterator[tuple[int
                     else:
                         yield number, rec, None
     except UnicodeDecodeError as e:
-        raise UnilsegError(f"{what} {path} is not UTF-8 text (line {number + 1}); save it as UTF-8") from e
+        raise UnilsegError(f"{what} {shown(path)} is not UTF-8 text (line {number + 1}); save it as UTF-8") from e
     except csv.Error as e:
-        raise UnilsegError(f"{what} {path}: line {number + 1}: not valid CSV ({e})") from e
+        raise UnilsegError(f"{what} {shown(path)}: line {number + 1}: not valid CSV ({e})") from e
 
 
 def read_manifest(path: str | Path, check_files: bool = True) -> list[Sample]:

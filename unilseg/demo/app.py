@@ -12,8 +12,11 @@ from __future__ import annotations
 import atexit
 import hashlib
 import html
+import io
 import logging
+import os
 import re
+import stat
 import time
 import uuid
 import warnings
@@ -28,10 +31,11 @@ from typing import Any
 import cv2
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 
 from ..errors import UnilsegError
 from ..predictor import ImageEmbedding, Prediction, Predictor
-from ..transforms import read_image
+from ..settings import check_threshold
 from ..writers import encode_mask
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 40_000_000  # larger uploads are refused with a message (decoding and overlays cost memory)
 MAX_INSTRUCTIONS = 16
 MAX_UPLOAD = "100mb"  # Gradio refuses larger files in the browser
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # the page reads no more of a file than this
 SESSION_TTL_S = 900  # a session's encoded image is freed after this long without a run
 DISPLAY_MIN_SIDE, DISPLAY_MAX_SIDE = 768, 1600  # long side of the shown overlay (downloads keep the image's)
 FILL_ALPHA, OUTLINE_ALPHA = 0.55, 1.0
@@ -65,15 +70,75 @@ class SessionCache:
         self.key = self.image = self.embedding = None
 
 
+NO_IMAGE = "Upload an image first (or click one of the demo scenes below)."
+# One answer for every file the page will not read (not an upload, gone, a folder, a pipe, a
+# device...): the reply must not tell a caller which server paths exist.
+REFUSED_FILE = "This image is not a file uploaded to this page, or it has expired; upload it again."
+UNDECODABLE = ("This file could not be decoded as an image (unsupported or corrupt); "
+               "upload a PNG, JPEG, WebP or BMP image.")
+
+
 def uploaded_file(payload: Any) -> str | None:
-    """The server-side path of gr.Image's raw (not pre-processed) value, or None.
+    """The server-side path that gr.Image's raw (not pre-processed) value names; None for no image.
 
     The run event skips Gradio's pre-processing (which fails on a file PIL cannot open with a
-    bare 'Error'); Gradio still checks that the file is one uploaded to this server.
+    bare 'Error'), so the value is whatever the client sent: a FileData dict, a dict without
+    `meta` (which Gradio passes on unchecked), a bare string. Which paths are then read is
+    `read_upload`'s decision.
     """
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return None if payload is None else str(payload)
+    if payload is None or payload == "" or payload == {}:
+        return None
+    path = payload.get("path") if isinstance(payload, dict) else payload
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise UnilsegError(REFUSED_FILE)
+    return path
+
+
+def inside(path: str, folder: str) -> bool:
+    """True if `path`, once `..` and symlinks are resolved, lies inside `folder`."""
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root and real != root
+
+
+def read_upload(path: str, uploads: Callable[[str], bool] | None, folder: str | None,
+                limit: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The bytes of the image file `path`, read without ever blocking; else UnilsegError(REFUSED_FILE).
+
+    uploads / folder: on the served page, only a path that Gradio recorded as an upload (or an
+    example it copied) and that still lies inside its upload folder once resolved, is opened;
+    None (a direct Python call) takes any path. Either way only a regular file is read (a
+    FIFO, a device or a folder is refused before any read: opened with O_NONBLOCK, checked
+    with fstat), and at most `limit` bytes of it. Every refusal is the same message.
+    """
+    strict = uploads is not None
+    if strict and not (os.path.isabs(path) and uploads(path) and folder and inside(path, folder)):
+        raise UnilsegError(REFUSED_FILE)  # decided before the file system is touched for this path
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if strict:
+        flags |= getattr(os, "O_NOFOLLOW", 0)  # Gradio's uploads are plain files, never links
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):
+        raise UnilsegError(REFUSED_FILE) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnilsegError(REFUSED_FILE)
+        if info.st_size > limit:
+            raise UnilsegError(f"This file is {info.st_size / 2**20:.0f} MB; the demo takes at most "
+                               f"{limit / 2**20:.0f} MB. Upload a smaller image.")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew while being read
+            raise UnilsegError(REFUSED_FILE)
+        return b"".join(chunks)
+    except OSError:
+        raise UnilsegError(REFUSED_FILE) from None
+    finally:
+        os.close(fd)
 
 
 class PredictorPool:
@@ -120,15 +185,35 @@ def mask_filename(index: int, text: str) -> str:
     return f"{index:02d}-{slug}.png"
 
 
-def image_pixels(path: str) -> int | None:
-    """Width x height from the file header (no decoding); None if PIL cannot tell."""
+def image_pixels(source: str | Path | bytes) -> int | None:
+    """Width x height from the image header (no decoding); None if PIL cannot tell.
+
+    PIL's own decompression-bomb refusal (over 2 x `PIL.Image.MAX_IMAGE_PIXELS`) still yields
+    the size its message states: such an image is refused for its size, never decoded.
+    """
     from PIL import Image
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+                return im.width * im.height
+        except Image.DecompressionBombError as e:
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            return int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+        except Exception:  # noqa: BLE001 - not an image PIL knows
+            return None
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """8-bit BGR, as the CLI's `read_image` decodes a file (the same OpenCV call on the same bytes)."""
     try:
-        with Image.open(path) as im:
-            return im.width * im.height
-    except Exception:  # noqa: BLE001 - OpenCV may still read it; decoding decides
-        return None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        image = None
+    if image is None:
+        raise UnilsegError(UNDECODABLE)
+    return image
 
 
 def too_large(pixels: int, limit: int) -> str:
@@ -185,7 +270,7 @@ def build_app(
         if request is not None and request.session_hash:
             sessions[request.session_hash] = cache
         try:
-            return (*run(image, text, threshold, precision, cache), cache)
+            return (*run(image, text, threshold, precision, cache, served=request is not None), cache)
         except UnilsegError as e:
             message = str(e)
         except Exception as e:  # noqa: BLE001 - the page says so; the server keeps serving
@@ -194,23 +279,29 @@ def build_app(
         gr.Warning(html.escape(message))
         return None, None, None, f"**Problem:** {message}", cache
 
-    def run(image: Any, text: str, threshold: float, precision: str | None,
-            cache: SessionCache) -> tuple[Any, list[str], str, str]:
+    def run(image: Any, text: Any, threshold: Any, precision: Any, cache: SessionCache,
+            served: bool = True) -> tuple[Any, list[str], str, str]:
+        """served: a request from the network (the page, its API); False for a direct Python call."""
         path = uploaded_file(image)
         if not path:
-            raise UnilsegError("Upload an image first (or click one of the demo scenes below).")
+            raise UnilsegError(NO_IMAGE)
+        if text is not None and not isinstance(text, str):
+            raise UnilsegError("The instructions must be text, one instruction per line.")
         texts = parse_instructions(text)
         if not texts:
             raise UnilsegError("Type what to segment, e.g. 'the sky' (one instruction per line for several).")
         if len(texts) > MAX_INSTRUCTIONS:
             raise UnilsegError(f"{len(texts)} instructions; the demo takes at most {MAX_INSTRUCTIONS} at a time.")
+        threshold = check_threshold(threshold, "The threshold")  # the CLI's rule: finite, 0 < t < 1
+        if precision is not None and not isinstance(precision, str):
+            raise UnilsegError(f"The precision must be one of {', '.join(pool.offered)}.")
         model, load_s = pool.get(precision)
         t0 = time.perf_counter()
-        reused = encode(path, model, cache)
+        reused = encode(path, model, cache, served)
         t1 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            predictions = model.predict(texts, threshold=float(threshold), embedding=cache.embedding)
+            predictions = model.predict(texts, threshold=threshold, embedding=cache.embedding)
         t2 = time.perf_counter()
         for w in caught:  # e.g. an instruction cut to the tokenizer's length
             gr.Warning(html.escape(str(w.message)))
@@ -231,27 +322,30 @@ def build_app(
                   f"({'reused the encoded image' if reused else f'image encoded in {t1 - t0:.2f} s'}, "
                   f"instructions decoded in {t2 - t1:.2f} s"
                   f"{f', {model.precision} model loaded in {load_s:.1f} s' if load_s else ''}); "
-                  f"{model.precision} on {model.device.type}, threshold {float(threshold):.2f}.")
+                  f"{model.precision} on {model.device.type}, threshold {threshold:.2f}.")
         return overlay, files, table, status
 
-    def encode(path: str, model: Predictor, cache: SessionCache) -> bool:
-        """Make `cache` hold this image's embedding for `model`; True if it already did."""
-        try:
-            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError as e:
-            raise UnilsegError("The uploaded image is gone from the server; upload it again.") from e
-        key = (digest, model.precision)
+    def is_upload(path: str) -> bool:
+        """A file Gradio received as an upload, or copied into its cache for the image input (the examples)."""
+        return path in demo.upload_file_set or path in image_in.temp_files
+
+    def encode(path: str, model: Predictor, cache: SessionCache, served: bool) -> bool:
+        """Make `cache` hold this image's embedding for `model`; True if it already did.
+
+        The size the header declares is checked before decoding: a file PIL cannot size is
+        not decoded at all (a small file can claim gigapixels).
+        """
+        data = read_upload(path, is_upload if served else None, get_upload_folder() if served else None)
+        key = (hashlib.sha256(data).hexdigest(), model.precision)
         if cache.key == key:
             return True
         cache.clear()  # the old embedding goes before the new one is made: one per session
-        pixels = image_pixels(path)
-        if pixels is not None and pixels > max_pixels:
+        pixels = image_pixels(data)
+        if pixels is None:
+            raise UnilsegError(UNDECODABLE)
+        if pixels > max_pixels:
             raise UnilsegError(too_large(pixels, max_pixels))
-        try:
-            image = read_image(path)
-        except UnilsegError as e:
-            raise UnilsegError("This file could not be decoded as an image (unsupported or corrupt); "
-                               "upload a PNG, JPEG, WebP or BMP image.") from e
+        image = decode_image(data)
         if image.shape[0] * image.shape[1] > max_pixels:
             raise UnilsegError(too_large(image.shape[0] * image.shape[1], max_pixels))
         cache.embedding = model.embed([image])[0]

@@ -78,9 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if importlib.util.find_spec("gradio") is None:
         print(f"error: the demo needs Gradio; install it with: {INSTALL_HINT}", file=sys.stderr)
         return 2
-    from ..errors import run_guarded
+    from ..cliargs import guarded_main
 
-    return run_guarded(lambda: serve(args), interrupted="stopped")
+    return guarded_main(lambda: serve(args), interrupted="stopped")  # a warning is one `warning:` line
 
 
 def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predictor) -> None:

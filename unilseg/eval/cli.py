@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..cliargs import add_data_args, add_model_args, guarded_main
+from ..cliargs import add_data_args, add_model_args, finite_float, guarded_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-batch", type=int, metavar="N", help="(image, text) pairs per decoder batch "
                    "(default: 1 on CPU, 16 on GPU)")
     p.add_argument("--workers", type=int, help=argparse.SUPPRESS)  # old flag: evaluation reads images in-process
-    p.add_argument("--threshold", type=float, help="mask = soft map > threshold (default: the model's)")
+    p.add_argument("--threshold", type=finite_float, help="mask = soft map > threshold (default: the model's)")
     p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--per-sample", metavar="PATH.jsonl", help="write one JSON line per scored text")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnilsegError
-from ..settings import InferenceSpec, check_threshold
+from ..paths import SETTINGS_LIMIT, read_text_input
+from ..settings import InferenceSpec, check_spec
 
 EXPORT_FILE = "unilseg-export.json"
 FORMATS = ("onnx", "aoti")
@@ -82,25 +83,33 @@ class ExportInfo:
         return {"schema": SCHEMA, **d}
 
 
+ROLES = ("image_encoder", "prompt_decoder")  # the files every export holds
+SPEC_KEYS = ("size", "mean", "std", "context_length", "threshold")
+
+
 def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
-    """Read and check an export directory's settings (and that its files exist)."""
+    """Read and check an export directory's settings (and that its files exist).
+
+    `unilseg-export.json` (a regular file of at most 1 MiB) is checked against its schema
+    with types: format and variant texts, files a mapping of every role to a file name,
+    spec's size and context_length integers, mean and std 3 finite numbers (std above 0),
+    threshold a number strictly between 0 and 1; a damaged one is refused in one line.
+    """
     directory = Path(directory)
     path = directory / EXPORT_FILE
     hint = "run `unilseg export --format FORMAT --out DIR` to make one"
     if not directory.is_dir():
         raise UnilsegError(f"{directory} is not an export directory; {hint}")
+    if not os.path.lexists(path):
+        raise UnilsegError(f"{directory} holds no {EXPORT_FILE}: not an export directory; {hint}")
+    text = read_text_input(path, "export settings", SETTINGS_LIMIT)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        spec = dict(raw["spec"])
-        spec.pop("tokenizer", None)
-        info = ExportInfo(str(raw["format"]), str(raw["variant"]), {str(k): str(v) for k, v in raw["files"].items()},
-                          InferenceSpec(**{**spec, "mean": tuple(spec["mean"]), "std": tuple(spec["std"])}),
-                          str(raw.get("model", "")), dict(raw.get("extra") or {}))
-    except FileNotFoundError:
-        raise UnilsegError(f"{directory} holds no {EXPORT_FILE}: not an export directory; {hint}") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UnilsegError(f"{path} is damaged ({type(e).__name__}: {e}); export again") from None
-    check_threshold(info.spec.threshold, f"{EXPORT_FILE}'s threshold")
+        raw = json.loads(text)
+    except ValueError as e:
+        raise UnilsegError(f"{path} is damaged (not valid JSON: {e}); export again") from None
+    except RecursionError:
+        raise UnilsegError(f"{path} is damaged (JSON nested too deeply); export again") from None
+    info = _parse_info(raw, f"{path} is damaged: ")
     if fmt is not None and info.format != fmt:
         raise UnilsegError(f"{directory} holds a {info.format} export, not {fmt}; use --runtime {info.format} "
                            f"or export with --format {fmt}")
@@ -111,6 +120,44 @@ def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
         if not (directory / name).is_file():
             raise UnilsegError(f"{directory} lacks its {role} file {name}; export again")
     return info
+
+
+def _parse_info(raw: Any, where: str) -> ExportInfo:
+    """The settings' JSON -> ExportInfo, by the schema of `read_info` (errors start with `where`)."""
+    again = "; export again"
+    if not isinstance(raw, dict):
+        raise UnilsegError(f"{where}expected a JSON object, got {type(raw).__name__}{again}")
+    schema = raw.get("schema", SCHEMA)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema != SCHEMA:
+        raise UnilsegError(f"{where}schema {schema!r} is not {SCHEMA} (another unilseg version's export){again}")
+    for key in ("format", "variant"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise UnilsegError(f"{where}`{key}` must be a non-empty text, not {raw.get(key)!r}{again}")
+    if raw["format"] not in FORMATS:
+        raise UnilsegError(f"{where}format {raw['format']!r} is none of {', '.join(FORMATS)}{again}")
+    files = raw.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise UnilsegError(f"{where}`files` must map roles to file names, not {files!r}{again}")
+    missing = [role for role in ROLES if role not in files]
+    if missing:
+        raise UnilsegError(f"{where}`files` names no {' or '.join(missing)}{again}")
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        raise UnilsegError(f"{where}`spec` must be an object of {', '.join(SPEC_KEYS)}, not {spec!r}{again}")
+    fields = {k: v for k, v in spec.items() if k != "tokenizer"}
+    unknown = sorted(set(fields) - set(SPEC_KEYS))
+    absent = [k for k in SPEC_KEYS if k not in fields]
+    if unknown or absent:
+        what = f"unknown key(s) {', '.join(unknown)}" if unknown else f"no {', '.join(absent)}"
+        raise UnilsegError(f"{where}`spec` has {what}{again}")
+    try:
+        checked = check_spec(fields, where, {k: f"spec.{k}" for k in SPEC_KEYS})
+    except UnilsegError as e:
+        raise UnilsegError(f"{e}{again}") from None
+    model, extra = raw.get("model", ""), raw.get("extra") or {}
+    if not isinstance(model, str) or not isinstance(extra, dict):
+        raise UnilsegError(f"{where}`model` must be a text and `extra` an object{again}")
+    return ExportInfo(raw["format"], raw["variant"], dict(files), InferenceSpec(**checked), model, dict(extra))
 
 
 def default_export_dir(model: str, fmt: str, variant: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..cliargs import add_data_args, guarded_main
+from ..cliargs import add_data_args, device_arg, guarded_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
                    "(without a path: the latest in --out, which must hold one)")
     p.add_argument("--init", help="start from these weights (e.g. the official .pth to fine-tune)")
     p.add_argument("--steps", type=int, help="total optimiser steps (overrides train.steps)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    p.add_argument("--device", default="auto", type=device_arg, help="auto | cpu | cuda[:N] | mps")
     add_data_args(p)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides, e.g. train.lr 1e-4")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
