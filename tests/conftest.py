@@ -31,3 +31,19 @@ def seeded_model(seeded_checkpoint):
     from unilseg.build import load_model
 
     return load_model(seeded_checkpoint, ROOT / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Counts model loads: every front end loads through unilseg.build.load_model."""
+    import unilseg.build
+
+    calls: list = []
+    real = unilseg.build.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(unilseg.build, "load_model", counting)
+    return calls

@@ -19,22 +19,6 @@ def tiny(tmp_path_factory):
     return config, weights, image
 
 
-@pytest.fixture
-def loads(monkeypatch):
-    """Counts model loads: every front end loads through unilseg.build.load_model."""
-    import unilseg.build
-
-    calls = []
-    real = unilseg.build.load_model
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(unilseg.build, "load_model", counting)
-    return calls
-
-
 def run(capsys, tiny, *argv):
     config, weights, image = tiny
     code = main(["--img", str(image), "--exp", "the red circle", *argv, "--config", str(config),

@@ -15,22 +15,6 @@ from fuzz.harness import MODEL, Sandbox
 from fuzz.hostile import animated_gif, image_bytes
 
 
-@pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Counts model loads: every front end loads through unilseg.build.load_model."""
-    import unilseg.build
-
-    calls: list = []
-    real = unilseg.build.load_model
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(unilseg.build, "load_model", counting)
-    return calls
-
-
 def image(folder: Path, name: str = "a.png", h: int = 48, w: int = 64) -> Path:
     path = folder / name
     path.write_bytes(image_bytes(h=h, w=w))
