@@ -13,7 +13,7 @@ from . import __version__
 from .build import as_config, build_model
 from .checkpoint import PAD_SUFFIX, SAFETENSORS_FORMAT, check_state_dict, read_weights, remap_official_keys
 from .errors import UnilsegError, WriteError, first_line
-from .writers import check_file_target, default_file_mode, new_temporary
+from .writers import OutputRegistry, check_file_target, default_file_mode, new_temporary
 
 
 def convert(
@@ -28,6 +28,9 @@ def convert(
     if dst.suffix != ".safetensors":
         raise UnilsegError(f"output {dst} must end in .safetensors")
     check_file_target(dst, "output")
+    claims = OutputRegistry()  # converting a file onto itself would replace the only copy of the weights
+    claims.read(src, f"the weights {src}")
+    claims.write(dst, f"output {dst}")
     state_dict, stored = read_weights(src)
     cfg = as_config(config if config is not None else stored)
     state_dict = remap_official_keys(state_dict)

@@ -442,3 +442,23 @@ def test_ray_refuses_a_row_on_the_manifest(sandbox, loads):
     manifest.write_text("image,expression,output\na.png,x,rows.json\n")
     refused(sandbox, ["--manifest", str(manifest), "--sp", ".", "--format", "rle-json", "--actors", "1",
                       "--cpus-per-actor", "1", *MODEL], loads, "rows.json", "--manifest", main=main)
+
+
+@pytest.mark.parametrize("how", ["same", "dotdot", "symlink"])
+def test_convert_onto_its_own_input_is_refused(sandbox, how):
+    """`unilseg convert W W` would replace the only copy of the weights."""
+    from unilseg.registry import MODELS, find_weights
+
+    src = sandbox.out / "demo.safetensors"
+    demo = find_weights(MODELS["unilseg-demo"])[0]
+    src.write_bytes(demo.read_bytes())
+    before = src.read_bytes()
+    if how == "symlink":
+        dst = sandbox.out / "link.safetensors"
+        dst.symlink_to(src)
+    else:
+        (sandbox.out / "x").mkdir()
+        dst = src if how == "same" else sandbox.out / "x" / ".." / src.name
+    out = sandbox.run(["convert", str(src), str(dst)], 2)
+    assert "the weights" in out.err and "an input the job reads" in out.err
+    assert src.read_bytes() == before
