@@ -8,6 +8,7 @@ import json
 from conftest import FIXTURES
 from output_matrix import CASES, compare, run_matrix
 
+
 def test_the_matrix_gives_the_recorded_names_and_digests(tmp_path, seeded_checkpoint):
     expected = json.loads((FIXTURES / "output_matrix.json").read_text())
     assert sorted(expected) == sorted(CASES), "the fixture and the matrix name different cases: re-record"
