@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+try:  # Ray's and Ray Data's log handlers keep the sys.stderr of their first import: import them before any
+    import ray.data  # noqa: F401   test swaps in a capture stream (capsys) that is closed when that test ends
+except ImportError:
+    pass
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 FIXTURES = TESTS / "fixtures"
