@@ -36,6 +36,7 @@ from gradio.utils import get_upload_folder
 from ..errors import UnilsegError
 from ..predictor import ImageEmbedding, Prediction, Predictor
 from ..settings import check_threshold
+from ..transforms import decode_image
 from ..writers import encode_mask
 
 log = logging.getLogger(__name__)
@@ -205,17 +206,6 @@ def image_pixels(source: str | Path | bytes) -> int | None:
             return None
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """8-bit BGR, as the CLI's `read_image` decodes a file (the same OpenCV call on the same bytes)."""
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    except cv2.error:
-        image = None
-    if image is None:
-        raise UnilsegError(UNDECODABLE)
-    return image
-
-
 def too_large(pixels: int, limit: int) -> str:
     return (f"This image has {pixels / 1e6:.1f} megapixels; the demo takes at most {limit / 1e6:.0f} "
             "megapixels. Downscale it and upload it again.")
@@ -345,7 +335,10 @@ def build_app(
             raise UnilsegError(UNDECODABLE)
         if pixels > max_pixels:
             raise UnilsegError(too_large(pixels, max_pixels))
-        image = decode_image(data)
+        try:
+            image = decode_image(np.frombuffer(data, np.uint8), "upload")  # the CLI's decoder, on the bytes read
+        except UnilsegError:
+            raise UnilsegError(UNDECODABLE) from None
         if image.shape[0] * image.shape[1] > max_pixels:
             raise UnilsegError(too_large(image.shape[0] * image.shape[1], max_pixels))
         cache.embedding = model.embed([image])[0]
