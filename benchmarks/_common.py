@@ -15,7 +15,7 @@ def seeded_checkpoints(workdir: Path) -> tuple[Path, Path]:
     """Full-size UniLSeg-20 checkpoints with seeded weights: official .pth and converted .safetensors."""
     from seeded import official_seeded_checkpoint
 
-    from unilseg.convert import convert
+    from unilseg.model.convert import convert
 
     workdir.mkdir(parents=True, exist_ok=True)
     pth, st = workdir / "seed0.pth", workdir / "seed0.safetensors"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 TEXTS = ["the face of the astronaut", "the flag on the left", "her right hand", "the helmet",
          "the red patch on the suit", "the sky behind her", "the rocket", "the white gloves"]
 IMAGES = [ROOT / "tests/fixtures/images" / name for name in ("astronaut.png", "chelsea.png", "coffee.png")]
-CONFIG = ROOT / "unilseg/configs/unilseg20.yaml"
+CONFIG = ROOT / "src/unilseg/configs/unilseg20.yaml"
 
 
 def timed(fn) -> float:
@@ -59,12 +59,12 @@ def export_aoti(weights: Path, precision: str, size: int, out: Path) -> float:
 
 def predictor(mode: str, precision: str, weights: Path, size: int, export: Path):
     """(Predictor, seconds to make it: model load or package load)."""
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     t0 = time.perf_counter()
     if mode == "aoti":
-        from unilseg.runtime import load_backend
+        from unilseg.inference.backends import load_backend
 
         made = Predictor(load_backend("aoti", weights=str(export), device="cpu"))
     else:

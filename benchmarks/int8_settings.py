@@ -45,7 +45,7 @@ def export_all(root: Path) -> None:
     _, full = seeded_checkpoints(root / "src" / "full")
     models = {
         "tiny": ["--config", str(config), "--weights", str(weights)],
-        "full": ["--config", str(ROOT / "unilseg/configs/unilseg20.yaml"), "--weights", str(full)],
+        "full": ["--config", str(ROOT / "src/unilseg/configs/unilseg20.yaml"), "--weights", str(full)],
         "demo": ["--model", "unilseg-demo"],
     }
     for name, argv in models.items():
@@ -67,8 +67,8 @@ def export_all(root: Path) -> None:
 
 
 def predictor(directory: Path):
-    from unilseg.predictor import Predictor
-    from unilseg.runtime import load_backend
+    from unilseg.inference.backends import load_backend
+    from unilseg.inference.predictor import Predictor
 
     return Predictor(load_backend("onnx", weights=str(directory), device="cpu"))
 
@@ -137,7 +137,7 @@ def forward_seconds(root: Path, variant: str, repeat: int) -> float:
 
 
 def cpu_label() -> str:
-    from unilseg.runtime.cpu import cpu_features
+    from unilseg.inference.backends.cpu import cpu_features
 
     return cpu_features().summary()
 

@@ -43,7 +43,7 @@ def timed(fn: Callable[[], object], clock: Callable[[], float]) -> float:
 
 def bench_case(predictor, image: np.ndarray, k: int, clock, repeat: int) -> tuple[float, float, float]:
     """(label map, K-instruction batch, merge + legend) seconds for the first k classes, best of `repeat`."""
-    from unilseg.labelmap import ClassSpec, make_legend, merge_soft_maps
+    from unilseg.tasks.labelmap import ClassSpec, make_legend, merge_soft_maps
 
     classes = [ClassSpec.of(c) for c in CLASSES[:k]]
     texts = [c.instruction for c in classes]
@@ -75,8 +75,8 @@ def main() -> None:
 
     import torch
 
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

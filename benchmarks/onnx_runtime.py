@@ -50,9 +50,9 @@ def exports(workdir: Path, pth: Path) -> dict[str, Path]:
 
 
 def predictor(runtime: str, st: Path, dirs: dict[str, Path]):
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
-    from unilseg.runtime import load_backend
+    from unilseg.inference.backends import load_backend
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     kind, variant = runtime.split("-")
     if kind == "torch":
@@ -146,7 +146,7 @@ def main() -> None:
 
 def time_one_runtime(args: argparse.Namespace) -> None:
     """Time one runtime in this process; print {case: best seconds} as the last line."""
-    from unilseg.transforms import read_image
+    from unilseg.inference.transforms import read_image
 
     pth, st = seeded_checkpoints(args.workdir)
     pred = predictor(args.child, st, exports(args.workdir, pth))

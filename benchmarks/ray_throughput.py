@@ -79,7 +79,7 @@ def run_on_ray(make: Callable[[], object], requests: list, out: Path) -> tuple[f
     import ray
 
     from unilseg.batch import OutputOptions, plan_items
-    from unilseg.raybatch import run_ray
+    from unilseg.batch.ray import run_ray
 
     options = OutputOptions()
     items = plan_items(requests, out, options)

@@ -18,7 +18,7 @@ from _common import ROOT, median, run_child, seeded_checkpoints
 LOAD_ONLY = """
 import resource, sys, time
 import torch
-from unilseg.build import load_model
+from unilseg.model.build import load_model
 rss0 = int(open('/proc/self/statm').read().split()[1]) * 4096
 t0 = time.perf_counter()
 model = load_model(sys.argv[1], device='cpu')

@@ -67,10 +67,10 @@ def expressions_per_image(weights: Path, repeat: int) -> dict[str, dict]:
 def _per_image(weights: Path, precision: str, repeat: int) -> dict:
     import torch
 
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
-    from unilseg.tokenizer import tokenize
-    from unilseg.transforms import preprocess, read_image
+    from unilseg.inference.predictor import Predictor
+    from unilseg.inference.transforms import preprocess, read_image
+    from unilseg.model.build import load_model
+    from unilseg.model.tokenizer import tokenize
 
     image = read_image(ROOT / "tests/fixtures/images/astronaut.png")
     model = load_model(weights, device="cpu")
@@ -140,11 +140,11 @@ def steady_image_cost(weights: Path, image_paths: list[Path], repeat: int, preci
     """Best per-image times in a warm process: forward alone, and read + forward + mask + PNG write."""
     import torch
 
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
-    from unilseg.tokenizer import tokenize
-    from unilseg.transforms import postprocess, preprocess, read_image
-    from unilseg.writers import encode_mask, write_atomic
+    from unilseg.inference.predictor import Predictor
+    from unilseg.inference.transforms import postprocess, preprocess, read_image
+    from unilseg.io.writers import encode_mask, write_atomic
+    from unilseg.model.build import load_model
+    from unilseg.model.tokenizer import tokenize
 
     model = load_model(weights, device="cpu")
     Predictor(model, precision=precision)  # casts the weights for bf16

@@ -102,9 +102,9 @@ def main() -> None:
 
     import torch
 
-    from unilseg.build import load_model
     from unilseg.data.synthetic.clip import iter_frames, write_mp4
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,8 @@ def main() -> None:
     p.add_argument("--per-granularity", type=int, default=2)
     args = p.parse_args()
 
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name, (kind, color, start) in {

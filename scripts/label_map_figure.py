@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from unilseg.data.synthetic import SEMANTIC_CLASSES, SEMANTIC_INSTRUCTIONS, generate_scene, render, semantic_labels
-from unilseg.labelmap import make_legend, palette, render_label_overlay
+from unilseg.tasks.labelmap import make_legend, palette, render_label_overlay
 
 HELD_OUT_SEED = 777
 SCALE = 2
@@ -47,9 +47,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("imgs/label_map.png"))
     args = p.parse_args()
 
-    from unilseg.build import load_model
-    from unilseg.labelmap import ClassSpec
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
+    from unilseg.tasks.labelmap import ClassSpec
 
     index = find_full_scene()
     scene = generate_scene(HELD_OUT_SEED, index)

@@ -19,7 +19,7 @@ import numpy as np
 
 from unilseg.data.synthetic.clip import CLIP_FPS, make_clip, write_mp4
 from unilseg.eval.metrics import intersection_union, iou
-from unilseg.writers import render_overlay
+from unilseg.io.writers import render_overlay
 
 TILE = 160
 TINT_BGR = (200, 40, 255)  # magenta: visible on blue cars and the sky alike
@@ -47,8 +47,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("imgs/video_strip.png"))
     args = p.parse_args()
 
-    from unilseg.build import load_model
-    from unilseg.predictor import Predictor
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
 
     predictor = Predictor(load_model(args.model))
     clip = make_clip(args.seed, args.clip, args.frames)

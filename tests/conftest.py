@@ -33,22 +33,22 @@ def seeded_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seeded_model(seeded_checkpoint):
-    from unilseg.build import load_model
+    from unilseg.model.build import load_model
 
-    return load_model(seeded_checkpoint, ROOT / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
+    return load_model(seeded_checkpoint, ROOT / "src" / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
 
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Counts model loads: every front end loads through unilseg.build.load_model."""
-    import unilseg.build
+    """Counts model loads: every front end loads through unilseg.model.build.load_model."""
+    import unilseg.model.build
 
     calls: list = []
-    real = unilseg.build.load_model
+    real = unilseg.model.build.load_model
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(unilseg.build, "load_model", counting)
+    monkeypatch.setattr(unilseg.model.build, "load_model", counting)
     return calls

@@ -47,8 +47,8 @@ import numpy as np
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-EXAMPLES = ROOT / "unilseg" / "demo" / "examples"
-FULL_CONFIG = ROOT / "unilseg" / "configs" / "unilseg20.yaml"
+EXAMPLES = ROOT / "src" / "unilseg" / "demo" / "examples"
+FULL_CONFIG = ROOT / "src" / "unilseg" / "configs" / "unilseg20.yaml"
 FLOAT_TOLERANCE = 1e-4
 MIN_MARGIN = 1e-4
 FPS = 12.0
@@ -326,12 +326,12 @@ def threshold_margins(workdir: str | Path) -> dict[str, float]:
     that writes masks (label maps: also the winning class's lead), recomputed through the Python API on
     the inputs `run_matrix` made in workdir (one torch thread, as the matrix runs)."""
     from unilseg.batch import Item, predict_items
-    from unilseg.build import load_model
     from unilseg.data.manifest import load_image
     from unilseg.data.sources import open_samples
-    from unilseg.labelmap import read_classes_file
-    from unilseg.predictor import Predictor
-    from unilseg.runtime import load_backend
+    from unilseg.inference.backends import load_backend
+    from unilseg.inference.predictor import Predictor
+    from unilseg.model.build import load_model
+    from unilseg.tasks.labelmap import read_classes_file
 
     workdir = Path(workdir).resolve()
 

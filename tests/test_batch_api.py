@@ -5,9 +5,9 @@ import pytest
 from tiny import write_images, write_tiny_model
 
 from unilseg.batch import OutputOptions, plan_items, predict_items, run_batch
-from unilseg.build import load_model
-from unilseg.cli import main
-from unilseg.predictor import Predictor
+from unilseg.cli.segment import main
+from unilseg.inference.predictor import Predictor
+from unilseg.model.build import load_model
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pytest
 from conftest import FIXTURES, ROOT
 from tiny import write_images, write_tiny_model
 
-from unilseg.build import load_model
-from unilseg.cli import main
-from unilseg.predictor import Predictor
-from unilseg.writers import render_overlay
+from unilseg.cli.segment import main
+from unilseg.inference.predictor import Predictor
+from unilseg.io.writers import render_overlay
+from unilseg.model.build import load_model
 
 THRESHOLD = 0.5  # the tiny config's
 
@@ -263,7 +263,7 @@ def test_single_image_extras(capsys, tiny, reference, tmp_path):
     code, err = cli(capsys, tiny, "--img", str(img), "--exp", "the cat", "--sp", str(sp), "--format", "rle-json",
                     "--save-prob", "--overlay", str(tmp_path / "over.png"))
     assert code == 0 and err == []
-    from unilseg.writers import rle_decode
+    from unilseg.io.writers import rle_decode
 
     ref = reference(img, "the cat")
     assert_same_mask(rle_decode(json.loads(sp.read_text())), ref)
@@ -286,7 +286,7 @@ def test_batch_with_a_bad_checkpoint_leaves_nothing(capsys, tiny, tmp_path):
 
 def test_precision_flags(capsys, tiny, tmp_path):
     out = tmp_path / "out"
-    from unilseg.precision import native_cpu_bf16
+    from unilseg.inference.backends.precision import native_cpu_bf16
 
     code, err = cli(capsys, tiny, "--img", str(tiny[2]), "--exp", "sky", "--sp", str(out), "--precision", "bf16")
     assert code == 0 and len(list(out.glob("*.png"))) == 4
@@ -322,7 +322,7 @@ def test_batch_usage_errors(capsys, tiny, tmp_path, argv, needle):
 
 
 def test_help_lists_batch_flags_without_torch():
-    code = ("import sys; from unilseg.cli import get_parser; h = get_parser().format_help(); "
+    code = ("import sys; from unilseg.cli.segment import get_parser; h = get_parser().format_help(); "
             "print('torch' in sys.modules, all(f in h for f in ('--manifest', '--shard', '--skip-existing')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.split() == ["False", "True"]

@@ -22,7 +22,7 @@ from unilseg.batch import (
     slugify,
 )
 from unilseg.errors import UnilsegError
-from unilseg.writers import encode_image, encode_mask, npy_bytes
+from unilseg.io.writers import encode_image, encode_mask, npy_bytes
 
 # Characters no common file system (ext4, APFS, NTFS, FAT) objects to, with no case clash.
 PORTABLE = re.compile(r"[a-z0-9-]+")

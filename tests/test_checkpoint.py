@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT
 
-from unilseg.build import build_model, load_model
-from unilseg.checkpoint import read_checkpoint, remap_official_keys
 from unilseg.errors import CheckpointError
+from unilseg.model.build import build_model, load_model
+from unilseg.model.checkpoint import read_checkpoint, remap_official_keys
 
-CONFIG = ROOT / "unilseg/configs/unilseg20.yaml"
+CONFIG = ROOT / "src/unilseg/configs/unilseg20.yaml"
 
 
 def official_keys() -> dict[str, tuple[int, ...]]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT
 
-from unilseg.cli import main
+from unilseg.cli.segment import main
 
 IMG = str(FIXTURES / "images/chelsea.png")
 
@@ -92,7 +92,8 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from unilseg.cli import get_parser; get_parser().format_help(); print('torch' in sys.modules)"
+    code = ("import sys; from unilseg.cli.segment import get_parser; get_parser().format_help(); "
+            "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "False"
 

@@ -20,13 +20,13 @@ import torch
 from conftest import FIXTURES, golden_cases
 from tiny import write_images, write_tiny_model
 
-from unilseg.build import load_model
-from unilseg.cli import main
+from unilseg.cli.export import main as export_main
+from unilseg.cli.segment import main
 from unilseg.export import EXPORT_FILE, ExportInfo, read_info, write_info
 from unilseg.export.aoti import FILES, machine_fingerprint
-from unilseg.export.cli import main as export_main
-from unilseg.predictor import Predictor, to_prediction
-from unilseg.runtime import load_backend
+from unilseg.inference.backends import load_backend
+from unilseg.inference.predictor import Predictor, to_prediction
+from unilseg.model.build import load_model
 
 CASES = golden_cases()
 REEXPORT = "re-export with `unilseg export --format aoti`"
@@ -151,7 +151,7 @@ def fake_export(directory, fingerprint: dict, content: bytes, sizes: bool = True
         (directory / name).write_bytes(content)
     from tiny import TINY_CONFIG
 
-    from unilseg.settings import InferenceSpec
+    from unilseg.model.spec import InferenceSpec
 
     extra = {"fingerprint": fingerprint, "sizes": {role: len(content) for role in FILES} if sizes else {}}
     write_info(directory, ExportInfo("aoti", "fp32", dict(FILES), InferenceSpec.from_config(TINY_CONFIG),

@@ -7,7 +7,7 @@ import pytest
 
 from unilseg.data.manifest import Sample, load_image, load_mask, read_manifest, write_manifest
 from unilseg.errors import UnilsegError
-from unilseg.writers import rle_encode as encode_rle
+from unilseg.io.writers import rle_encode as encode_rle
 
 
 def _write_png(path, array):

@@ -11,7 +11,7 @@ from unilseg.data.manifest import load_image, load_mask
 from unilseg.data.refcoco import load_refcoco, read_refs
 from unilseg.data.sources import open_samples
 from unilseg.errors import UnilsegError
-from unilseg.writers import rle_decode as decode_rle
+from unilseg.io.writers import rle_decode as decode_rle
 
 H, W = 24, 32
 RECT = [4.0, 3.0, 20.0, 3.0, 20.0, 15.0, 4.0, 15.0]  # polygon x0,y0,x1,y0,... of image 1's object

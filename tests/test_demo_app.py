@@ -107,7 +107,7 @@ def upload(page, path: Path) -> None:
 
 def cli_masks(tmp_path: Path, image: Path, texts: list[str]) -> list[bytes]:
     """The segment CLI's mask files for the same image and instructions."""
-    from unilseg.cli import main as segment_main
+    from unilseg.cli.segment import main as segment_main
 
     out = []
     for i, text in enumerate(texts):

@@ -9,7 +9,7 @@ import json
 from conftest import ROOT
 
 from unilseg.eval.cli import main as eval_main
-from unilseg.registry import cached_weights, get_spec
+from unilseg.model.registry import cached_weights, get_spec
 
 # Floors a little under what the shipped weights score on this set (0.811 overall; object 0.730,
 # part 0.645, group 0.867, stuff 0.983; see README, "The demo model").
@@ -19,7 +19,7 @@ FLOOR = {"object": 0.68, "part": 0.60, "group": 0.82, "stuff": 0.95}
 
 def test_demo_weights_are_shipped_small_and_registered():
     path = cached_weights(get_spec("unilseg-demo"))
-    assert path is not None and path.parent == ROOT / "unilseg" / "weights" and path.suffix == ".safetensors"
+    assert path is not None and path.parent == ROOT / "src" / "unilseg" / "weights" and path.suffix == ".safetensors"
     assert path.stat().st_size <= 25 * 2**20
 
 

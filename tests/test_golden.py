@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT, golden_cases
 
-from unilseg.cli import main
-from unilseg.tokenizer import tokenize
-from unilseg.transforms import postprocess, preprocess, read_image
+from unilseg.cli.segment import main
+from unilseg.inference.transforms import postprocess, preprocess, read_image
+from unilseg.model.tokenizer import tokenize
 
 CASES = golden_cases()
 
@@ -48,7 +48,7 @@ def test_cli_mask_matches_golden(seeded_checkpoint, tmp_path, case):
     out, prob_out = tmp_path / "mask.png", tmp_path / "prob.npy"
     code = main([
         "--img", str(FIXTURES / case["img"]), "--exp", case["exp"], "--sp", str(out),
-        "--weights", str(seeded_checkpoint), "--config", str(ROOT / "unilseg/configs/unilseg20.yaml"),
+        "--weights", str(seeded_checkpoint), "--config", str(ROOT / "src/unilseg/configs/unilseg20.yaml"),
         "--device", "cpu", "--save-prob", str(prob_out),
     ])
     assert code == 0

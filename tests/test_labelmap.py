@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 from tiny import write_images, write_tiny_model
 
-from unilseg.build import load_model
-from unilseg.cli import main
+from unilseg.cli.segment import main
 from unilseg.errors import UnilsegError
 from unilseg.eval.cli import main as eval_main
-from unilseg.labelmap import (
+from unilseg.inference.predictor import Predictor
+from unilseg.model.build import load_model
+from unilseg.tasks.labelmap import (
     ClassSpec,
     encode_label_png,
     make_legend,
@@ -21,7 +22,6 @@ from unilseg.labelmap import (
     read_classes_file,
     read_label_png,
 )
-from unilseg.predictor import Predictor
 
 CLASSES = ["a red circle", "the blue thing", "background stuff: the big square"]
 
@@ -131,9 +131,9 @@ def cli(capsys, tiny, *argv):
     (["--classes", "sky", "--classes-file", "c.txt"], "not both"),
 ])
 def test_cli_refuses_bad_classes_before_loading(capsys, tiny, tmp_path, monkeypatch, argv, problem):
-    import unilseg.cliargs
+    import unilseg.cli.args
 
-    monkeypatch.setattr(unilseg.cliargs, "load_model_from_args", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(unilseg.cli.args, "load_model_from_args", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.chdir(tmp_path)
     image = sorted(tiny[2].iterdir())[0]
     code, err = cli(capsys, tiny, "--img", str(image), *argv)

@@ -6,8 +6,8 @@ import torch
 from unilseg.data.manifest import Sample
 from unilseg.eval.evaluate import evaluate
 from unilseg.eval.metrics import Record, format_table, intersection_union, stats, summarize
-from unilseg.predictor import Predictor
-from unilseg.settings import InferenceSpec
+from unilseg.inference.predictor import Predictor
+from unilseg.model.spec import InferenceSpec
 
 
 def box(shape, y0, y1, x0, x1):

@@ -29,8 +29,8 @@ import pytest
 import torch
 from conftest import FIXTURES
 
-from unilseg.tokenizer import tokenize
-from unilseg.transforms import preprocess, read_image
+from unilseg.inference.transforms import preprocess, read_image
+from unilseg.model.tokenizer import tokenize
 
 INTER = FIXTURES / "intermediates"
 SUB = (..., slice(None, None, 3), slice(None, None, 3))  # the rows/columns the fixture keeps

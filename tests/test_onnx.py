@@ -17,16 +17,16 @@ from conftest import FIXTURES, ROOT, golden_cases
 from tiny import write_images, write_tiny_model
 
 from unilseg.__main__ import main
-from unilseg.build import load_model
 from unilseg.errors import UnilsegError
 from unilseg.export import EXPORT_FILE, INT8_DEFAULT, INT8_LEGACY, INT8_SCHEMES, read_info, write_info
 from unilseg.export.onnx import quantize_graphs
-from unilseg.predictor import Predictor, to_prediction
-from unilseg.runtime import load_backend
-from unilseg.runtime.cpu import parse_cpuinfo
+from unilseg.inference.backends import load_backend
+from unilseg.inference.backends.cpu import parse_cpuinfo
+from unilseg.inference.predictor import Predictor, to_prediction
+from unilseg.model.build import load_model
 
 CASES = golden_cases()
-FULL_CONFIG = str(ROOT / "unilseg/configs/unilseg20.yaml")
+FULL_CONFIG = str(ROOT / "src/unilseg/configs/unilseg20.yaml")
 TEXTS = ["the left cat", "sky", "a person in a red coat"]
 
 
@@ -216,7 +216,7 @@ def test_old_int8_export_loads_and_warns_once_without_vnni(tiny, tmp_path, monke
     image = write_images(tmp_path / "in", 1)[0]
     argv = ["--runtime", "onnx", "--weights", str(old), "--img", str(image), "--exp", "sky", "--exp", "a cat",
             "--device", "cpu", "--sp", str(tmp_path / "out/")]
-    import unilseg.runtime.cpu as cpu
+    import unilseg.inference.backends.cpu as cpu
 
     monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures("test CPU", frozenset({"avx2", "fma"})))
     assert main(argv) == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tiny import write_images, write_tiny_model
 
-from unilseg.cli import main
+from unilseg.cli.segment import main
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,17 @@ import torch
 from conftest import FIXTURES, ROOT, golden_cases
 from tiny import TINY_CONFIG
 
-from unilseg.build import build_model, load_model
 from unilseg.errors import UnilsegError
-from unilseg.precision import (
+from unilseg.inference.backends.precision import (
     LOW_PRECISION_ATTENTION,
     LOW_PRECISION_LAYERS,
     apply_precision,
     model_precision,
     native_cpu_bf16,
 )
-from unilseg.predictor import Predictor
-from unilseg.transforms import read_image
+from unilseg.inference.predictor import Predictor
+from unilseg.inference.transforms import read_image
+from unilseg.model.build import build_model, load_model
 
 CASES = golden_cases()
 
@@ -24,7 +24,7 @@ CASES = golden_cases()
 @pytest.fixture(scope="module")
 def bf16_predictor(seeded_checkpoint):
     """A second copy of the seeded full-size model (the session's fp32 one stays untouched)."""
-    model = load_model(seeded_checkpoint, ROOT / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
+    model = load_model(seeded_checkpoint, ROOT / "src" / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
     return Predictor(model, precision="bf16")
 
 

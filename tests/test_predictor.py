@@ -6,9 +6,9 @@ import torch
 from conftest import FIXTURES
 
 from unilseg.errors import UnilsegError
-from unilseg.predictor import Predictor
-from unilseg.tokenizer import tokenize
-from unilseg.transforms import postprocess, preprocess, read_image
+from unilseg.inference.predictor import Predictor
+from unilseg.inference.transforms import postprocess, preprocess, read_image
+from unilseg.model.tokenizer import tokenize
 
 IMG = FIXTURES / "images/chelsea.png"
 TEXTS = ["cat", "the left ear of the cat", "the wall behind", "all the whiskers"]
@@ -60,7 +60,7 @@ def test_predict_before_set_image_raises(seeded_model):
 def tiny_model(tmp_path_factory):
     from tiny import write_tiny_model
 
-    from unilseg.build import load_model
+    from unilseg.model.build import load_model
 
     return load_model(*reversed(write_tiny_model(tmp_path_factory.mktemp("tiny"))))
 

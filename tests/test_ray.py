@@ -15,11 +15,11 @@ import torch
 from tiny import write_images, write_tiny_model
 
 from unilseg.batch import OutputOptions, plan_items, run_batch
-from unilseg.build import load_model
-from unilseg.predictor import Predictor
+from unilseg.inference.predictor import Predictor
+from unilseg.model.build import load_model
 
 ray = pytest.importorskip("ray")
-from unilseg.raybatch import CRASH_ENV, default_cpus_per_actor, main, run_ray  # noqa: E402
+from unilseg.batch.ray import CRASH_ENV, default_cpus_per_actor, main, run_ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["the red circle", "the background"]

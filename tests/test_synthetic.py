@@ -17,7 +17,7 @@ from unilseg.data.synthetic import (
     target_mask,
 )
 from unilseg.data.synthetic.scene import Part, SceneConfig
-from unilseg.tokenizer import encode, tokenize
+from unilseg.model.tokenizer import encode, tokenize
 
 SCENES = range(40)
 
@@ -173,7 +173,7 @@ def test_granularity_weights_steer_training_draws():
 def test_bad_granularity_weights_are_refused():
     from unilseg.data.sources import train_dataset
     from unilseg.errors import UnilsegError
-    from unilseg.settings import InferenceSpec
+    from unilseg.model.spec import InferenceSpec
 
     with pytest.raises(UnilsegError, match="granularity_weights"):
         train_dataset("synthetic:4:0", InferenceSpec(size=64), granularity_weights={"objects": 1})

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, golden_cases
 
-from unilseg.tokenizer import EOT, SOT, tokenize
+from unilseg.model.tokenizer import EOT, SOT, tokenize
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: c["name"])

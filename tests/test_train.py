@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from unilseg.build import build_model
-from unilseg.config import load_config
 from unilseg.data.sources import train_dataset
-from unilseg.settings import InferenceSpec
+from unilseg.model.build import build_model
+from unilseg.model.config import load_config
+from unilseg.model.spec import InferenceSpec
 from unilseg.train.checkpointing import latest_checkpoint, load_training_checkpoint
 from unilseg.train.loop import Trainer, train_step, with_train_defaults
 from unilseg.train.losses import bce_dice_loss, resize_target
@@ -16,7 +16,7 @@ from unilseg.train.optim import param_groups
 from unilseg.train.sampler import StepBatchSampler
 from unilseg.train.schedule import make_scheduler, warmup_cosine
 
-TINY = ROOT / "unilseg/configs/unilseg-tiny.yaml"
+TINY = ROOT / "src/unilseg/configs/unilseg-tiny.yaml"
 
 
 def tiny_config(**train):
@@ -140,7 +140,7 @@ def test_resume_continues_bit_exactly(tmp_path):
 
 def test_small_config_builds_and_steps():
     """The shipped small config is consistent: it builds, gives stride-4 logits and trains."""
-    cfg = with_train_defaults(load_config(ROOT / "unilseg/configs/unilseg-small.yaml"))
+    cfg = with_train_defaults(load_config(ROOT / "src/unilseg/configs/unilseg-small.yaml"))
     torch.manual_seed(0)
     model = build_model(cfg)
     data = train_dataset("synthetic:4:0", InferenceSpec.from_config(cfg))

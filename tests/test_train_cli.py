@@ -9,7 +9,7 @@ from conftest import ROOT
 from unilseg.eval.cli import main as eval_main
 from unilseg.train.cli import main as train_main
 
-TINY = str(ROOT / "unilseg/configs/unilseg-tiny.yaml")
+TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 
 
 def test_train_resume_and_eval_commands(tmp_path, capsys):

@@ -10,7 +10,7 @@ from conftest import ROOT
 WORKER = textwrap.dedent("""
     import sys
     import torch
-    from unilseg.config import load_config
+    from unilseg.model.config import load_config
     from unilseg.train.loop import Trainer
 
     cfg = load_config(sys.argv[1])
@@ -30,7 +30,7 @@ def test_two_process_gloo_run_keeps_replicas_identical(tmp_path):
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(ROOT / "unilseg/configs/unilseg-tiny.yaml"), str(tmp_path / "run")]
+           str(script), str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml"), str(tmp_path / "run")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     r0 = torch.load(tmp_path / "run/rank0.pt", weights_only=True)

@@ -7,7 +7,7 @@ from conftest import ROOT
 from unilseg.eval.cli import main as eval_main
 from unilseg.train.cli import main as train_main
 
-TINY = str(ROOT / "unilseg/configs/unilseg-tiny.yaml")
+TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 HELD_OUT = "synthetic:30:1:96"  # seed 1: scenes the training stream (seed 0) never shows
 
 

@@ -16,12 +16,12 @@ from conftest import ROOT
 from tiny import write_tiny_model
 from torchthreads import torch_threads
 
-from unilseg.build import load_model
-from unilseg.cli import main
+from unilseg.cli.segment import main
 from unilseg.data.synthetic import SceneConfig
 from unilseg.data.synthetic.clip import iter_frames, write_mp4
-from unilseg.predictor import Predictor
-from unilseg.writers import rle_decode
+from unilseg.inference.predictor import Predictor
+from unilseg.io.writers import rle_decode
+from unilseg.model.build import load_model
 
 TEXTS = ["the red tree", "the sky"]
 FPS = 12.0
@@ -176,8 +176,8 @@ def test_skip_existing_after_a_killed_run_recomputes_nothing(capsys, tiny, tmp_p
     seen = []
     original = predictor.backend.encode_image
     predictor.backend.encode_image = lambda x: (seen.append(x.shape[0]), original(x))[1]
-    from unilseg.video import open_video
-    from unilseg.video_run import run_video
+    from unilseg.batch.video import run_video
+    from unilseg.tasks.video import open_video
 
     report = run_video(predictor, open_video(long_clip), [TEXTS[1]], out, fmt=fmt, skip_existing=True)
     assert sum(seen) == 60 - len(finished) and report.skipped == len(finished) and report.error is None
@@ -251,8 +251,8 @@ def test_demo_model_video_quality_floor():
     """J (mean over clips x instructions of the mean IoU over frames) of the shipped demo model on
     generated clips read back from mp4. The README's figure is 0.814 (8 clips of 24 frames);
     this subset (the first 2 clips, 8 frames each, 8 sequences) scores 0.844."""
-    from unilseg.build import load_model as load
     from unilseg.eval.video import evaluate_clips
+    from unilseg.model.build import load_model as load
 
     summary = evaluate_clips(Predictor(load("unilseg-demo")), clips=2, seed=5, frames=8)
     assert summary["overall"]["sequences"] == 8

@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import ROOT
 
-from unilseg.build import load_model, resolve_model
-from unilseg.checkpoint import read_weights
-from unilseg.convert import convert
-from unilseg.download import download, verify_file
 from unilseg.errors import CheckpointError, UnilsegError
-from unilseg.registry import MODELS, cached_weights, get_spec
+from unilseg.model.build import load_model, resolve_model
+from unilseg.model.checkpoint import read_weights
+from unilseg.model.convert import convert
+from unilseg.model.download import download, verify_file
+from unilseg.model.registry import MODELS, cached_weights, get_spec
 
-CONFIG = ROOT / "unilseg/configs/unilseg20.yaml"
+CONFIG = ROOT / "src/unilseg/configs/unilseg20.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_unwritable_cache_directory(monkeypatch, tmp_path):
 
 
 def test_cli_without_weights_names_the_download_command(tmp_path, capsys):
-    from unilseg.cli import main
+    from unilseg.cli.segment import main
 
     env_home = os.environ.get("UNILSEG_HOME")
     os.environ["UNILSEG_HOME"] = str(tmp_path)
@@ -160,7 +160,7 @@ def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, mon
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "unilseg-20" in out
-    from unilseg.runtime.cpu import cpu_features
+    from unilseg.inference.backends.cpu import cpu_features
 
     assert out.splitlines()[0] == f"cpu: {cpu_features().summary()}" and "VNNI " in out.splitlines()[0]
     assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.safetensors")]) == 2
@@ -182,9 +182,9 @@ def test_failed_download_page_is_named_in_one_line(tmp_path, capsys):
 
 
 def test_half_precision_file_loads_as_float32(tmp_path):
-    from unilseg.build import build_model
+    from unilseg.model.build import build_model
 
-    cfg = ROOT / "unilseg/configs/unilseg-tiny.yaml"
+    cfg = ROOT / "src/unilseg/configs/unilseg-tiny.yaml"
     model = build_model(cfg)
     with torch.no_grad():  # trained BatchNorm variances can exceed float16's range
         model.query_decoder.visual_proj[1].running_var.fill_(4e5)

@@ -31,7 +31,7 @@ TINY_CONFIG = {
 
 def write_tiny_model(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     """Write tiny.yaml and tiny.pth ({'state_dict': ...}, as a trained checkpoint is) -> (config, weights)."""
-    from unilseg.build import build_model
+    from unilseg.model.build import build_model
 
     directory.mkdir(parents=True, exist_ok=True)
     config, weights = directory / "tiny.yaml", directory / "tiny.pth"

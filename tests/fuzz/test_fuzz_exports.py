@@ -248,7 +248,7 @@ def test_disk_full_mid_export_is_one_line_and_leaves_nothing(sandbox: Sandbox, s
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import unilseg.export.cli as export_cli
+    import unilseg.cli.export as export_cli
     import unilseg.export.onnx as export_onnx
 
     def full(*args, **kwargs):

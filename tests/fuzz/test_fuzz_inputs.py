@@ -74,7 +74,7 @@ def test_non_finite_opts_are_refused(sandbox: Sandbox, opts: list[str]) -> None:
 def test_non_finite_number_in_a_config_file_is_refused(sandbox: Sandbox, value: str) -> None:
     import yaml
 
-    from unilseg.config import load_config
+    from unilseg.model.config import load_config
 
     cfg = load_config("unilseg-demo")
     text = yaml.safe_dump(cfg).replace("0.4578275", value)  # the mean's green
@@ -267,7 +267,7 @@ def test_devices_that_do_not_run_inference_are_refused(sandbox: Sandbox, device:
 @pytest.mark.parametrize("device", ["meta", "xpu", "lazy", "cpu:3"])
 def test_resolve_device_refuses_them_too(device: str) -> None:
     from unilseg.errors import UnilsegError
-    from unilseg.predictor import resolve_device
+    from unilseg.inference.predictor import resolve_device
 
     with pytest.raises(UnilsegError, match="does not run inference"):
         resolve_device(device)
@@ -301,12 +301,12 @@ def test_opts_out_of_the_models_limits(sandbox: Sandbox, opts: list[str], words:
 
 
 def test_opts_limits_are_checked_before_the_model_loads(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    import unilseg.build
+    import unilseg.model.build
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(unilseg.build, "load_model", no_load)
+    monkeypatch.setattr(unilseg.model.build, "load_model", no_load)
     image = _image(sandbox)
     sandbox.run(["--img", str(image), "--exp", "x", "--sp", "m.png", *MODEL, "--opts", "input.context_length",
                  "1000"], 2)

@@ -29,7 +29,7 @@ class Payload:
 
 def demo_state() -> dict[str, torch.Tensor]:
     import unilseg
-    from unilseg.checkpoint import read_weights
+    from unilseg.model.checkpoint import read_weights
 
     return dict(read_weights(Path(unilseg.__file__).parent / "weights" / "unilseg-demo.safetensors")[0])
 

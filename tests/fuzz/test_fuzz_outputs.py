@@ -85,7 +85,7 @@ def test_lookalike_of_an_overlay_video_temporary_is_kept(sandbox):
 
 
 def test_lookalike_kept_by_the_python_writer(tmp_path):
-    from unilseg.writers import write_atomic
+    from unilseg.io.writers import write_atomic
 
     lookalike = tmp_path / ".m.png.dead.part"
     lookalike.write_bytes(b"mine")
@@ -435,7 +435,7 @@ def test_plan_items_refuses_an_output_on_an_image(tmp_path):
 
 def test_ray_refuses_a_row_on_the_manifest(sandbox, loads):
     pytest.importorskip("ray")
-    from unilseg.raybatch import main
+    from unilseg.batch.ray import main
 
     image(sandbox.out, "a.png")
     manifest = sandbox.out / "rows.json"
@@ -447,7 +447,7 @@ def test_ray_refuses_a_row_on_the_manifest(sandbox, loads):
 @pytest.mark.parametrize("how", ["same", "dotdot", "symlink"])
 def test_convert_onto_its_own_input_is_refused(sandbox, how):
     """`unilseg convert W W` would replace the only copy of the weights."""
-    from unilseg.registry import MODELS, find_weights
+    from unilseg.model.registry import MODELS, find_weights
 
     src = sandbox.out / "demo.safetensors"
     demo = find_weights(MODELS["unilseg-demo"])[0]

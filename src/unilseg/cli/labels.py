@@ -1,0 +1,133 @@
+"""`--classes` / `--classes-file` on the segment command: one label map per image.
+
+The segment CLI hands over here when classes are given; everything is checked (classes,
+inputs, every output target) before the model loads, then `unilseg.batch.labels`
+does the work. One image file: `--sp` is the label PNG (default labels.png), or a
+directory to write `{stem}__labels.png` into. Folders, globs, several images or a
+manifest: `--sp` is a directory, with a `results.jsonl` row per image.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from unilseg.errors import UnilsegError
+from unilseg.io.paths import shown, user_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_LABELS = "labels.png"
+
+
+def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
+    """The checked classes of --classes or --classes-file."""
+    from unilseg.tasks.labelmap import parse_classes, read_classes_file
+
+    if args.classes is not None and args.classes_file is not None:
+        raise UnilsegError("give --classes or --classes-file, not both")
+    return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)
+
+
+def run_labels(args: argparse.Namespace) -> int:
+    """Check, plan and run label maps; returns the exit code (2 for bad arguments, before any model work)."""
+    from unilseg.batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
+    from unilseg.batch.labels import plan_label_items, read_manifest_images, run_label_maps
+    from unilseg.batch.plan import without_own_outputs
+    from unilseg.cli.segment import claim_inputs, reserve_results
+    from unilseg.io.writers import OutputRegistry, confine
+    from unilseg.tasks.labelmap import MAX_PALETTE_CLASSES
+
+    if args.exp or args.exp_file:
+        raise UnilsegError("--classes gives what to segment; drop --exp/--exp-file (a class may carry its own "
+                           "instruction: 'car: all the cars')")
+    if args.manifest and args.img:
+        raise UnilsegError("--manifest gives the images; drop --img")
+    if not args.manifest and not args.img:
+        raise UnilsegError("give --img IMG (a file, directory or glob) or --manifest FILE with --classes")
+    if args.format not in (None, "png"):
+        raise UnilsegError(f"--format {args.format}: a label map is written as a PNG of class indices")
+    if args.save_prob is not None:
+        raise UnilsegError("--save-prob does not apply to --classes (one soft map per class); use --exp for "
+                           "soft maps, or Predictor.predict in Python")
+    classes = read_classes(args)
+    if len(classes) > MAX_PALETTE_CLASSES:
+        print(f"note: {len(classes)} classes: label maps are 16-bit greyscale PNGs (a PNG palette holds "
+              f"{MAX_PALETTE_CLASSES} classes); the colours are in the legend", file=sys.stderr)
+    single = not args.manifest and not args.shard and len(args.img) == 1 and _is_file_arg(args.img[0])
+    if single:
+        items, load = _plan_single(args)
+        results = None
+    else:
+        if args.sp is None:
+            raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
+        overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower()
+        if overlay not in (None, "jpg", "png"):
+            raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
+                               "not a path")
+        if args.manifest:
+            images = read_manifest_images(args.manifest)
+        else:
+            images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
+        shard = parse_shard(args.shard) if args.shard else None
+        out_dir = check_output_dir(args.sp, len(images))
+        registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+        items = plan_label_items(images, out_dir, overlay, registry)
+        items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
+        results = confine(out_dir / results_name(shard), out_dir)
+
+    def make_predictor():
+        from unilseg.cli.args import predictor_from_args
+
+        return predictor_from_args(args)
+
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(items) > 1)
+    extra = {"load": load} if single else {}
+    report = run_label_maps(make_predictor, items, classes, results=results, skip_existing=args.skip_existing,
+                            batch_size=args.batch_size, progress=bool(show) and not single,
+                            report=(lambda line: None) if single else None, **extra)
+    if report.failed:
+        what = report.failed[0][1] if single else f"{len(report.failed)} of {len(items)} images failed; see {results}"
+        print(shown(f"error: {what}"), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_file_arg(value: str) -> bool:
+    """An --img value naming one file (or a missing one, which then fails as bad input), not a folder or glob."""
+    path = user_path(value)
+    return not path.is_dir() and (path.is_file() or not glob.has_magic(value))
+
+
+def _plan_single(args: argparse.Namespace) -> tuple[list, Callable[[object], np.ndarray]]:
+    """One image file: --sp a .png file (default labels.png) or a directory; every target checked now."""
+    from unilseg.batch.labels import LABELS_SUFFIX, label_item
+    from unilseg.batch.plan import safe_stem
+    from unilseg.cli.segment import claim_inputs, output_label, sidecar_arg
+    from unilseg.inference.transforms import read_image
+    from unilseg.io.writers import OutputRegistry, check_dir_target, check_file_target
+
+    sp_arg = args.sp or DEFAULT_LABELS
+    in_dir = os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep))
+    if in_dir:
+        sp = check_dir_target(sp_arg, "--sp") / (safe_stem(Path(args.img[0]).stem) + LABELS_SUFFIX + ".png")
+    else:
+        if Path(sp_arg).suffix.lower() != ".png":
+            raise UnilsegError(f"--sp {sp_arg}: a label map is a PNG of class indices; end the name in .png")
+        sp = check_file_target(sp_arg, "--sp")
+    overlay = sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))
+    if overlay is not None:
+        check_file_target(overlay, "--overlay")
+    item = label_item(0, args.img[0], sp, overlay)
+    registry = claim_inputs(OutputRegistry(), args)
+    registry.write(sp, output_label(args.sp, sp, in_dir, "the label map"))
+    registry.write(item.legend_path, f"its legend {item.legend_path}")
+    if overlay is not None:
+        registry.write(overlay, f"--overlay {args.overlay}" if args.overlay is not True else f"its overlay {overlay}")
+    image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
+    return [item], lambda _key: image

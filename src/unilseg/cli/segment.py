@@ -1,0 +1,342 @@
+"""`general_inference.py` / `unilseg segment`: segment what an instruction names in images.
+
+A thin shell: parse, check every input and output target, then hand the items to the
+batch API (`unilseg.batch.run_batch`), which loads the model only if there is work.
+Errors a user can fix are one `error:` line with exit code 2, before any model work;
+a write that still fails is one `error:` line with exit code 1.
+
+One image file and one `--exp` is the authors' invocation: `--sp` is the output file
+(or, naming a directory, the directory to write `{image_stem}__{slug}.png` into). Anything
+more (several images or expressions, a directory, a glob, `--exp-file`, `--manifest`,
+`--shard`) is a batch: `--sp` is a directory, a failing item is reported and skipped,
+and the exit code is 1 if any item failed.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unilseg.cli.args import add_model_args, finite_float, guarded_main, path_arg, text_arg
+from unilseg.io.paths import shown, user_path
+
+DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
+FORMATS = ("png", "npy", "rle-json")  # unilseg.io.writers.FORMATS; repeated so --help imports no numpy/cv2
+
+
+def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Segment whatever a language instruction names in an image (UniLSeg).",
+    )
+    add_job_args(p)
+    p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
+    add_video_args(p)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch: progress bar on stderr (default: only when stderr is a terminal)")
+    p.epilog = ("other commands: unilseg models | download | convert | train | eval "
+                "(unilseg COMMAND --help)") if prog != "general_inference.py" else None
+    return p
+
+
+def add_video_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `--video` (see `unilseg.batch.video`)."""
+    v = p.add_argument_group("video (instead of --img)")
+    v.add_argument("--video", type=path_arg, metavar="FILE|DIR",
+                   help="a video (mp4, avi, webm, mov, gif: whatever OpenCV's FFmpeg "
+                   "reads) or a folder of frames; masks go to --sp DIR/{video}__{text}/000123.png (or one .json "
+                   "with --format rle-json), --overlay writes {video}__{text}.overlay.mp4")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="segment every Nth frame (default 1)")
+    v.add_argument("--max-frames", type=int, metavar="N", help="segment at most N frames")
+    v.add_argument("--start", type=finite_float, default=0.0, metavar="SEC", help="first second to segment (default 0)")
+    v.add_argument("--end", type=finite_float, metavar="SEC", help="stop before this second")
+    v.add_argument("--smooth", type=finite_float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
+                   "s_t = ALPHA*s_(t-1) + (1-ALPHA)*p_t (default 0: off, each frame exactly as a single image)")
+    v.add_argument("--fps", type=finite_float, help="frame rate of a folder of frames (default 25)")
+
+
+def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
+    """Add the flags of a segmentation job: inputs, outputs, model, threshold, batching, resume.
+
+    `unilseg segment` (batch_only=False) and `unilseg ray` (batch_only=True: `--sp` is always
+    a directory, `--save-prob` / `--overlay` take no path) share them, and `plan_batch`
+    reads them.
+    """
+    p.add_argument("--img", nargs="+", type=path_arg, action="extend", metavar="IMG",
+                   help="input image(s): files (any format OpenCV reads), directories or quoted globs")
+    p.add_argument("--exp", action="append", type=text_arg, metavar="TEXT",
+                   help='the instruction, e.g. "the man in red"; repeat for several')
+    p.add_argument("--exp-file", type=path_arg, metavar="FILE", help="more instructions, one per line")
+    p.add_argument("--classes", type=text_arg, metavar="A,B,...",
+                   help='label map instead of masks: classes, e.g. "sky,road,car" '
+                   '(a class may carry its instruction, "car: all the cars"); one PNG of class indices per image')
+    p.add_argument("--classes-file", type=path_arg, metavar="FILE",
+                   help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
+    p.add_argument("--manifest", type=path_arg, metavar="FILE",
+                   help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
+    p.add_argument("--sp", type=path_arg, help="the output directory (every node must see it)" if batch_only else
+                   "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
+                   "for a batch, the output directory")
+    p.add_argument("--allow-absolute-output", action="store_true",
+                   help="manifest: let an absolute `output` be written where it says (default: such a row fails; "
+                        "relative outputs must stay inside --sp either way)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
+                        "extension, else png")
+    add_model_args(p, download=True)
+    p.add_argument("--threshold", type=finite_float, default=None, help="mask = soft map > threshold (default: the "
+                   "model's, 0.35)")
+    if batch_only:
+        p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
+                       "the image size, beside each mask")
+        p.add_argument("--overlay", nargs="?", const=True, metavar="jpg|png",
+                       help="also save NAME.overlay.jpg (or .png): the image with the mask tinted and outlined")
+    else:
+        p.add_argument("--save-prob", nargs="?", const=True, type=path_arg, metavar="PATH.npy",
+                       help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each "
+                            "mask)")
+        p.add_argument("--overlay", nargs="?", const=True, type=path_arg, metavar="PATH|jpg|png",
+                       help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
+                            "batch: jpg or png, NAME.overlay.jpg beside each mask)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
+    p.add_argument("--text-batch", type=int, metavar="N",
+                   help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
+                        "16 on GPU)")
+    p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
+
+
+@dataclass
+class Job:
+    """What the command line asks for, checked: the items, how to write them, and where to log."""
+
+    items: list[Any]  # unilseg.batch.Item
+    options: Any  # unilseg.batch.OutputOptions
+    results: Path | None = None
+    single: bool = False
+    load: Any = None  # the item loader; None: read_image
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the arguments, plan, run the batch API; returns the exit code."""
+    from unilseg.batch import run_batch
+    from unilseg.errors import UnilsegError
+
+    check_settings(args)
+    labels = args.classes is not None or args.classes_file is not None
+    if args.video is not None:
+        if labels:
+            raise UnilsegError("label maps of a video (--video with --classes) are not supported yet; "
+                               "use --exp per class")
+        from unilseg.batch.video import run_from_args
+
+        return run_from_args(args)
+    if (args.every, args.max_frames, args.start, args.end, args.smooth, args.fps) != (1, None, 0.0, None, 0.0, None):
+        raise UnilsegError("--every, --max-frames, --start, --end, --smooth and --fps apply to --video only")
+    if labels:
+        from unilseg.cli.labels import run_labels
+
+        return run_labels(args)
+    check_job_args(args)
+    job = plan_single(args) if _is_single(args) else plan_batch(args)
+
+    def make_predictor():
+        from unilseg.cli.args import predictor_from_args
+
+        return predictor_from_args(args)
+
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(job.items) > 1)
+    extra = {"load": job.load} if job.load is not None else {}
+    report = run_batch(make_predictor, job.items, job.options, results=job.results, skip_existing=args.skip_existing,
+                       batch_size=args.batch_size, progress=bool(show) and not job.single,
+                       report=(lambda line: None) if job.single else None,
+                       on_result=_note_empty_mask if job.single else None, **extra)
+    if job.single:
+        if report.failed:
+            print(shown(f"error: {report.failed[0][1]}"), file=sys.stderr)
+            return 1
+        return 0
+    if report.failed:
+        print(shown(f"error: {len(report.failed)} of {len(job.items)} items failed; see {report.results}"),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Batch sizes and threshold, checked before anything else."""
+    from unilseg.cli.args import check_model_args
+    from unilseg.errors import UnilsegError
+    from unilseg.model.spec import check_threshold
+
+    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
+        if value is not None and value < 1:
+            raise UnilsegError(f"{flag} must be at least 1, not {value}")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    check_model_args(args)
+
+
+def check_job_args(args: argparse.Namespace) -> None:
+    """The checks of `add_job_args`' flags that need no file: what is given, batch sizes, threshold."""
+    from unilseg.errors import UnilsegError
+
+    check_settings(args)
+    if args.manifest and (args.img or args.exp or args.exp_file):
+        raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
+    if not args.manifest and not args.img:
+        raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
+    if not args.manifest and not args.exp and not args.exp_file:
+        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
+
+
+def _is_single(args: argparse.Namespace) -> bool:
+    """The authors' call: one image file, one --exp, nothing that makes a batch."""
+    if args.manifest or args.exp_file or args.shard or len(args.img) != 1 or len(args.exp) != 1:
+        return False
+    img = user_path(args.img[0])
+    return not img.is_dir() and (img.is_file() or not glob.has_magic(args.img[0]))
+
+
+def plan_single(args: argparse.Namespace) -> Job:
+    """One image + one --exp: a batch of one with explicit output paths, all checked now."""
+    from unilseg.batch import Item, OutputOptions, output_stem
+    from unilseg.errors import UnilsegError
+    from unilseg.inference.transforms import read_image
+    from unilseg.io.writers import MASK_EXTENSIONS, OutputRegistry, check_dir_target, check_file_target, mask_format_for
+
+    exp = args.exp[0]
+    if not exp.strip():
+        raise UnilsegError("--exp is empty; give a text naming what to segment")
+    sp_arg = args.sp
+    if sp_arg is None:
+        sp_arg = DEFAULT_OUTPUT + MASK_EXTENSIONS[args.format or "png"]
+    in_dir = os.path.isdir(os.path.expanduser(sp_arg)) or sp_arg.endswith(("/", os.sep))
+    if in_dir:
+        directory = check_dir_target(sp_arg, "--sp")
+        fmt = args.format or "png"
+        sp = directory / (output_stem(args.img[0], exp) + MASK_EXTENSIONS[fmt])
+    else:
+        fmt = mask_format_for(sp_arg, args.format)
+        sp = check_file_target(sp_arg, "--sp")
+    prob_path = sidecar_arg(args.save_prob, sp, ".prob.npy", "--save-prob", (".npy",))
+    overlay_path = sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))
+    for path, flag in ((prob_path, "--save-prob"), (overlay_path, "--overlay")):
+        if path is not None:
+            check_file_target(path, flag)
+    registry = claim_inputs(OutputRegistry(), args)
+    registry.write(sp, output_label(args.sp, sp, in_dir))
+    for path, flag, given in ((prob_path, "--save-prob", args.save_prob), (overlay_path, "--overlay", args.overlay)):
+        if path is not None:
+            registry.write(path, f"{flag} {path}" if given is not True else f"the {flag} file {path}")
+    image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
+    item = Item(0, args.img[0], exp, sp, prob_path, overlay_path, explicit=True)
+    return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
+
+
+def output_label(sp_arg: str | None, sp: Path, in_dir: bool, what: str = "the mask") -> str:
+    """What a message calls a single call's output: `the mask --sp m.png` (or its default, or the name in --sp DIR)."""
+    if sp_arg is None:
+        return f"{what} {sp} (the default --sp)"
+    return f"{what} {sp} (in --sp {sp_arg})" if in_dir else f"{what} --sp {sp_arg}"
+
+
+def claim_inputs(registry: Any, args: argparse.Namespace) -> Any:
+    """Claim the files the job's flags name for reading (the image files too, for a single call):
+    --img, --manifest, --exp-file, --classes-file, --config, --weights; returns the registry."""
+    named = [("the manifest --manifest", getattr(args, "manifest", None)),
+             ("the expression file --exp-file", getattr(args, "exp_file", None)),
+             ("the class file --classes-file", getattr(args, "classes_file", None)),
+             ("the config --config", getattr(args, "config", None)),
+             ("the weights --weights", getattr(args, "weights", None))]
+    named += [("the input image --img", value) for value in getattr(args, "img", None) or []]
+    for what, value in named:
+        if value and user_path(value).is_file():  # a shipped config's name, a folder or a glob is no file
+            registry.read(user_path(value), f"{what} {value}")
+    return registry
+
+
+def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
+                extensions: tuple[str, ...]) -> Path | None:
+    """--save-prob/--overlay of a single call: a path, or True for one beside the mask."""
+    from unilseg.errors import UnilsegError
+    from unilseg.io.writers import sidecar
+
+    if value is None:
+        return None
+    path = sidecar(sp, default_suffix) if value is True else user_path(value)
+    if path.suffix.lower() not in extensions:
+        raise UnilsegError(f"{flag} {value}: use a {' or '.join(extensions)} path")
+    return path
+
+
+def plan_batch(args: argparse.Namespace) -> Job:
+    """Many images x expressions, or a manifest: every output named under --sp, this shard's share."""
+    from unilseg.batch import (
+        OutputOptions,
+        check_output_dir,
+        expand_images,
+        parse_shard,
+        plan_items,
+        read_batch_manifest,
+        read_expression_file,
+        results_name,
+        select_shard,
+    )
+    from unilseg.batch.plan import without_own_outputs
+    from unilseg.errors import UnilsegError
+    from unilseg.io.writers import OutputRegistry, confine
+
+    if args.sp is None:
+        raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
+    if isinstance(args.save_prob, str):
+        raise UnilsegError(f"--save-prob {args.save_prob}: a batch takes no path (NAME.prob.npy beside each mask)")
+    overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower().lstrip(".")
+    if overlay not in (None, "jpg", "png"):
+        raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), not a path")
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.manifest:
+        requests = [(r.image, r.expression, r.output) for r in read_batch_manifest(args.manifest)]
+    else:
+        expressions = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
+        images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
+        requests = [(image, exp, None) for image in images for exp in expressions]
+    out_dir = check_output_dir(args.sp, len(requests))
+    options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
+    results = confine(out_dir / results_name(shard), out_dir)
+    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+    plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results],
+                      registry=registry)
+    items = select_shard(plan, *shard) if shard else plan
+    return Job(items, options, results=results)
+
+
+def reserve_results(registry: Any, out_dir: Path, shard: tuple[int, int] | None) -> Any:
+    """Claim the results logs of this job in out_dir: results.jsonl, or every shard's (shards share --sp)."""
+    if shard is None:
+        registry.reserve(out_dir, r"results\.jsonl", f"the results log {out_dir / 'results.jsonl'}")
+    else:
+        registry.reserve(out_dir, rf"results\.shard-\d+-of-{shard[1]}\.jsonl",
+                         f"a results log of the {shard[1]} shards ({out_dir}/results.shard-I-of-{shard[1]}.jsonl)")
+    return registry
+
+
+def _note_empty_mask(result) -> None:
+    """A single call whose mask is empty says so (one note on stderr), with the top score."""
+    pred = result.prediction
+    if pred is not None and not pred.mask.any():
+        top = float(pred.prob.max()) if pred.prob.size else 0.0
+        print(f"note: the mask is empty: nothing scored above the threshold (the top score was {top:.3f}); "
+              "try a lower --threshold or another wording", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "general_inference.py") -> int:
+    args = get_parser(prog).parse_args(argv)
+    return guarded_main(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from unilseg.data.cli import main
+
+sys.exit(main())

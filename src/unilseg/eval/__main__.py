@@ -1,0 +1,5 @@
+import sys
+
+from unilseg.eval.cli import main
+
+sys.exit(main())

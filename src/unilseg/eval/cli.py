@@ -1,0 +1,152 @@
+"""`unilseg eval`: score a model's masks (mIoU, oIoU, Prec@X by granularity and source).
+
+    unilseg eval --model unilseg-20 --data refcoco:val --refer-root data/refer
+    unilseg eval --weights runs/small/model.pth --data synthetic:250:1
+    unilseg eval --model unilseg-demo --task semantic --data synthetic:250:2   (label maps: per-class IoU, mIoU)
+    unilseg eval --task video --model unilseg-demo [--data synthetic-video:8:5]   per-frame mIoU and J
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from unilseg.cli.args import add_data_args, add_model_args, finite_float, guarded_main
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="unilseg eval",
+        description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source.",
+    )
+    p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
+                   "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]; "
+                   "--task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] (default synthetic-video:8:5)")
+    p.add_argument("--task", choices=("referring", "semantic", "video"), default="referring",
+                   help="referring (default): a mask per text; semantic: a label map per image, per-class IoU and "
+                        "mIoU against label-map ground truth (synthetic:... has it); video: generated clips "
+                        "segmented through the video path, per-frame mIoU and J")
+    p.add_argument("--classes", metavar="A,B,...", help="semantic: classes (NAME or NAME: INSTRUCTION); default "
+                   "for synthetic data: sky, ground, house, tree, car, ball, sun with their default instructions")
+    p.add_argument("--classes-file", metavar="FILE", help="semantic: classes, one per line")
+    p.add_argument("--video-source", choices=("mp4", "png"), default="mp4",
+                   help="--task video: read the clips back from mp4 (lossy, default) or from PNG frames")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--batch-size", type=int, default=8, help="images per encoder batch")
+    p.add_argument("--text-batch", type=int, metavar="N", help="(image, text) pairs per decoder batch "
+                   "(default: 1 on CPU, 16 on GPU)")
+    p.add_argument("--workers", type=int, help=argparse.SUPPRESS)  # old flag: evaluation reads images in-process
+    p.add_argument("--threshold", type=finite_float, help="mask = soft map > threshold (default: the model's)")
+    p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--per-sample", metavar="PATH.jsonl", help="write one JSON line per scored text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    import json
+
+    from unilseg.cli.args import predictor_from_args
+    from unilseg.data.sources import open_samples
+    from unilseg.errors import UnilsegError
+    from unilseg.eval.evaluate import evaluate
+    from unilseg.eval.metrics import format_table
+    from unilseg.io.writers import check_file_target, write_atomic
+    from unilseg.model.spec import check_threshold
+
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or (args.text_batch or 1) < 1:
+        raise UnilsegError("--batch-size, --text-batch and --limit must be positive")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    if args.task == "video":
+        return _run_video(args)
+    if not args.data:
+        raise UnilsegError("give --data SPEC (a manifest, a folder, refcoco:val, synthetic:250:1, ...)")
+    for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
+        if path:
+            check_file_target(path, flag)
+    if args.task == "semantic":
+        return run_semantic(args)
+    if args.classes is not None or args.classes_file is not None:
+        raise UnilsegError("--classes applies to --task semantic")
+    samples = open_samples(args.data, args.refer_root, args.coco_images)
+    predictor = predictor_from_args(args)
+    rows: list[str] = []
+    on_record = (lambda r: rows.append(json.dumps(r))) if args.per_sample else None
+    summary = evaluate(predictor, samples, args.batch_size, args.limit, progress=not args.no_progress,
+                       on_record=on_record)
+    print(f"{args.data}: {summary['overall']['count']} texts, threshold {predictor.threshold}")
+    print(format_table(summary))
+    model_name = args.model or args.weights or predictor.model.config.get("name")
+    report = {"data": args.data, "model": model_name, "config": args.config, "threshold": predictor.threshold,
+              **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    if args.per_sample:
+        write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
+    return report
+
+
+def run_semantic(args: argparse.Namespace) -> dict:
+    """--task semantic: label maps against label-map ground truth -> the summary (printed, and --json)."""
+    import json
+
+    from unilseg.cli.args import predictor_from_args
+    from unilseg.cli.labels import read_classes
+    from unilseg.data.sources import open_label_maps
+    from unilseg.errors import UnilsegError
+    from unilseg.eval.semantic import evaluate_semantic, format_semantic_table
+    from unilseg.io.writers import write_atomic
+    from unilseg.tasks.labelmap import check_classes
+
+    if args.per_sample:
+        raise UnilsegError("--per-sample applies to --task referring; --json holds the per-class figures")
+    given = read_classes(args) if args.classes is not None or args.classes_file is not None else None
+    items, defaults = open_label_maps(args.data, None if given is None else [c.name for c in given])
+    classes = given if given is not None else check_classes(defaults)
+    predictor = predictor_from_args(args)
+    summary = evaluate_semantic(predictor, items, classes, args.batch_size, args.limit, progress=not args.no_progress)
+    print(f"{args.data}: {summary['images']} images, {len(classes)} classes, threshold {predictor.threshold}")
+    print(format_semantic_table(summary))
+    report = {"data": args.data, "task": "semantic", "model": args.model or args.weights, "config": args.config,
+              "threshold": predictor.threshold, **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def _run_video(args: argparse.Namespace) -> dict:
+    """--task video: generated clips through `Predictor.segment_video`; per-frame mIoU, J (F omitted)."""
+    import json
+
+    from unilseg.cli.args import predictor_from_args
+    from unilseg.eval.video import DEFAULT_SPEC, evaluate_clips, format_table, parse_spec
+    from unilseg.io.writers import check_file_target, write_atomic
+
+    spec = args.data or DEFAULT_SPEC
+    clips, seed, frames, size = parse_spec(spec)
+    for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
+        if path:
+            check_file_target(path, flag)
+    predictor = predictor_from_args(args)
+    rows: list[str] = []
+    on_record = (lambda r: rows.append(json.dumps(r))) if args.per_sample else None
+    summary = evaluate_clips(predictor, clips, seed, frames, size, source=args.video_source,
+                             batch_size=args.batch_size, progress=not args.no_progress, on_record=on_record)
+    print(f"{spec} ({args.video_source}): {summary['overall'].get('sequences', 0)} sequences, "
+          f"{summary['overall']['count']} frame masks, threshold {predictor.threshold} (J: region similarity; "
+          "F, contour accuracy, omitted)")
+    print(format_table(summary))
+    report = {"data": spec, "task": "video", "source": args.video_source, "model": args.model or args.weights,
+              "threshold": predictor.threshold, **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    if args.per_sample:
+        write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    return guarded_main(lambda: run(args))

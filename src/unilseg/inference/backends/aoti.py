@@ -1,0 +1,76 @@
+"""AOTInductor backend: the two packages of an `unilseg export --format aoti` directory.
+
+Loading a package maps its compiled library: nothing is compiled at run time. As with the
+ONNX backend, `encode_text` only passes the tokens on (the text encoder is inside the
+prompt decoder package). A package from another machine or torch build, or a damaged one,
+is refused with one line telling the user to re-export.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unilseg.errors import UnilsegError, first_line
+from unilseg.export import ExportInfo
+from unilseg.export.aoti import FILES, REEXPORT, fingerprint_mismatch
+
+
+def load_package(path: Path, expected_size: int | None, device: torch.device) -> Any:
+    """One .pt2 package -> its callable compiled model, or a UnilsegError saying why not."""
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise UnilsegError(f"{path} is damaged ({size} bytes, the export wrote {expected_size}); {REEXPORT}")
+    if not zipfile.is_zipfile(path):  # before torch, which logs its own warning about such a file
+        raise UnilsegError(f"cannot load {path} (not a .pt2 package: no zip archive); {REEXPORT}")
+    quiet = logging.getLogger("torch._inductor.package")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the error below says it in one line
+    try:
+        return torch._inductor.aoti_load_package(str(path), device_index=-1 if device.index is None else device.index)
+    except Exception as e:  # zip, loader and runtime errors come as several exception types with long texts
+        raise UnilsegError(f"cannot load {path} ({first_line(e, 200)}); {REEXPORT}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+class AotiBackend:
+    """predictor.Backend over AOTInductor packages compiled for this machine."""
+
+    def __init__(self, encoder: Any, decoder: Any, info: ExportInfo, device: torch.device) -> None:
+        self.encoder, self.decoder, self.info = encoder, decoder, info
+        self.spec = info.spec
+        self.precision = info.variant  # fp32 | bf16 | fp16, baked into the packages (Predictor.precision reads it)
+        self.device = device
+
+    @classmethod
+    def load(cls, directory: Path, info: ExportInfo, device: Any = "auto") -> AotiBackend:
+        from unilseg.inference.predictor import resolve_device
+
+        device = resolve_device(device)
+        recorded = info.extra.get("fingerprint")
+        if not isinstance(recorded, dict):
+            raise UnilsegError(f"{directory} records no machine fingerprint; {REEXPORT}")
+        if recorded.get("device") != device.type:
+            raise UnilsegError(f"{directory} was compiled for {recorded.get('device')}, not {device.type}; "
+                               f"pass --device {recorded.get('device')} or {REEXPORT} on this device")
+        mismatch = fingerprint_mismatch(recorded, device)
+        if mismatch:
+            raise UnilsegError(f"{directory} was compiled for another machine or torch: {mismatch}; {REEXPORT}")
+        sizes = info.extra.get("sizes") or {}
+        encoder, decoder = (load_package(directory / info.files[role], sizes.get(role), device) for role in FILES)
+        return cls(encoder, decoder, info, device)
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.encoder(x.to(self.device).contiguous()))
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (tokens,)
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        # the packages' kernels assume dense inputs: a text batch against one image is an expanded view
+        return self.decoder(*(f.contiguous() for f in features), text[0].to(self.device).contiguous())

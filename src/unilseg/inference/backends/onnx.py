@@ -1,0 +1,138 @@
+"""ONNX Runtime backend: the two graphs of an `unilseg export --format onnx` directory.
+
+`encode_text` only tokenises (the text encoder is inside the prompt decoder graph), so the
+Predictor's flow is unchanged: one image-encoder run per image batch, one decoder run per
+batch of (image, instruction) pairs.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unilseg.errors import UnilsegError, first_line
+from unilseg.export import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, ExportInfo
+
+try:
+    import onnxruntime as ort
+except ImportError:  # pragma: no cover - depends on the environment
+    raise UnilsegError("--runtime onnx needs ONNX Runtime: pip install 'unilseg[onnx]'") from None
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
+
+
+class Graph:
+    """One InferenceSession whose inputs are checked against the graph's declared types and shapes."""
+
+    def __init__(self, path: Path, providers: list[str], threads: int | None = None) -> None:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # ORT raises its own exception classes with multi-line texts
+            raise UnilsegError(f"cannot load {path}: {first_line(e)}; export again") from None
+        self.name = path.name
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        """One clear line for a missing input, a wrong dtype or a wrong fixed dimension."""
+        for name, meta in self.inputs.items():
+            if name not in feeds:
+                raise UnilsegError(f"{self.name}: input {name!r} missing")
+            value = feeds[name]
+            want = _NUMPY.get(meta.type)
+            if want is not None and value.dtype != want:
+                raise UnilsegError(f"{self.name}: input {name!r} must be {np.dtype(want).name}, got {value.dtype}")
+            if value.ndim != len(meta.shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(meta.shape, value.shape)
+            ):
+                shape = "x".join(str(d) if isinstance(d, int) else str(d or "?") for d in meta.shape)
+                raise UnilsegError(f"{self.name}: input {name!r} must have shape {shape}, got "
+                                   f"{'x'.join(map(str, value.shape))}")
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.check(feeds)
+        try:
+            return self.session.run(self.outputs, feeds)
+        except Exception as e:
+            raise UnilsegError(f"{self.name} failed: {first_line(e)}") from None
+
+
+class OnnxBackend:
+    """predictor.Backend over ONNX Runtime (CPU provider; CUDA where ORT has it and a GPU is asked for)."""
+
+    device = torch.device("cpu")  # outputs come back as CPU tensors
+
+    def __init__(self, encoder: Graph, decoder: Graph, info: ExportInfo) -> None:
+        self.encoder, self.decoder, self.info = encoder, decoder, info
+        self.spec = info.spec
+        self.precision = info.variant  # fp32 | int8
+        self.levels = [name for name in decoder.inputs if name != "tokens"]
+        size, length = info.spec.size, info.spec.context_length
+        image = encoder.inputs.get("image")
+        tokens = decoder.inputs.get("tokens")
+        if image is None or len(encoder.outputs) != len(self.levels) or tokens is None or "logits" not in \
+                decoder.outputs:
+            raise UnilsegError(f"{encoder.name} / {decoder.name} are not UniLSeg's image encoder and prompt decoder "
+                               "graphs; export again")
+        if list(image.shape[1:]) != [3, size, size] or list(tokens.shape[1:]) != [length]:
+            raise UnilsegError(f"the graphs take {image.shape[1:]} images and {tokens.shape[1:]} tokens, but "
+                               f"{EXPORT_FILE} says size {size} and context length {length}; export again")
+
+    @classmethod
+    def load(cls, directory: Path, info: ExportInfo, device: Any = "auto", threads: int | None = None) -> OnnxBackend:
+        providers = ["CPUExecutionProvider"]
+        available = ort.get_available_providers()
+        if str(device).startswith("cuda") or str(device) == "auto":
+            if "CUDAExecutionProvider" in available:
+                providers.insert(0, "CUDAExecutionProvider")
+            elif str(device) != "auto":
+                raise UnilsegError(f"--device {device}: this ONNX Runtime has no CUDA provider (pip install "
+                                   "onnxruntime-gpu), use --device cpu")
+        if info.variant == "int8":
+            warn_if_saturating(directory, info)
+        files = info.files
+        return cls(Graph(directory / files["image_encoder"], providers, threads),
+                   Graph(directory / files["prompt_decoder"], providers, threads), info)
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.encoder({"image": _numpy(x)})
+        return [torch.from_numpy(o) for o in outputs]
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (tokens,)
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(features) != len(self.levels):
+            raise UnilsegError(f"{self.decoder.name}: expected {len(self.levels)} feature maps, got {len(features)}")
+        feeds = {name: _numpy(f) for name, f in zip(self.levels, features)}
+        feeds["tokens"] = _numpy(text[0])
+        return torch.from_numpy(self.decoder(feeds)[0])
+
+
+def int8_scheme(info: ExportInfo) -> str:
+    """The quantisation scheme an int8 export was made with; exports that record none predate the choice."""
+    recorded = info.extra.get("quantization")
+    return str(recorded.get("scheme", INT8_LEGACY)) if isinstance(recorded, dict) else INT8_LEGACY
+
+
+def warn_if_saturating(directory: Path, info: ExportInfo) -> None:
+    """One warning line when an int8 export's kernels saturate on this CPU (no VNNI): its masks drift."""
+    from unilseg.inference.backends.cpu import cpu_features
+
+    scheme = INT8_SCHEMES.get(int8_scheme(info))
+    if scheme is not None and scheme.saturates_without_vnni and cpu_features().vnni is False:
+        warnings.warn(f"{directory} is an int8 export with {scheme.name} weights, whose int8 sums saturate on CPUs "
+                      "without VNNI such as this one (masks can differ from fp32); export it again with this "
+                      "version (`unilseg export --format onnx --quantize int8`)", stacklevel=2)
+
+
+def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
+    return np.ascontiguousarray(a)

@@ -1,0 +1,377 @@
+"""Encode an image once, then segment it for as many instructions as you like.
+
+UniLSeg fuses text into the image features only after the Swin encoder, so the Swin
+maps of one image can be reused, unchanged, for every instruction. Images of any size
+letterbox to the same square, so several images also run through Swin as one batch.
+
+The network sits behind a small backend interface (`TorchBackend` here; other runtimes
+provide the same three calls), so every front end shares this one inference path:
+letterbox -> `encode_image` -> `encode_text` -> `decode` -> inverse warp -> threshold.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from unilseg.errors import UnilsegError
+from unilseg.inference.backends.graphs import decode_pairs
+from unilseg.inference.transforms import postprocess, preprocess, read_image, soft_map
+from unilseg.model.spec import InferenceSpec
+from unilseg.model.tokenizer import tokenize
+
+if TYPE_CHECKING:
+    from unilseg.tasks.labelmap import ClassSpec, LegendEntry
+
+ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
+
+
+@dataclass
+class Prediction:
+    """One instruction's result, in the original image's frame."""
+
+    text: str
+    mask: np.ndarray  # bool (H, W)
+    prob: np.ndarray  # float32 (H, W), the soft map (cubic warp: may overshoot [0, 1] slightly)
+    score: float  # mean probability inside the mask (0 when the mask is empty)
+
+
+@dataclass
+class ImageEmbedding:
+    """One image's Swin maps and the letterbox that maps its masks back to it."""
+
+    features: list[torch.Tensor]  # (1, C_i, size/4/2^i, size/4/2^i) for strides 4/8/16/32
+    inverse: np.ndarray  # (2, 3) affine: letterboxed square -> original image
+    image_size: tuple[int, int]  # (H, W) of the original image
+
+
+@dataclass
+class EncodedTexts:
+    """Texts run through the text encoder once, to be decoded against any number of images."""
+
+    texts: list[str]
+    features: tuple[torch.Tensor, ...]  # backend-specific, each (P, ...) with one row per text
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, rows: Sequence[int] | slice) -> EncodedTexts:
+        """The rows `rows` (indices or a slice) of every feature tensor."""
+        if isinstance(rows, slice):
+            return EncodedTexts(self.texts[rows], tuple(f[rows] for f in self.features))
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        return EncodedTexts([self.texts[i] for i in rows],
+                            tuple(f.index_select(0, index.to(f.device)) for f in self.features))
+
+
+class Backend(Protocol):
+    """What a Predictor needs from a runtime (torch, ONNX Runtime, compiled, ...)."""
+
+    spec: InferenceSpec
+    device: torch.device
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (B, 3, size, size) normalised RGB float32 -> 4 maps (B, C_i, H_i, W_i), strides 4/8/16/32."""
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tokens (P, L) int64 -> text features, each with P rows."""
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """P pairs' image maps (P, C_i, H_i, W_i) + their text features -> logits (P, 1, size/4, size/4)."""
+
+
+class TorchBackend:
+    """The PyTorch network as a Backend.
+
+    compile: run the image encoder and the fusion + decoders through `torch.compile`
+    (see `unilseg.inference.backends.compiled`); the first call of each pays the compile.
+    """
+
+    def __init__(self, model: torch.nn.Module, compile: bool = False) -> None:
+        self.model = model.eval()
+        spec = getattr(model, "spec", None)
+        if spec is None:  # a network built by hand: read its config like build_model does
+            spec = InferenceSpec.from_config(getattr(model, "config", None) or {})
+        self.spec: InferenceSpec = spec
+        self.compiled = None
+        if compile:
+            from unilseg.inference.backends.compiled import CompiledParts
+
+            self.compiled = CompiledParts(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.compiled is not None:
+            return self.compiled.encode_image(x.to(self.device))
+        return self.model.encode_image(x.to(self.device))
+
+    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.encode_text(tokens.to(self.device))
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if self.compiled is not None:
+            return self.compiled.decode(features, text)
+        return decode_pairs(self.model, list(features), *text)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA if available, else Apple MPS, else CPU; otherwise checks availability.
+
+    Only the devices that run inference are taken: cpu, cuda[:N] (N below the GPU count) and mps;
+    torch's others (meta, xpu, lazy, ipu, mkldnn, ...) are refused in one line."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UnilsegError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise UnilsegError(f"device {device!r} does not run inference; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnilsegError(f"device {device} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UnilsegError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           "numbered from 0; use --device cuda:0 ... or cuda")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UnilsegError(f"device {device} requested but Apple MPS is not available here; use --device cpu")
+    return dev
+
+
+def to_bgr(image: ImageLike, color: Literal["BGR", "RGB"] = "BGR") -> np.ndarray:
+    """A path, a uint8 (H, W, 3) array in `color` order, or a PIL image -> uint8 BGR (H, W, 3)."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise UnilsegError(f"expected a uint8 (H, W, 3) image array, got {image.dtype} {image.shape}")
+        if color not in ("BGR", "RGB"):
+            raise UnilsegError(f"color must be 'BGR' or 'RGB', not {color!r}")
+        return image if color == "BGR" else np.ascontiguousarray(image[:, :, ::-1])
+    if hasattr(image, "convert"):  # PIL.Image, always RGB
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    raise UnilsegError(f"unsupported image type {type(image).__name__}; pass a path, numpy array or PIL image")
+
+
+class Predictor:
+    """SAM-style predictor: `set_image` runs the image encoder, `predict` runs the rest per text.
+
+    model: a UniLSeg network (from `build_model` / `load_model`; its `spec` gives input
+    size, mean/std, context length and threshold) or another Backend. `threshold`
+    overrides the spec's. `precision` 'bf16'/'fp16' casts a torch network's heavy layers
+    in place (see `unilseg.inference.backends.precision`); None keeps the model as it is.
+
+    `compile=True` runs the torch network's image encoder and fusion + decoders through
+    `torch.compile` (see `unilseg.inference.backends.compiled`): minutes of compiling on the first items
+    (seconds with a warm cache), a faster forward after that.
+
+    `max_batch` caps the (image, text) pairs per fusion/decoder batch; None means 1 on
+    CPU and 16 on a GPU. On CPU batching gains nothing there: at stride 4 the decoder's
+    matrix products already have 14400 rows, while batch-sized activations (> 32 MB at
+    480 px) fall outside glibc's reusable heap and are page-faulted afresh on each call
+    (8 texts in one batch cost ~20% more per text than one by one, and ~0.35 GB each).
+    """
+
+    def __init__(
+        self, model: torch.nn.Module | Backend, threshold: float | None = None, precision: str | None = None,
+        max_batch: int | None = None, compile: bool = False,
+    ) -> None:
+        if isinstance(model, torch.nn.Module):
+            if precision is not None:  # before compiling: the casts' hooks are part of the traced graph
+                from unilseg.inference.backends.precision import apply_precision
+
+                apply_precision(model, precision, next(model.parameters()).device)
+            backend: Backend = TorchBackend(model, compile=compile)
+        else:
+            backend = model
+            if precision not in (None, "fp32"):
+                raise UnilsegError(f"--precision {precision} applies to the torch runtime only")
+            if compile:
+                raise UnilsegError("--compile applies to the torch runtime only (an export is compiled already)")
+        self.backend = backend
+        self.spec: InferenceSpec = backend.spec.with_threshold(threshold)
+        if max_batch is None:
+            max_batch = 1 if self.device.type == "cpu" else 16
+        if max_batch < 1:
+            raise UnilsegError(f"max_batch must be at least 1, not {max_batch}")
+        self.max_batch = max_batch
+        self.embedding: ImageEmbedding | None = None
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The torch network, if the backend is one."""
+        return getattr(self.backend, "model", None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    @property
+    def precision(self) -> str:
+        """fp32 / bf16 / fp16 of a torch network; an export's own (fp32 / int8) on another runtime."""
+        from unilseg.inference.backends.precision import model_precision
+
+        return model_precision(self.model) if self.model is not None else getattr(self.backend, "precision", "fp32")
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the image set by `set_image`, or None."""
+        return None if self.embedding is None else self.embedding.image_size
+
+    def embed(self, images: Sequence[ImageLike], color: Literal["BGR", "RGB"] = "BGR") -> list[ImageEmbedding]:
+        """Letterbox every image to size x size and run Swin once on the stack (B = len(images))."""
+        boxed, inverses, sizes = [], [], []
+        spec = self.spec
+        for image in images:
+            bgr = to_bgr(image, color)
+            x, inverse = preprocess(bgr, spec.size, spec.mean, spec.std)
+            boxed.append(x)
+            inverses.append(inverse)
+            sizes.append(bgr.shape[:2])
+        if not boxed:
+            return []
+        with torch.inference_mode():
+            maps = self.backend.encode_image(torch.cat(boxed))
+        return [
+            ImageEmbedding([m[i : i + 1] for m in maps], inverse, size)
+            for i, (inverse, size) in enumerate(zip(inverses, sizes))
+        ]
+
+    def set_image(self, image: ImageLike, color: Literal["BGR", "RGB"] = "BGR") -> None:
+        """Encode an image: a path, a uint8 (H, W, 3) array in `color` order, or a PIL image."""
+        self.embedding = self.embed([image], color)[0]
+
+    def encode_texts(self, texts: str | Sequence[str]) -> EncodedTexts:
+        """Tokenise and run the text encoder once for all `texts` (none may be empty)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise UnilsegError("empty expression; give a text naming what to segment")
+        if not texts:
+            return EncodedTexts([], ())
+        tokens = tokenize(texts, self.spec.context_length)
+        with torch.inference_mode():
+            return EncodedTexts(texts, tuple(self.backend.encode_text(tokens)))
+
+    def predict_logits(self, texts: str | Sequence[str], embedding: ImageEmbedding | None = None) -> torch.Tensor:
+        """Logits (B, 1, size/4, size/4) float32 for each text against one image (default: the set one)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        embedding = embedding if embedding is not None else self._current()
+        return self.pair_logits([embedding] * len(texts), texts)
+
+    def pair_logits(
+        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts
+    ) -> torch.Tensor:
+        """Logits (P, 1, size/4, size/4) float32 for P (image, text) pairs.
+
+        Texts not yet encoded go through the text encoder as one batch; fusion and decoders
+        take at most `max_batch` pairs at a time.
+        """
+        encoded = texts if isinstance(texts, EncodedTexts) else self.encode_texts(texts)
+        if len(embeddings) != len(encoded):
+            raise ValueError(f"{len(embeddings)} images for {len(encoded)} texts")
+        if not len(encoded):
+            return torch.empty(0, 1, self.spec.size // 4, self.spec.size // 4)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(encoded), self.max_batch):
+                j = i + self.max_batch
+                part = encoded.take(slice(i, j))
+                out.append(self.backend.decode(_stack_features(embeddings[i:j]), part.features).float())
+        return torch.cat(out)
+
+    def predict(
+        self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None
+    ) -> list[Prediction]:
+        """One Prediction per text (mask = soft map > threshold, default the spec's)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        embedding = embedding if embedding is not None else self._current()
+        return self.predict_pairs([embedding] * len(texts), texts, threshold)
+
+    def predict_pairs(
+        self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts,
+        threshold: float | None = None,
+    ) -> list[Prediction]:
+        """One Prediction per (image, text) pair; pairs of several images share decoder batches."""
+        threshold = self.threshold if threshold is None else threshold
+        logits = self.pair_logits(embeddings, texts)
+        names = texts.texts if isinstance(texts, EncodedTexts) else list(texts)
+        return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(names, logits, embeddings)]
+
+    def label_map(
+        self, classes: Sequence[str | tuple[str, str] | ClassSpec], embedding: ImageEmbedding | None = None,
+        threshold: float | None = None, encoded: EncodedTexts | None = None,
+    ) -> tuple[np.ndarray, list[LegendEntry]]:
+        """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
+
+        classes: names ('sky'), 'name: instruction' strings, (name, instruction) pairs or
+        `labelmap.ClassSpec`s. One soft map per class against one image (default: the set
+        one; Swin is not run again), merged by `labelmap.merge_soft_maps`: each pixel takes
+        1 + the index of its most probable class, or 0 (background) where none is above
+        the threshold. legend: `labelmap.LegendEntry` per index (0 = background) with colour
+        and pixel share. `encoded`: the classes' instructions already through `encode_texts`.
+        """
+        from unilseg.tasks.labelmap import check_classes, make_legend, merge_soft_maps
+
+        specs = check_classes(classes, "classes")
+        embedding = embedding if embedding is not None else self._current()
+        if encoded is None:
+            encoded = self.encode_texts([c.instruction for c in specs])
+        elif encoded.texts != [c.instruction for c in specs]:
+            raise ValueError("`encoded` holds other texts than the classes' instructions")
+        logits = self.pair_logits([embedding] * len(specs), encoded)
+        probs = (soft_map(lg, embedding.inverse, embedding.image_size) for lg in logits)
+        threshold = self.threshold if threshold is None else threshold
+        labels = merge_soft_maps(probs, threshold, len(specs))
+        return labels, make_legend(labels, specs)
+
+    def segment_video(
+        self, video: str | Path, texts: str | Sequence[str], *, every: int = 1, max_frames: int | None = None,
+        start: float = 0.0, end: float | None = None, batch_size: int = 1, smooth: float = 0.0,
+        fps: float | None = None,
+    ):  # -> Iterator[unilseg.tasks.video.VideoFrame]
+        """Segment a video file (or a folder of frames) for every text, frame by frame, streaming.
+
+        Yields one `VideoFrame` (index, time, BGR image, a Prediction per text) per selected
+        frame: every `every`-th from `start` seconds, before `end`, at most `max_frames`.
+        Texts are encoded once; `batch_size` frames share a Swin batch; `smooth` ALPHA > 0
+        averages the soft maps over time. See `unilseg.tasks.video`.
+        """
+        from unilseg.tasks.video import segment_video
+
+        return segment_video(self, video, texts, every=every, max_frames=max_frames, start=start, end=end,
+                             batch_size=batch_size, smooth=smooth, fps=fps)
+
+    def _current(self) -> ImageEmbedding:
+        if self.embedding is None:
+            raise UnilsegError("call set_image() before predict()")
+        return self.embedding
+
+
+def _stack_features(embeddings: Sequence[ImageEmbedding]) -> list[torch.Tensor]:
+    """Swin maps of B pairs' images, batched per level: (B, C_i, H_i, W_i)."""
+    first = embeddings[0]
+    if all(e is first for e in embeddings):
+        return [f.expand(len(embeddings), -1, -1, -1) for f in first.features]  # a view: no copy per text
+    return [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
+
+
+def to_prediction(text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float) -> Prediction:
+    """Logits (1, s, s) of one pair -> Prediction in the original image frame."""
+    mask, prob = postprocess(logits, embedding.inverse, embedding.image_size, threshold)
+    score = float(prob[mask].mean()) if mask.any() else 0.0
+    return Prediction(text, mask, prob, score)

@@ -1,0 +1,356 @@
+"""Referring video segmentation: frames stream through the one inference path.
+
+    for frame in predictor.segment_video("clip.mp4", ["the red car", "the sky"], every=2):
+        frame.index, frame.time, [p.mask for p in frame.predictions]
+
+UniLSeg has no temporal module (the paper trains video data as frames), so a video is
+segmented frame by frame: each instruction goes through the tokenizer and the text
+encoder once per video (`Predictor.encode_texts`), frames go through Swin in batches
+of `batch_size` (`Predictor.embed`), and each frame's maps are decoded against the
+encoded texts (`Predictor.pair_logits`). Frames are read one batch at a time and never
+all held, so memory stays flat however long the video is. With `smooth` 0 (the
+default) each frame's mask is exactly the single-image call's; `smooth` ALPHA in (0, 1)
+keeps an exponential moving average of each instruction's soft map,
+s_t = ALPHA * s_(t-1) + (1 - ALPHA) * p_t, and thresholds that.
+
+`open_video` opens a video file (whatever OpenCV's FFmpeg reads: mp4, avi, webm, mov,
+gif, ...) or a folder of frame images, and reads its first frame at once, so a file
+that cannot be decoded is a UnilsegError (exit 2) before any model work. A video that
+stops decoding early (truncated, corrupt) yields the frames that decode, then raises
+`VideoReadError` (exit 1) naming where it stopped. In a folder, a later frame that cannot
+be read (empty, corrupt, a header claiming more than OpenCV's pixel limit) is skipped and
+named in that error; the frames after it are segmented. A frame of another size than the
+first is resized to the first frame's size (one warning line names them), so every mask,
+RLE and overlay frame of a video has one size.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unilseg.errors import UnilsegError
+from unilseg.inference.predictor import Prediction, Predictor
+from unilseg.io.paths import check_regular, path_problem, shown, text_problem, user_path
+
+FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
+
+
+class VideoReadError(UnilsegError):
+    """A video that stopped decoding before its end: the frames before were processed (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class VideoFrame:
+    """One frame's results: a Prediction per instruction (None where skipped as already done)."""
+
+    index: int  # frame number in the video, from 0
+    time: float  # seconds from the start (index / fps)
+    image: np.ndarray | None  # BGR uint8 (H, W, 3); None for a skipped frame whose pixels were not needed
+    predictions: list[Prediction | None]
+    seconds: float = 0.0  # this frame's share of encode + decode time
+
+
+def _quiet_ffmpeg() -> None:
+    """Keep FFmpeg's own log lines ("moov atom not found", ...) off stderr: we report one line ourselves."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when a capture opens
+
+
+class VideoSource:
+    """Frames of a video file or a folder of images, decoded in order, one at a time.
+
+    `open_video` makes one. Attributes: fps, size (H, W), frame_count (None if the
+    container does not say), stem (for output names), stopped (why decoding ended early,
+    or None), failed (frames of a folder that could not be read and were skipped: (index,
+    why)), resized (frames of another size than the first, resized to it: (index, (H, W))).
+    """
+
+    def __init__(self, path: str | Path, fps: float | None = None) -> None:
+        self.path = user_path(path)
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise UnilsegError(f"--fps must be a finite number above 0, not {fps}")
+        self.stem = self.path.name if self.path.is_dir() else self.path.stem
+        self.stopped: str | None = None
+        self.failed: list[tuple[int, str]] = []
+        self.resized: list[tuple[int, tuple[int, int]]] = []
+        self._capture = None
+        self._files: list[Path] | None = None
+        if self.path.is_dir():
+            from unilseg.batch.inputs import IMAGE_EXTENSIONS
+
+            self._files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")
+                                 and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not self._files:
+                raise UnilsegError(f"--video {path}: the folder holds no frame images (.png, .jpg, ...)")
+            self.fps = float(fps or FOLDER_FPS)
+            self.frame_count: int | None = len(self._files)
+            try:
+                first = self._read_file(0)
+            except UnilsegError as e:
+                raise UnilsegError(f"--video {path}: the first frame: {e}") from None
+        else:
+            if not os.path.lexists(self.path):
+                raise UnilsegError(f"video not found: {path}; check the --video path")
+            check_regular(self.path, "--video")  # a FIFO or device would block or never end
+            if path_problem(str(self.path)) is None and text_problem(str(self.path)):
+                raise UnilsegError(f"--video {shown(self.path)}: OpenCV's video reader takes only UTF-8 file names; "
+                                   "rename the file, or give a folder of its frames")
+            import cv2
+
+            _quiet_ffmpeg()
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its "can't open" warning
+            try:
+                capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+                ok, first = capture.read() if capture.isOpened() else (False, None)
+            finally:
+                cv2.utils.logging.setLogLevel(level)
+            if not ok or first is None:
+                capture.release()
+                raise UnilsegError(f"cannot read {path} as a video (not a video, truncated before its first frame, "
+                                   "or a codec this OpenCV lacks); try converting it to H.264 mp4 or a folder of PNGs")
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.frame_count = count if count > 0 else None
+            rate = capture.get(cv2.CAP_PROP_FPS)
+            self.fps = float(fps or (rate if rate and math.isfinite(rate) and rate > 0 else FOLDER_FPS))
+            self._capture = capture
+        self.size: tuple[int, int] = tuple(first.shape[:2])  # type: ignore[assignment]
+        self._first: np.ndarray | None = first
+
+    def _read_file(self, i: int) -> np.ndarray:
+        """Frame file i as BGR; a UnilsegError (the single-image reader's) if it cannot be read."""
+        from unilseg.inference.transforms import decode_image
+
+        path = self._files[i]
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise UnilsegError(f"cannot read {path}: {e.strerror or type(e).__name__}") from e
+        return decode_image(data, path)
+
+    def _sized(self, i: int, image: np.ndarray) -> np.ndarray:
+        """A frame at the first frame's size: resized (and noted in `resized`) if it differs."""
+        if image.shape[:2] == self.size:
+            return image
+        import cv2
+
+        self.resized.append((i, tuple(image.shape[:2])))
+        h, w = self.size
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+    def frame_name(self, i: int) -> str:
+        """How a message names frame i: its file in a folder, else its index."""
+        return self._files[i].name if self._files is not None and i < len(self._files) else f"frame {i}"
+
+    def problem(self) -> str | None:
+        """Why some frames were not segmented (decoding stopped, frames unreadable), or None."""
+        parts = [self.stopped] if self.stopped else []
+        if self.failed:
+            named = "; ".join(f"{self.frame_name(i)}: {why}" for i, why in self.failed[:3])
+            more = f" (and {len(self.failed) - 3} more)" if len(self.failed) > 3 else ""
+            parts.append(f"{self.path}: {len(self.failed)} frame(s) could not be read and were skipped: {named}{more}")
+        return "; ".join(parts) or None
+
+    def resize_note(self) -> str | None:
+        """One line naming the frames resized to the first frame's size, or None."""
+        if not self.resized:
+            return None
+        h, w = self.size
+        named = ", ".join(f"{self.frame_name(i)} ({fw}x{fh})" for i, (fh, fw) in self.resized[:5])
+        more = f" and {len(self.resized) - 5} more" if len(self.resized) > 5 else ""
+        return (f"{self.path}: {len(self.resized)} frame(s) of another size were resized to the first frame's "
+                f"{w}x{h}: {named}{more}")
+
+    def frames(self, want: Callable[[int], bool] = lambda i: True,
+               stop: Callable[[int], bool] = lambda i: False) -> Iterator[tuple[int, np.ndarray | None]]:
+        """(index, BGR image) for each frame in order; image None where `want(index)` is false
+        (the frame is skipped, not decoded). Ends before the first index where `stop(index)`."""
+        i = 0
+        while not stop(i):
+            if self._first is not None:
+                image, self._first = self._first, None
+                yield i, (image if want(i) else None)
+            elif self._files is not None:
+                if i >= len(self._files):
+                    return
+                if want(i):
+                    try:
+                        image = self._sized(i, self._read_file(i))
+                    except UnilsegError as e:  # this frame fails alone; the rest of the folder goes on
+                        self.failed.append((i, str(e)))
+                        i += 1
+                        continue
+                    yield i, image
+                else:
+                    yield i, None
+            else:
+                wanted = want(i)
+                ok, image = (self._capture.read() if wanted else (self._capture.grab(), None))
+                if not ok:
+                    if self.frame_count is not None and i < self.frame_count:
+                        self._stop(i, f"of the {self.frame_count} it declares (truncated or corrupt)")
+                    return
+                yield i, (None if image is None else self._sized(i, image))
+            i += 1
+
+    def _stop(self, i: int, why: str) -> None:
+        self.stopped = f"{self.path}: decoding stopped at frame {i} ({i / self.fps:.2f} s) {why}"
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+def open_video(path: str | Path, fps: float | None = None) -> VideoSource:
+    """A video file or a folder of frames, opened and its first frame read (UnilsegError if it cannot be)."""
+    return VideoSource(path, fps)
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """Which frames to segment: every `every`-th from `start` seconds, before `end`, at most `max_frames`."""
+
+    every: int = 1
+    max_frames: int | None = None
+    start: float = 0.0
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--start", self.start), ("--end", self.end)):
+            if value is not None and not math.isfinite(value):
+                raise UnilsegError(f"{flag} must be a finite number of seconds, not {value}")
+        if self.every < 1:
+            raise UnilsegError(f"--every must be at least 1, not {self.every}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UnilsegError(f"--max-frames must be at least 1, not {self.max_frames}")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise UnilsegError(f"--start {self.start} / --end {self.end}: need 0 <= start < end (seconds)")
+
+    def first(self, fps: float) -> int:
+        """The first frame at or after `start`."""
+        return max(0, math.ceil(self.start * fps - 1e-6))
+
+    def indices(self, fps: float, frame_count: int | None) -> range | None:
+        """The selected frame indices, if the frame count is known."""
+        if frame_count is None:
+            return None
+        last = frame_count if self.end is None else min(frame_count, math.ceil(self.end * fps - 1e-6))
+        r = range(self.first(fps), max(self.first(fps), last), self.every)
+        return r if self.max_frames is None else r[: self.max_frames]
+
+    def selects(self, i: int, fps: float) -> bool:
+        first = self.first(fps)
+        return i >= first and (i - first) % self.every == 0 and not self.past(i, fps)
+
+    def past(self, i: int, fps: float) -> bool:
+        """Whether frame i and all after it are out of the selection (by time or by count)."""
+        first = self.first(fps)
+        if self.end is not None and i / fps >= self.end - 1e-9:
+            return True
+        return self.max_frames is not None and i >= first + self.max_frames * self.every
+
+
+def segment_frames(
+    predictor: Predictor, source: VideoSource, texts: Sequence[str], selection: FrameSelection | None = None,
+    batch_size: int = 1, smooth: float = 0.0, done: Callable[[int, int], bool] | None = None,
+    images_of_done: bool = False,
+) -> Iterator[VideoFrame]:
+    """Segment the selected frames of `source` for every text -> one VideoFrame per selected frame, in order.
+
+    The texts are encoded once. done(frame, text_index): outputs already there (resume);
+    such pairs get prediction None and a frame whose pairs are all done skips the network
+    (its image is decoded only if `images_of_done`). smooth: EMA weight of the past soft
+    map (0: off); the average restarts after a skipped pair. Frames of another size are
+    resized to the first's (one warning). Raises VideoReadError at the end if the video
+    stopped early or frames of a folder could not be read (they are left out).
+    """
+    selection = selection or FrameSelection()
+    if not 0.0 <= smooth < 1.0:
+        raise UnilsegError(f"--smooth {smooth}: use 0 (off) <= ALPHA < 1")
+    if batch_size < 1:
+        raise UnilsegError(f"batch size must be at least 1, not {batch_size}")
+    encoded = predictor.encode_texts(list(texts))
+    fps = source.fps
+    done = done or (lambda i, k: False)
+    n = len(encoded)
+    state: list[np.ndarray | None] = [None] * n  # the running average per text
+
+    def todo(i: int) -> list[int]:
+        return [k for k in range(n) if not done(i, k)]
+
+    def want(i: int) -> bool:
+        return selection.selects(i, fps) and (images_of_done or bool(todo(i)))
+
+    batch: list[tuple[int, np.ndarray | None]] = []
+
+    def flush() -> Iterator[VideoFrame]:
+        work = [(i, img) for i, img in batch if todo(i)]
+        t0 = time.perf_counter()
+        embeddings = dict(zip((i for i, _ in work), predictor.embed([img for _, img in work])))
+        share = (time.perf_counter() - t0) / max(1, len(work))
+        for i, image in batch:
+            rows = todo(i)
+            preds: list[Prediction | None] = [None] * n
+            t1 = time.perf_counter()
+            if rows:
+                emb = embeddings[i]
+                logits = predictor.pair_logits([emb] * len(rows), encoded.take(rows))
+                for k, lg in zip(rows, logits):
+                    preds[k] = _smoothed(predictor, encoded.texts[k], lg, emb, state, k, smooth)
+            for k in range(n):
+                if preds[k] is None:
+                    state[k] = None
+            yield VideoFrame(i, i / fps, image, preds, (share if rows else 0.0) + time.perf_counter() - t1)
+        batch.clear()
+
+    try:
+        for i, image in source.frames(want, stop=lambda i: selection.past(i, fps)):
+            if not selection.selects(i, fps):
+                continue
+            batch.append((i, image))
+            if sum(1 for j, _ in batch if todo(j)) >= batch_size:
+                yield from flush()
+        yield from flush()
+    finally:
+        source.close()
+    note = source.resize_note()
+    if note:
+        warnings.warn(note, stacklevel=2)
+    problem = source.problem()
+    if problem:
+        raise VideoReadError(problem)
+
+
+def _smoothed(predictor: Predictor, text: str, logits, embedding, state: list, k: int, alpha: float) -> Prediction:
+    """One pair's Prediction; with alpha > 0 from the running average of its soft maps."""
+    from unilseg.inference.predictor import to_prediction
+
+    pred = to_prediction(text, logits, embedding, predictor.threshold)
+    if alpha <= 0:
+        return pred
+    prev = state[k]
+    prob = pred.prob if prev is None else alpha * prev + (1 - alpha) * pred.prob
+    state[k] = prob
+    mask = prob > predictor.threshold
+    return Prediction(text, mask, prob, float(prob[mask].mean()) if mask.any() else 0.0)
+
+
+def segment_video(
+    predictor: Predictor, video: str | Path | VideoSource, texts: str | Sequence[str], *, every: int = 1,
+    max_frames: int | None = None, start: float = 0.0, end: float | None = None, batch_size: int = 1,
+    smooth: float = 0.0, fps: float | None = None,
+) -> Iterator[VideoFrame]:
+    """`Predictor.segment_video`: open `video` (a file or a folder of frames) and segment its frames."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    source = video if isinstance(video, VideoSource) else open_video(video, fps)
+    selection = FrameSelection(every, max_frames, start, end)
+    return segment_frames(predictor, source, texts, selection, batch_size, smooth)

@@ -1,0 +1,5 @@
+import sys
+
+from unilseg.train.cli import main
+
+sys.exit(main())
