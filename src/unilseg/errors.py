@@ -19,13 +19,26 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(e).__name__
 
 
+def shown(text: object) -> str:
+    """`text` printable on any stream: undecodable bytes of a path (lone surrogates U+DC80..U+DCFF) as
+    `\\xNN`, other lone surrogates escaped. A message may name any path, so this sits with the errors."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text  # no lone surrogate
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> int:
     """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
     `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130.
     An OSError that no check foresaw (a disk filling up, a file system turned read-only
     mid-run) is one `error:` line too, with exit code 1: the run's own failure."""
-    from unilseg.io.paths import shown  # a message may name a path that is not UTF-8: printed escaped
-
     try:
         result = fn()
         return result if isinstance(result, int) else 0

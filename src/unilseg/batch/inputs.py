@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unilseg.errors import UnilsegError
-from unilseg.io.paths import TEXT_LIMIT, path_problem, read_text_input, shown, text_problem, user_path
+from unilseg.io.paths import path_problem, read_lines, shown, text_problem, user_path
 
 # What a directory or glob contributes; names are matched case-insensitively.
 IMAGE_EXTENSIONS = frozenset(
@@ -44,15 +44,6 @@ def expand_images(specs: Sequence[str]) -> list[str]:
                 raise UnilsegError(f"--img {spec}: the pattern matches no images (looked for {EXT_HINT})")
             out.extend(found)
     return out
-
-
-def read_lines(path: str | Path, flag: str) -> list[str]:
-    """The non-blank lines of the UTF-8 text file `flag` names, surrounding spaces removed (a BOM is ignored).
-
-    The file must be a regular file of at most TEXT_LIMIT bytes (see `paths.open_input`).
-    """
-    text = read_text_input(path, flag, TEXT_LIMIT)
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def read_expression_file(path: str | Path) -> list[str]:

@@ -5,9 +5,9 @@
   Python as lone surrogates U+DC80..U+DCFF (`os.fsdecode`'s surrogateescape) and is
   carried as such; `path_problem` refuses NUL and other lone surrogates (no file can have
   them). Texts (instructions, class names) must be valid Unicode: `text_problem`.
-- `shown` makes any of them printable; `json_text` writes them into JSON losslessly (a
+- `shown` (from unilseg.errors) makes any of them printable; `json_text` writes them into JSON losslessly (a
   lone surrogate as a `\\udcXX` escape, so the file stays valid UTF-8 and reads back the same).
-- `open_input` / `read_text_input`: an input file is opened only if it is a regular file
+- `open_input` / `read_text_input` / `read_lines`: an input file is opened only if it is a regular file
   (a FIFO, a device or a socket would block or never end), and read up to a size bound.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from unilseg.errors import UnilsegError
+from unilseg.errors import UnilsegError, shown
 
 MIB = 1 << 20
 MANIFEST_LIMIT = 256 * MIB  # manifests and results logs (about a million rows)
@@ -34,17 +34,6 @@ def user_path(path: str | Path) -> Path:
     """`path` with `~` / `~user` expanded; an unknown user's `~name` stays literal, as in a shell
     (`Path.expanduser` raises there, and a manifest row or flag must not crash the run)."""
     return Path(os.path.expanduser(path))
-
-
-def shown(text: object) -> str:
-    """`text` printable on any stream: undecodable bytes of a path as `\\xNN`, other lone surrogates escaped."""
-    text = str(text)
-    if not _SURROGATE.search(text):
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def path_problem(path: str) -> str | None:
@@ -181,3 +170,10 @@ def read_text_input(path: str | Path, what: str, limit: int) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise UnilsegError(f"{what} {shown(path)} is not UTF-8 text (line {line}); save it as UTF-8") from None
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """The non-blank lines of the UTF-8 text file `what` names, surrounding spaces removed (a BOM is ignored);
+    a regular file of at most TEXT_LIMIT bytes (see `open_input`)."""
+    text = read_text_input(path, what, TEXT_LIMIT)
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from unilseg.errors import UnilsegError
-from unilseg.io.paths import json_text
+from unilseg.io.paths import json_text, read_lines
 
 BACKGROUND = "background"  # the name of index 0: pixels no class claims
 MAX_PALETTE_CLASSES = 255  # a PNG palette holds 256 entries, index 0 being the background
@@ -110,8 +110,6 @@ def parse_classes(text: str) -> list[ClassSpec]:
 
 def read_classes_file(path: str | Path) -> list[ClassSpec]:
     """One class per line, `name` or `name: instruction`; blank lines and `#` comments skipped."""
-    from unilseg.batch.inputs import read_lines
-
     lines = [line for line in read_lines(path, "--classes-file") if not line.startswith("#")]
     return check_classes(lines, f"--classes-file {path}")
 
