@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -19,9 +18,9 @@ from collections.abc import Sequence
 # name -> (module:function taking argv, one-line summary); adding a front end adds a line here.
 SUBCOMMANDS = {
     "segment": ("unilseg.__main__:segment_main", "segment images (the default command; general_inference.py's flags)"),
-    "models": ("unilseg.__main__:models_main", "list registered models and where their weights were found"),
-    "download": ("unilseg.__main__:download_main", "fetch a registered model's weights into the cache"),
-    "convert": ("unilseg.__main__:convert_main", "write weights as .safetensors with their config"),
+    "models": ("unilseg.cli.models:models_main", "list registered models and where their weights were found"),
+    "download": ("unilseg.cli.models:download_main", "fetch a registered model's weights into the cache"),
+    "convert": ("unilseg.cli.models:convert_main", "write weights as .safetensors with their config"),
     "train": ("unilseg.train.cli:main", "train a model (also under torchrun)"),
     "eval": ("unilseg.eval.cli:main", "score a model: mIoU, oIoU, Prec@X by granularity"),
     "data": ("unilseg.data.cli:main", "write any data spec as a JSONL manifest"),
@@ -37,61 +36,6 @@ def segment_main(argv: Sequence[str]) -> int:
     from unilseg.cli.segment import main
 
     return main(argv, prog="unilseg segment")
-
-
-def models_main(argv: Sequence[str]) -> int:
-    argparse.ArgumentParser(prog="unilseg models", description="List registered models, where their weights "
-                            "are looked for and found, and the CPU features inference runs with (VNNI, AVX-512, bf16 "
-                            "instructions, AMX).").parse_args(argv)
-    from unilseg.cli.args import guarded_main
-    from unilseg.inference.backends.cpu import cpu_features
-    from unilseg.model.registry import MODELS, cache_dir, download_command, find_weights, search_dirs
-
-    def run() -> None:  # a place that cannot be looked into is one `warning:` line
-        print(f"cpu: {cpu_features().summary()}")
-        print(f"downloads go to: {cache_dir()}  (set UNILSEG_HOME to change it)")
-        print("lookup order: " + ", ".join(f"{label} ({path})" for label, path in search_dirs()))
-        for spec in MODELS.values():
-            found = find_weights(spec)
-            where = f"found in {found[1]}: {found[0]}" if found else f"not found; run `{download_command(spec.name)}`"
-            print(f"{spec.name:14s} {where}\n{'':14s} {spec.description}")
-
-    return guarded_main(run)
-
-
-def download_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="unilseg download", description="Fetch a registered model's weights.")
-    p.add_argument("name", help="registered model name, e.g. unilseg-20")
-    p.add_argument("--dir", help="directory to download into (default: $UNILSEG_HOME, else the user cache directory)")
-    args = p.parse_args(argv)
-
-    def run() -> None:
-        from unilseg.model.download import download
-
-        print(download(args.name, args.dir))
-
-    from unilseg.cli.args import guarded_main
-
-    return guarded_main(run)
-
-
-def convert_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="unilseg convert", description="Convert weights to .safetensors.")
-    p.add_argument("src", help="official .pth checkpoint (or a .safetensors to re-write)")
-    p.add_argument("dst", help="output .safetensors")
-    p.add_argument("--config", help="model config YAML or a shipped config's name (default: the file's own, "
-                   "else unilseg20)")
-    p.add_argument("--half", action="store_true", help="store float tensors as float16 (half the size)")
-    args = p.parse_args(argv)
-
-    def run() -> None:
-        from unilseg.model.convert import convert
-
-        print(convert(args.src, args.dst, args.config, half=args.half))
-
-    from unilseg.cli.args import guarded_main
-
-    return guarded_main(run)
 
 
 def print_help() -> None:
