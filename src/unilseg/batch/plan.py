@@ -22,6 +22,8 @@ from unilseg.errors import UnilsegError
 from unilseg.io.paths import user_path
 from unilseg.io.writers import (
     FORMATS,
+    LOSSLESS_IMAGE_EXTENSIONS,
+    LOSSY_IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
     PROB_SUFFIX,
     OutputRegistry,
@@ -161,6 +163,10 @@ def plan_items(
             item.error = (f"output {explicit} is an absolute path; outputs go under --sp "
                           "(--allow-absolute-output allows it)")
             continue
+        problem = _format_problem(path, options.fmt)
+        if problem:
+            item.error = f"output {explicit} {problem}"
+            continue
         key = _key(item.output.with_suffix(""))
         owners[item.index] = f"the output {item.output} of {describe_item(item)}"
         if key in taken:
@@ -184,6 +190,17 @@ def plan_items(
         item.root = out_dir
         _finish(item, options, registry, sidecars=False)
     return items
+
+
+def _format_problem(path: Path, fmt: str) -> str | None:
+    """Why an explicit output's extension contradicts the job's mask format (a .png holding RLE JSON), or
+    None. No extension, or one that names no mask format, is written as `fmt`, as it always was."""
+    ext = path.suffix.lower()
+    if ext not in LOSSLESS_IMAGE_EXTENSIONS | LOSSY_IMAGE_EXTENSIONS | set(MASK_EXTENSIONS.values()):
+        return None
+    if ext in (LOSSLESS_IMAGE_EXTENSIONS if fmt == "png" else {MASK_EXTENSIONS[fmt]}):
+        return None
+    return f"ends in {ext}, but the job writes {fmt} masks; name it {path.with_suffix(MASK_EXTENSIONS[fmt])}"
 
 
 def _owner_path(items: Sequence[Item], reserved: Sequence[Path], owner: int) -> Path:
