@@ -259,3 +259,17 @@ def test_the_walk_sees_imports_inside_functions_and_module_strings():
     assert ("unilseg.inference.backends", "unilseg.inference.backends.onnx") in pairs  # BACKENDS' string
     assert cycles((Import("a", "b", 1), Import("b", "c", 2), Import("c", "a", 3), Import("c", "d", 4))) == [
         ["a", "b", "c", "a"]]
+
+
+def test_every_layer_states_its_purpose():
+    """Each package's __init__ docstring (every layer's, and inference/backends, data/synthetic) opens with
+    one line, a sentence, saying what it is for: README's "What is inside" shows it (scripts/layout.py)."""
+    found = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        doc = (ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or "").strip()
+        first = doc.splitlines()[0] if doc else ""
+        if not first.endswith(".") or first.startswith("TODO"):
+            found.append(f"{init.relative_to(PACKAGE).as_posix()}: {first or 'no docstring'!r}")
+    if found:
+        pytest.fail("packages whose docstring does not open with a one-line purpose:\n" + "\n".join(found),
+                    pytrace=False)

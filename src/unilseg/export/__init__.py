@@ -1,5 +1,7 @@
-"""Exported models: a directory of runtime files plus `unilseg-export.json`, the settings a
-runtime needs besides the graphs (input size, mean/std, context length, threshold, tokenizer).
+"""Exported models: ONNX graphs or AOTInductor packages plus the settings a runtime needs.
+
+`unilseg-export.json` holds what a runtime needs besides the graphs (input size, mean/std,
+context length, threshold, tokenizer).
 
     unilseg export --model unilseg-20 --format onnx [--quantize int8] [--out DIR]
     unilseg segment --runtime onnx --model unilseg-20 ...      (or --weights DIR)
