@@ -29,7 +29,14 @@ from unilseg.inference.predictor import Predictor
 from unilseg.inference.transforms import read_image
 from unilseg.io.paths import path_problem, shown, user_path
 from unilseg.io.writers import OutputRegistry, confine, encode_image, intact, sidecar, write_atomic
-from unilseg.tasks.labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
+from unilseg.tasks.labelmap import (
+    LEGEND_SUFFIX,
+    ClassSpec,
+    encode_label_png,
+    label_map,
+    legend_json,
+    render_label_overlay,
+)
 
 LABELS_SUFFIX = "__labels"
 
@@ -183,7 +190,7 @@ def _run_chunk(
     for (item, bgr), embedding in zip(loaded, embeddings):
         t1 = time.perf_counter()
         try:
-            labels, legend = predictor.label_map(classes, embedding, encoded=encoded)
+            labels, legend = label_map(predictor, classes, embedding, encoded=encoded)
             meta = {"image": str(item.image), "size": list(labels.shape), "threshold": predictor.threshold,
                     "png": "palette" if labels.dtype == np.uint8 else "uint16"}
             write_atomic(item.legend_path, legend_json(legend, **meta))

@@ -1,4 +1,4 @@
-"""Semantic evaluation: a label map per image (`Predictor.label_map`) against a ground-truth label map.
+"""Semantic evaluation: a label map per image (`tasks.labelmap.label_map`) against a ground-truth label map.
 
 Definitions, over all pixels of all images (indices: 0 background, 1..K the classes):
   IoU_c          = |pred == c & gt == c| / |pred == c | gt == c|, summed over the data set first
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from unilseg.inference.predictor import Predictor
-from unilseg.tasks.labelmap import ClassSpec
+from unilseg.tasks.labelmap import ClassSpec, label_map
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def evaluate_semantic(
             chunk = [items[i] for i in range(start, min(start + batch_size, count))]
             embeddings = predictor.embed([image for image, _, _ in chunk], color="RGB")
             for (_, gt, _), embedding in zip(chunk, embeddings):
-                labels, _ = predictor.label_map(classes, embedding, encoded=encoded)
+                labels, _ = label_map(predictor, classes, embedding, encoded=encoded)
                 matrix += confusion(gt, labels, len(classes))
                 if bar is not None:
                     bar.update(1)
