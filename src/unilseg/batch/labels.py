@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from unilseg.batch.plan import UniqueNames, claim_images, safe_stem
-from unilseg.batch.results import ResultsLog
+from unilseg.batch.results import ResultsLog, results_row
 from unilseg.batch.run import BatchReport, Loader, describe
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
@@ -142,7 +142,7 @@ def run_label_maps(
     log = ResultsLog(results, keep_existing=skip_existing) if results is not None else None
     if log is not None:
         for item in (item for item, d in zip(items, done) if d and not log.has_success(item.output)):
-            log.append({**_row(item), "skipped": True})
+            log.note_skipped(_row(item))
     if todo:
         if not isinstance(predictor, Predictor):
             predictor = predictor()
@@ -208,6 +208,6 @@ def _run_chunk(
 def _row(item: LabelItem, classes: dict[str, float] | None = None, background: float | None = None,
          seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
     """The results row of one image: its files, the share of each class present and of the background."""
-    return {"image": str(item.image), "output": str(item.output), "legend": str(item.legend_path),
-            "overlay": None if item.overlay_path is None else str(item.overlay_path), "classes": classes,
-            "background": background, "seconds": round(seconds, 4), "error": error}
+    return results_row(image=str(item.image), output=str(item.output), legend=str(item.legend_path),
+                       overlay=None if item.overlay_path is None else str(item.overlay_path), classes=classes,
+                       background=background, seconds=seconds, error=error)

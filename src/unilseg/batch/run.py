@@ -182,7 +182,7 @@ def open_results(results: str | Path | None, skipped: Sequence[Item], keep_exist
         return None
     log = ResultsLog(results, keep_existing=keep_existing)
     for item in skipped:
-        log.note_skipped(item)
+        log.note_skipped(row_of(item))
     return log
 
 

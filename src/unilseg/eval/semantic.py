@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from unilseg.inference.predictor import Predictor
+from unilseg.io.progress import progress_bar
 from unilseg.tasks.labelmap import ClassSpec, label_map
 
 
@@ -55,9 +56,7 @@ def evaluate_semantic(
     encoded = predictor.encode_texts([c.instruction for c in classes])
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=count, desc="eval", unit="image", dynamic_ncols=True)
+        bar = progress_bar(count, "image", desc="eval")
     try:
         for start in range(0, count, batch_size):
             chunk = [items[i] for i in range(start, min(start + batch_size, count))]

@@ -27,6 +27,7 @@ from unilseg.data.synthetic.clip import CLIP_FPS, make_clip, write_mp4, write_pn
 from unilseg.errors import UnilsegError
 from unilseg.eval.metrics import intersection_union, iou
 from unilseg.inference.predictor import Predictor
+from unilseg.io.progress import progress_bar
 from unilseg.tasks.video import segment_video
 
 DEFAULT_SPEC = "synthetic-video:8:5"
@@ -73,9 +74,7 @@ def evaluate_clips(
     seqs: list[tuple[str, list[float], int, int]] = []  # granularity, ious, inter, union
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=clips * frames, desc="eval video", unit="frame", dynamic_ncols=True)
+        bar = progress_bar(clips * frames, "frame", desc="eval video")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for c in range(clips):
             clip = make_clip(seed, c, frames, SceneConfig(size=size))
