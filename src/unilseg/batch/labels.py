@@ -128,10 +128,13 @@ class LabelStep:
     unit: str = "image"
     _encoded: Any = field(default=None, repr=False)
     _threshold: float = field(default=0.0, repr=False)
+    _for: Any = field(default=None, repr=False)  # the predictor `_encoded` belongs to
 
     def prepare(self, predictor: Predictor) -> None:
+        if self._encoded is not None and self._for is predictor:  # a Ray actor's step: prepared once
+            return
         self._encoded = predictor.encode_texts([c.instruction for c in self.classes])
-        self._threshold = predictor.threshold
+        self._threshold, self._for = predictor.threshold, predictor
 
     def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[LabelItem]]]) -> Iterator[ItemResult]:
         """One Swin batch for the chunk's images, then a label map per image."""

@@ -213,11 +213,7 @@ def run_job(
         check_regular(results, "results log")  # before the model loads: a FIFO there would block the run
     if any(item.error is None for item in todo) and not isinstance(predictor, Predictor):
         predictor = predictor()
-    log = None
-    if results is not None:
-        log = ResultsLog(results, keep_existing=skip_existing)
-        for item in skipped:
-            log.note_skipped(step.skipped_row(item))
+    log = open_log(results, skipped, skip_existing, step)
     if isinstance(predictor, Predictor):
         step.prepare(predictor)
     if batch_size is None:
@@ -260,6 +256,16 @@ def run_batch(
     progress, report, on_result) pass through.
     """
     return run_job(predictor, items, MaskStep(options or OutputOptions()), **job)
+
+
+def open_log(results: str | Path | None, skipped: Sequence[Any], keep_existing: bool, step: Step) -> ResultsLog | None:
+    """The job's results log (None: no log), with a row for each skipped item that has none yet."""
+    if results is None:
+        return None
+    log = ResultsLog(results, keep_existing=keep_existing)
+    for item in skipped:
+        log.note_skipped(step.skipped_row(item))
+    return log
 
 
 def split_done(items: Sequence[Any], skip_existing: bool) -> tuple[list[Any], list[Any]]:

@@ -18,11 +18,9 @@ redone.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ from unilseg.batch.results import (
 )
 from unilseg.errors import WriteError
 from unilseg.inference.predictor import Prediction, Predictor
-from unilseg.io.paths import shown
+from unilseg.io.progress import progress_bar
 from unilseg.io.writers import (
     OutputRegistry,
     confine,
@@ -318,10 +316,7 @@ def run_video(
         batch_size = 1 if predictor.device.type == "cpu" else 4
     writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]
     partials: list[JsonlAppender | None] = []
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(indices) if indices is not None else None, unit="frame", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(indices) if indices is not None else None, "frame", enabled=progress)
     ok = False
     failures: list[str] = []  # overlays that could not be written
     try:
@@ -404,57 +399,3 @@ def _video_key(row: dict[str, Any]) -> Any:
 
 def _open_log(path: Path, keep: bool) -> ResultsLog:
     return ResultsLog(path, keep_existing=keep, schema=VIDEO_ROW, key=_video_key)
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """`unilseg segment --video`: check every argument, open the video (first frame decoded), then load
-    the model and run; returns the exit code (1 if the video stopped decoding early)."""
-    from unilseg.batch import check_output_dir, read_expression_file
-    from unilseg.cli.segment import claim_inputs
-    from unilseg.errors import UnilsegError
-    from unilseg.model.spec import check_threshold
-    from unilseg.tasks.video import open_video
-
-    if args.img or args.manifest or args.shard:
-        raise UnilsegError("--video takes its instructions from --exp/--exp-file; drop --img/--manifest/--shard")
-    texts = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
-    if not texts:
-        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment in the video")
-    if any(not t.strip() for t in texts):
-        raise UnilsegError("an --exp is empty; give a text naming what to segment")
-    fmt = args.format or "png"
-    if fmt not in VIDEO_FORMATS:
-        raise UnilsegError(f"--format {fmt}: a video's masks are png frames or rle-json")
-    if args.save_prob:
-        raise UnilsegError("--save-prob is not available for --video")
-    if args.overlay not in (None, True, "mp4"):
-        raise UnilsegError(f"--overlay {args.overlay}: for --video give no value (an mp4 beside the masks)")
-    if args.sp is None:
-        raise UnilsegError("--video writes a folder of masks per instruction: pass --sp DIR")
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    if not 0 <= args.smooth < 1:
-        raise UnilsegError(f"--smooth {args.smooth}: use 0 (off) <= ALPHA < 1")
-    if args.fps is not None and args.fps <= 0:
-        raise UnilsegError(f"--fps must be positive, not {args.fps}")
-    selection = FrameSelection(args.every, args.max_frames, args.start, args.end)
-    out_dir = check_output_dir(args.sp, len(texts))
-    registry = claim_inputs(OutputRegistry(), args)
-    source = open_video(args.video, args.fps)  # exit 2 here, before any model work, if it cannot be decoded
-
-    def make_predictor():
-        from unilseg.cli.args import predictor_from_args
-
-        return predictor_from_args(args)
-
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    report = run_video(make_predictor, source, texts, out_dir, fmt=fmt, overlay=args.overlay is not None,
-                       selection=selection, batch_size=args.batch_size, smooth=args.smooth,
-                       skip_existing=args.skip_existing, progress=bool(show), registry=registry)
-    if report.error:
-        print(shown(f"error: {report.error}"), file=sys.stderr)
-        return 1
-    return 0
