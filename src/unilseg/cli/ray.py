@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-from unilseg.batch.ray import DECODE_CPUS, run_ray
 from unilseg.cli.args import finite_float, guarded_main, predictor_from_args
 from unilseg.cli.segment import add_job_args, check_job_args, check_settings, plan_batch
 
 INSTALL_HINT = "Ray is not installed: pip install 'unilseg[ray]'"
+DECODE_CPUS = 0.5  # unilseg.batch.ray.DECODE_CPUS; repeated so --help imports no numpy/cv2
 
 
 
@@ -43,6 +43,7 @@ def get_parser(prog: str = "unilseg ray") -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Check, plan, run on Ray; returns the exit code (1 if any item failed)."""
+    from unilseg.batch.ray import run_ray
     from unilseg.errors import UnilsegError
 
     try:
