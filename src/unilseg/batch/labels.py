@@ -22,7 +22,7 @@ import numpy as np
 
 from unilseg.batch.plan import UniqueNames, claim_images, safe_stem
 from unilseg.batch.results import results_row
-from unilseg.batch.run import BatchReport, ItemResult, PredictorSource, describe, run_job
+from unilseg.batch.run import BatchReport, ItemResult, PredictorSource, describe, embed_chunk, run_job
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
 from unilseg.io.paths import path_problem, shown, user_path
@@ -138,15 +138,9 @@ class LabelStep:
 
     def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[LabelItem]]]) -> Iterator[ItemResult]:
         """One Swin batch for the chunk's images, then a label map per image."""
-        t0 = time.perf_counter()
-        pending = [item for _, todo in chunk for item in todo]
-        try:
-            embeddings = predictor.embed([bgr for bgr, _ in chunk])
-        except Exception as e:  # e.g. out of memory: these items fail, the run goes on
-            for item in pending:
-                yield ItemResult(item, None, describe(e), 0.0)
+        embeddings, share = yield from embed_chunk(predictor, chunk)
+        if embeddings is None:
             return
-        share = (time.perf_counter() - t0) / len(pending)
         for (bgr, todo), embedding in zip(chunk, embeddings):
             for item in todo:
                 t1 = time.perf_counter()

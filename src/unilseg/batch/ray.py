@@ -125,7 +125,7 @@ def default_cpus_per_actor(node_cpus: Sequence[float], actors: int, reserve: flo
 def run_ray(
     make_predictor: Callable[[], Any],
     items: Sequence[Any],
-    step: Any,
+    step: Any = None,
     *,
     results: str | Path | None = None,
     skip_existing: bool = False,
@@ -143,19 +143,23 @@ def run_ray(
     `plan_items` / `plan_label_items`, `image` = a path) in `actors` actors.
 
     make_predictor: a picklable function building the Predictor (called once per actor);
-    step: picklable too. cpus_per_actor: CPUs (and torch threads, at least 1) per actor;
-    default: all but DECODE_CPUS per node, shared out. batch_size: images per actor call
-    (one Swin batch; default 1, 4 with GPUs). on_row: called with each results row as it
-    reaches the driver. address: the cluster to join if Ray is not initialised yet (None:
-    $RAY_ADDRESS, else a new local cluster, shut down at the end). ray_remote_args: more
-    actor options (default: restart forever, retry the batch of a dead actor). Ray is
-    started only if some item has work left.
+    step: picklable too (OutputOptions or None: a MaskStep of them, 0.1.0's call).
+    cpus_per_actor: CPUs (and torch threads, at least 1) per actor; default: all but
+    DECODE_CPUS per node, shared out. batch_size: images per actor call (one Swin batch;
+    default 1, 4 with GPUs). on_row: called with each results row as it reaches the
+    driver. address: the cluster to join if Ray is not initialised yet (None: $RAY_ADDRESS,
+    else a new local cluster, shut down at the end). ray_remote_args: more actor options
+    (default: restart forever, retry the batch of a dead actor). Ray is started only if
+    some item has work left.
     Returns a BatchReport; results.jsonl holds the local runner's rows, in plan order.
     """
     import ray.data
 
-    from unilseg.batch.run import BatchReport, open_log, run_job, split_done
+    from unilseg.batch.plan import OutputOptions
+    from unilseg.batch.run import BatchReport, MaskStep, open_log, run_job, split_done
 
+    if step is None or isinstance(step, OutputOptions):
+        step = MaskStep(step or OutputOptions())
     say = report or (lambda line: print(line, file=sys.stderr))
     skipped, todo = split_done(items, skip_existing)
     if not any(item.error is None for item in todo):  # nothing for a model: the local loop logs it all

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +24,7 @@ import numpy as np
 from unilseg.batch.plan import Item, OutputOptions
 from unilseg.batch.results import ResultsLog, row_of
 from unilseg.errors import UnilsegError
-from unilseg.inference.predictor import Predictor
+from unilseg.inference.predictor import ImageEmbedding, Predictor
 from unilseg.inference.transforms import read_image
 from unilseg.io.paths import check_regular, shown
 from unilseg.io.progress import progress_bar, progress_write
@@ -95,15 +95,9 @@ class MaskStep:
 
     def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[Item]]]) -> Iterator[ItemResult]:
         """Encode the chunk's images as one batch, decode its pairs in batches of predictor.max_batch."""
-        t0 = time.perf_counter()
-        pending = [item for _, todo in chunk for item in todo]
-        try:
-            embeddings = predictor.embed([bgr for bgr, _ in chunk])
-        except Exception as e:  # e.g. out of memory: these items fail, the run goes on
-            for item in pending:
-                yield ItemResult(item, None, describe(e), 0.0)
+        embeddings, encode_share = yield from embed_chunk(predictor, chunk)
+        if embeddings is None:
             return
-        encode_share = (time.perf_counter() - t0) / len(pending)
         pairs = [(emb, bgr, item) for emb, (bgr, todo) in zip(embeddings, chunk) for item in todo]
         for start in range(0, len(pairs), predictor.max_batch):
             part = pairs[start : start + predictor.max_batch]
@@ -133,6 +127,24 @@ class MaskStep:
 
     def failure(self, item: Item, error: str) -> str:
         return f"failed: {item.image} {item.expression!r}: {error}"
+
+
+def embed_chunk(predictor: Predictor, chunk: list[tuple[np.ndarray, list[Any]]]
+                ) -> Generator[ItemResult, None, tuple[list[ImageEmbedding] | None, float]]:
+    """Run Swin once on a chunk's images -> (their embeddings, each item's share of the seconds).
+
+    If that fails (e.g. out of memory) it yields a failed ItemResult per item and returns
+    (None, 0): these items fail, the run goes on. Use with `yield from` in a step's predict.
+    """
+    t0 = time.perf_counter()
+    pending = [item for _, todo in chunk for item in todo]
+    try:
+        embeddings = predictor.embed([bgr for bgr, _ in chunk])
+    except Exception as e:
+        for item in pending:
+            yield ItemResult(item, None, describe(e), 0.0)
+        return None, 0.0
+    return embeddings, (time.perf_counter() - t0) / len(pending)
 
 
 def chunks(items: Sequence[Any], batch_size: int, load: Loader) -> Iterator[ItemResult | list[tuple[np.ndarray, list]]]:
