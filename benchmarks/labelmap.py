@@ -7,7 +7,7 @@ For the shipped demo model (192-px input, on the 192x192 demo scene) and a full-
 UniLSeg-20 with seeded weights (480-px input, on the demo scene resized to 640x480), and
 K = 4 and 8, each from one Swin pass:
 
-- label map: `embed` + `Predictor.label_map(K classes)` (K soft maps -> class indices + legend);
+- label map: `embed` + `tasks.labelmap.label_map(K classes)` (K soft maps -> class indices + legend);
 - batch: `embed` + `Predictor.predict(K texts)` (K masks and soft maps, what a K-instruction
   CLI batch computes before writing);
 - merge: `merge_soft_maps` + `make_legend` on K ready soft maps, the work a label map adds;
@@ -43,13 +43,13 @@ def timed(fn: Callable[[], object], clock: Callable[[], float]) -> float:
 
 def bench_case(predictor, image: np.ndarray, k: int, clock, repeat: int) -> tuple[float, float, float]:
     """(label map, K-instruction batch, merge + legend) seconds for the first k classes, best of `repeat`."""
-    from unilseg.tasks.labelmap import ClassSpec, make_legend, merge_soft_maps
+    from unilseg.tasks.labelmap import ClassSpec, label_map, make_legend, merge_soft_maps
 
     classes = [ClassSpec.of(c) for c in CLASSES[:k]]
     texts = [c.instruction for c in classes]
     probs = [p.prob for p in predictor.predict(texts, embedding=predictor.embed([image])[0])]
     cases = {
-        "label map": lambda: predictor.label_map(classes, predictor.embed([image])[0]),
+        "label map": lambda: label_map(predictor, classes, predictor.embed([image])[0]),
         "batch": lambda: predictor.predict(texts, embedding=predictor.embed([image])[0]),
         "merge": lambda: make_legend(merge_soft_maps(probs, predictor.threshold, k), classes),
     }

@@ -78,7 +78,7 @@ def run_local(make: Callable[[], object], requests: list, out: Path, threads: in
 def run_on_ray(make: Callable[[], object], requests: list, out: Path) -> tuple[float, ...]:
     import ray
 
-    from unilseg.batch import OutputOptions, plan_items
+    from unilseg.batch import MaskStep, OutputOptions, plan_items
     from unilseg.batch.ray import run_ray
 
     options = OutputOptions()
@@ -86,7 +86,7 @@ def run_on_ray(make: Callable[[], object], requests: list, out: Path) -> tuple[f
     t0 = time.time()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        report = run_ray(make, items, options, results=out / "results.jsonl", actors=2, cpus_per_actor=0.75)
+        report = run_ray(make, items, MaskStep(options), results=out / "results.jsonl", actors=2, cpus_per_actor=0.75)
     finally:
         ray.shutdown()
     assert report.done == len(items), report.failed

@@ -4,7 +4,7 @@
                                [--threads 1] [--clock cpu|wall]
                                [--workdir /tmp/unilseg-bench] [--no-full] [--no-rss] [--no-fps]
 
-1. Frames per second of `Predictor.segment_video` (one instruction, a generated 192-px
+1. Frames per second of `tasks.video.segment_video` (one instruction, a generated 192-px
    clip read from mp4) for the demo model and for the full-size UniLSeg-20 with seeded
    weights (same tensors and shapes as the real one), fp32 and bf16; and, on the same
    decoded frames, the cost of the single-image call (`set_image` + `predict`: Swin, text
@@ -44,6 +44,8 @@ def fps_case(predictor, clip: Path, frames: int, repeat: int) -> dict[str, float
     """{'video': s per frame through segment_video, 'single': s per frame through set_image + predict}."""
     import cv2
 
+    from unilseg.tasks.video import segment_video
+
     decoded = []
     cap = cv2.VideoCapture(str(clip))
     while len(decoded) < frames:
@@ -53,7 +55,7 @@ def fps_case(predictor, clip: Path, frames: int, repeat: int) -> dict[str, float
         decoded.append(image)
 
     def video() -> None:
-        for _ in predictor.segment_video(clip, [TEXT], max_frames=len(decoded)):
+        for _ in segment_video(predictor, clip, [TEXT], max_frames=len(decoded)):
             pass
 
     def single() -> None:
@@ -63,7 +65,7 @@ def fps_case(predictor, clip: Path, frames: int, repeat: int) -> dict[str, float
 
     predictor.set_image(decoded[0])  # warm-up: allocations, oneDNN kernels
     predictor.predict(TEXT)
-    for _ in predictor.segment_video(clip, [TEXT], max_frames=1):
+    for _ in segment_video(predictor, clip, [TEXT], max_frames=1):
         pass
     best: dict[str, float] = {}
     for _ in range(repeat):

@@ -4,7 +4,7 @@
 
 The scene is the first of stream 777 (no training run uses it) with the sun, a house
 and two more kinds of thing (a scene holds at most three kinds besides the sun). The
-label map comes from one `Predictor.label_map` call with the seven synthetic classes and
+label map comes from one `tasks.labelmap.label_map` call with the seven synthetic classes and
 their default instructions; the true label map from `semantic_labels`. Panels are
 upscaled x2 with nearest-neighbour pixels.
 """
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from unilseg.data.synthetic import SEMANTIC_CLASSES, SEMANTIC_INSTRUCTIONS, generate_scene, render, semantic_labels
-from unilseg.tasks.labelmap import make_legend, palette, render_label_overlay
+from unilseg.tasks.labelmap import label_map, make_legend, palette, render_label_overlay
 
 HELD_OUT_SEED = 777
 SCALE = 2
@@ -58,7 +58,7 @@ def main() -> None:
     classes = [ClassSpec(c, SEMANTIC_INSTRUCTIONS[c]) for c in SEMANTIC_CLASSES]
     predictor = Predictor(load_model(args.model), max_batch=len(classes))
     predictor.set_image(bgr)
-    labels, legend = predictor.label_map(classes)
+    labels, legend = label_map(predictor, classes)
     truth = semantic_labels(scene, shape_labels)
     colors = palette(len(classes) + 1)[:, ::-1]  # BGR
     unions = [((labels == k) | (truth == k)).sum() for k in range(1, len(classes) + 1)]

@@ -3,7 +3,7 @@
     python scripts/video_strip.py [--model unilseg-demo] [--seed 5] [--clip 1] [--every 4] [--out imgs/video_strip.png]
 
 The clip (a scene whose objects move a few pixels per frame, `unilseg.data.synthetic.clip`)
-is written to an mp4 and segmented through `Predictor.segment_video`, as
+is written to an mp4 and segmented through `tasks.video.segment_video`, as
 `unilseg segment --video` does. One row per instruction of the clip, one column per
 shown frame: the decoded frame with the predicted mask tinted and outlined (yellow), the
 true mask's outline in white, and the frame's IoU.
@@ -20,6 +20,7 @@ import numpy as np
 from unilseg.data.synthetic.clip import CLIP_FPS, make_clip, write_mp4
 from unilseg.eval.metrics import intersection_union, iou
 from unilseg.io.writers import render_overlay
+from unilseg.tasks.video import segment_video
 
 TILE = 160
 TINT_BGR = (200, 40, 255)  # magenta: visible on blue cars and the sky alike
@@ -57,7 +58,7 @@ def main() -> None:
     rows: list[list[np.ndarray]] = [[] for _ in texts]
     with tempfile.TemporaryDirectory() as tmp:
         mp4 = write_mp4(clip.frames, Path(tmp) / "clip.mp4", CLIP_FPS)
-        for frame in predictor.segment_video(mp4, texts, every=args.every):
+        for frame in segment_video(predictor, mp4, texts, every=args.every):
             for k, pred in enumerate(frame.predictions):
                 score = iou(*intersection_union(pred.mask, truth[k][frame.index]))
                 rows[k].append(tile(frame.image, pred.mask, truth[k][frame.index],

@@ -332,6 +332,7 @@ def threshold_margins(workdir: str | Path) -> dict[str, float]:
     from unilseg.inference.predictor import Predictor
     from unilseg.model.build import load_model
     from unilseg.tasks.labelmap import read_classes_file
+    from unilseg.tasks.video import segment_video
 
     workdir = Path(workdir).resolve()
 
@@ -355,7 +356,7 @@ def threshold_margins(workdir: str | Path) -> dict[str, float]:
         out["classes"] = min(_label_margin(pairs(demo, workdir / f"images/{n}.png", classes), demo.threshold)
                              for n in ("demo_scene", "demo_scene_2"))
         for name, every, texts in (("video_png", 1, VIDEO_TEXTS), ("video_rle_json", 2, VIDEO_TEXTS[:1])):
-            frames = demo.segment_video(workdir / "clip.mp4", texts, every=every)
+            frames = segment_video(demo, workdir / "clip.mp4", texts, every=every)
             out[name] = min(_mask_margin(p.prob, demo.threshold) for f in frames for p in f.predictions)
         samples = open_samples(EVAL_DATA)
         items = [Item(0, i, t) for i, s in enumerate(samples) for t in s.expressions][:EVAL_LIMIT]

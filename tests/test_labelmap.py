@@ -15,6 +15,7 @@ from unilseg.model.build import load_model
 from unilseg.tasks.labelmap import (
     ClassSpec,
     encode_label_png,
+    label_map,
     make_legend,
     merge_soft_maps,
     palette,
@@ -55,7 +56,7 @@ def test_label_map_is_argmax_of_soft_maps_with_background(predictor, tiny, thres
     image = sorted(tiny[2].iterdir())[0]
     classes = [ClassSpec.of(c) for c in CLASSES]
     predictor.set_image(image)
-    labels, legend = predictor.label_map(classes, threshold=threshold)
+    labels, legend = label_map(predictor, classes, threshold=threshold)
     t = predictor.threshold if threshold is None else threshold
     expected = expected_labels(predictor, image, [c.instruction for c in classes], t)
     assert labels.dtype == np.uint8 and labels.shape == cv2.imread(str(image)).shape[:2]

@@ -8,18 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from tiny import write_images, write_tiny_model
 
-from unilseg.batch import OutputOptions, plan_items, run_batch
+from unilseg.batch import MaskStep, OutputOptions, plan_items, run_batch
+from unilseg.cli.ray import main
+from unilseg.cli.segment import main as segment_main
 from unilseg.inference.predictor import Predictor
 from unilseg.model.build import load_model
 
 ray = pytest.importorskip("ray")
-from unilseg.batch.ray import CRASH_ENV, default_cpus_per_actor, main, run_ray  # noqa: E402
+from unilseg.batch.ray import default_cpus_per_actor, run_ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["the red circle", "the background"]
@@ -27,17 +30,33 @@ TEXTS = ["the red circle", "the background"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster (2 CPUs), the tiny model, 12 images; actors may crash once when a test arms the flag."""
+    """A local Ray cluster (2 CPUs), the tiny model, 12 images; `flag`: the file a CrashOnceStep removes."""
     root = tmp_path_factory.mktemp("ray")
     config, weights = write_tiny_model(root)
     images = write_images(root / "images", 12)
-    flag = root / "crash-armed"
-    os.environ[CRASH_ENV] = str(flag)  # inherited by the workers ray.init starts
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
-    yield {"config": config, "weights": weights, "images": images, "flag": flag, "root": root}
+    yield {"config": config, "weights": weights, "images": images, "flag": root / "crash-armed", "root": root}
     ray.shutdown()
-    os.environ.pop(CRASH_ENV, None)
+
+
+@dataclass
+class CrashOnceStep(MaskStep):
+    """The mask step, but the one actor process that removes `flag` dies at once after writing an item.
+
+    os._exit (no clean-up, like a kill or an out-of-memory end), so its batch is left half
+    done. Removing a file succeeds for exactly one process.
+    """
+
+    flag: str = ""
+
+    def write(self, r) -> None:
+        super().write(r)
+        try:
+            os.unlink(self.flag)
+        except FileNotFoundError:
+            return
+        os._exit(1)
 
 
 def make_predictor(config: Path, weights: Path) -> Predictor:
@@ -73,7 +92,7 @@ def test_same_files_and_rows_as_the_local_runner(cluster, tmp_path):
         torch.set_num_threads(threads)
     items = plan(cluster, tmp_path / "ray", options, bad=True)
     said: list[str] = []
-    report = run_ray(make, items, options, results=tmp_path / "ray" / "results.jsonl", actors=2,
+    report = run_ray(make, items, MaskStep(options), results=tmp_path / "ray" / "results.jsonl", actors=2,
                      cpus_per_actor=0.5, report=said.append)
     assert len(items) == 26 and report.done == 24 and report.skipped == 0
     assert sorted(item.index for item, _ in report.failed) == [24, 25] and len(said) == 2
@@ -90,7 +109,8 @@ def test_a_killed_actor_is_restarted_and_its_batch_redone(cluster, tmp_path):
     options = OutputOptions()
     items = plan(cluster, tmp_path, options)
     cluster["flag"].touch()  # the first actor to finish an item exits at once (os._exit), mid-batch
-    report = run_ray(lambda: make_predictor(cluster["config"], cluster["weights"]), items, options,
+    step = CrashOnceStep(options, flag=str(cluster["flag"]))
+    report = run_ray(lambda: make_predictor(cluster["config"], cluster["weights"]), items, step,
                      results=tmp_path / "results.jsonl", actors=2, cpus_per_actor=0.5, batch_size=2)
     assert not cluster["flag"].exists()  # the crash happened
     assert report.done == len(items) == 24 and not report.failed
@@ -133,6 +153,31 @@ def test_a_killed_driver_resumes_with_skip_existing(cluster, tmp_path, capsys):
     assert len(masks()) == 48 and set(out.glob(".*.part")) == leftovers
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and all(r["error"] is None for r in rows)
+
+
+def test_label_maps_on_ray_are_the_local_batch_bytes(cluster, tmp_path, capsys):
+    """`unilseg ray --classes` writes the label maps, legends, overlays and rows `unilseg segment --classes` does."""
+    common = ["--img", str(cluster["images"][0].parent), "--classes", "circle: the red circle,rest: the background",
+              "--overlay", "png", "--config", str(cluster["config"]), "--weights", str(cluster["weights"]),
+              "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each actor: float soft maps are bit-equal at equal thread counts only
+    try:
+        assert segment_main([*common, "--sp", str(tmp_path / "local")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main([*common, "--sp", str(tmp_path / "ray"), "--address", ray.get_runtime_context().gcs_address,
+                 "--actors", "2", "--cpus-per-actor", "0.5"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("12 done, 0 skipped, 0 failed")
+    ours, theirs = files_of(tmp_path / "ray"), files_of(tmp_path / "local")
+    assert len(ours) == 12 * 3 and ours.keys() == theirs.keys()
+    assert [name for name in ours if ours[name] != theirs[name]] == []
+    def named(rows: list[dict]) -> list[dict]:  # the legend and overlay paths by file name, as rows_of does outputs
+        return [{**r, "legend": Path(r["legend"]).name, "overlay": Path(r["overlay"]).name} for r in rows]
+
+    rows = named(rows_of(tmp_path / "ray" / "results.jsonl"))
+    assert rows == named(rows_of(tmp_path / "local" / "results.jsonl"))  # same rows, plan order
+    assert len(rows) == 12 and all(r["error"] is None and r["classes"] for r in rows)
 
 
 def test_without_ray_one_line_says_what_to_install(monkeypatch, capsys, tmp_path):

@@ -22,6 +22,7 @@ from unilseg.data.synthetic.clip import iter_frames, write_mp4
 from unilseg.inference.predictor import Predictor
 from unilseg.io.writers import rle_decode
 from unilseg.model.build import load_model
+from unilseg.tasks.video import segment_video
 
 TEXTS = ["the red tree", "the sky"]
 FPS = 12.0
@@ -94,7 +95,7 @@ def test_frames_equal_single_image_calls_and_texts_are_encoded_once(tiny, predic
 
     predictor.backend.encode_text = counting
     try:
-        frames = list(predictor.segment_video(tiny[2], TEXTS, batch_size=3))
+        frames = list(segment_video(predictor, tiny[2], TEXTS, batch_size=3))
     finally:
         predictor.backend.encode_text = original
     assert calls == [len(TEXTS)]  # one text-encoder run for the whole video: one row per instruction
@@ -107,7 +108,7 @@ def test_frames_equal_single_image_calls_and_texts_are_encoded_once(tiny, predic
 
 
 def test_smoothing_is_an_ema_of_the_soft_maps(tiny, predictor, reference):
-    frames = list(predictor.segment_video(tiny[3], TEXTS[:1], smooth=0.6, max_frames=3))
+    frames = list(segment_video(predictor, tiny[3], TEXTS[:1], smooth=0.6, max_frames=3))
     avg = reference[0][0].prob
     for frame, refs in zip(frames, reference):
         avg = refs[0].prob if frame.index == 0 else 0.6 * avg + 0.4 * refs[0].prob

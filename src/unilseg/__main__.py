@@ -27,7 +27,7 @@ SUBCOMMANDS = {
     "demo": ("unilseg.demo:main", "the web page: upload an image, type instructions, see the masks"),
     "export": ("unilseg.cli.export:main", "write a model as ONNX graphs or an AOTInductor package (--runtime onnx|aoti "
                "runs them)"),
-    "ray": ("unilseg.batch.ray:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "
+    "ray": ("unilseg.cli.ray:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "
             "'unilseg[ray]')"),
 }
 

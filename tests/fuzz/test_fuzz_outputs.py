@@ -435,7 +435,7 @@ def test_plan_items_refuses_an_output_on_an_image(tmp_path):
 
 def test_ray_refuses_a_row_on_the_manifest(sandbox, loads):
     pytest.importorskip("ray")
-    from unilseg.batch.ray import main
+    from unilseg.cli.ray import main
 
     image(sandbox.out, "a.png")
     manifest = sandbox.out / "rows.json"

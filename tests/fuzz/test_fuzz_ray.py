@@ -14,7 +14,7 @@ pytest.importorskip("ray")
 
 def test_escaping_outputs_refused_on_ray(sandbox):
     """The three escaping rows and a symlinked folder fail as items; the good row is written by an actor."""
-    from unilseg.batch.ray import main
+    from unilseg.cli.ray import main
 
     rows = escaping_rows(sandbox)
     manifest = sandbox.inp / "m.csv"

@@ -110,12 +110,13 @@ def test_python_api_resizes_and_warns(sandbox):
     import warnings
 
     from unilseg import Predictor, load_model
+    from unilseg.tasks.video import segment_video
 
     frames = frame_folder(sandbox.inp / "frames", [SIZE, (30, 30), SIZE])
     predictor = Predictor(load_model("unilseg-demo", device="cpu"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = list(predictor.segment_video(str(frames), [EXP]))
+        out = list(segment_video(predictor, str(frames), [EXP]))
     assert [f.image.shape[:2] for f in out] == [SIZE] * 3
     assert [f.predictions[0].mask.shape for f in out] == [SIZE] * 3
     assert len(caught) == 1 and "001.png (30x30)" in str(caught[0].message)

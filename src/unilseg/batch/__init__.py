@@ -13,8 +13,9 @@
 any work, and fails an item whose output would leave the output directory (`..`, a
 symlink, an absolute path unless `allow_absolute=True`); `run_batch` encodes each image
 once for all its instructions, writes each item's files atomically (mask last), logs a
-row per item, and returns what failed instead of stopping. `predict_items` is the loop
-underneath, for callers that keep masks in memory.
+row per item, and returns what failed instead of stopping. `run_job(predictor, items, step)`
+is the one loop underneath every job kind (the step: `MaskStep`, `labels.LabelStep`, the
+video's frames); `predict_items` runs the mask step for callers that keep masks in memory.
 """
 from unilseg.batch.inputs import IMAGE_EXTENSIONS, Request, expand_images, read_batch_manifest, read_expression_file
 from unilseg.batch.plan import (
@@ -29,21 +30,23 @@ from unilseg.batch.plan import (
     select_shard,
     slugify,
 )
-from unilseg.batch.results import ResultsLog, read_results, row_of
+from unilseg.batch.results import ResultsLog, read_results, results_row, row_of
 from unilseg.batch.run import (
     BatchReport,
     ItemResult,
+    MaskStep,
+    Step,
     describe,
-    open_results,
     predict_items,
     result_row,
     run_batch,
+    run_job,
     split_done,
 )
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "BatchReport", "Item", "ItemResult", "OutputOptions", "Request", "ResultsLog",
-    "check_output_dir", "describe", "expand_images", "open_results", "output_stem", "parse_shard", "plan_items",
+    "IMAGE_EXTENSIONS", "BatchReport", "Item", "ItemResult", "MaskStep", "OutputOptions", "Request", "ResultsLog",
+    "Step", "check_output_dir", "describe", "expand_images", "output_stem", "parse_shard", "plan_items",
     "predict_items", "read_batch_manifest", "read_expression_file", "read_results", "result_row", "results_name",
-    "row_of", "run_batch", "safe_stem", "select_shard", "slugify", "split_done",
+    "results_row", "row_of", "run_batch", "run_job", "safe_stem", "select_shard", "slugify", "split_done",
 ]

@@ -12,24 +12,29 @@ The classes' instructions go through the text encoder once for the whole run.
 """
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from unilseg.batch.plan import UniqueNames, claim_images, safe_stem
-from unilseg.batch.results import ResultsLog
-from unilseg.batch.run import BatchReport, Loader, describe
+from unilseg.batch.results import results_row
+from unilseg.batch.run import BatchReport, ItemResult, PredictorSource, describe, embed_chunk, run_job
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
-from unilseg.inference.transforms import read_image
 from unilseg.io.paths import path_problem, shown, user_path
 from unilseg.io.writers import OutputRegistry, confine, encode_image, intact, sidecar, write_atomic
-from unilseg.tasks.labelmap import LEGEND_SUFFIX, ClassSpec, encode_label_png, legend_json, render_label_overlay
+from unilseg.tasks.labelmap import (
+    LEGEND_SUFFIX,
+    ClassSpec,
+    encode_label_png,
+    label_map,
+    legend_json,
+    render_label_overlay,
+)
 
 LABELS_SUFFIX = "__labels"
 
@@ -43,6 +48,7 @@ class LabelItem:
     output: Path  # the label PNG
     legend_path: Path
     overlay_path: Path | None = None
+    error: str | None = None  # a planning failure (none from plan_label_items: a bad target stops the job)
 
     def outputs(self) -> list[Path]:
         """Every file the item writes; the label PNG last (written last: its presence means done)."""
@@ -111,96 +117,81 @@ def read_manifest_images(path: str | Path) -> list[str]:
     return list(images)
 
 
+@dataclass
+class LabelStep:
+    """Label maps: each image's item -> (class indices, legend), written as legend, overlay, label PNG.
+
+    The classes' instructions go through the text encoder once (`prepare`), for the whole run.
+    """
+
+    classes: Sequence[ClassSpec]
+    unit: str = "image"
+    _encoded: Any = field(default=None, repr=False)
+    _threshold: float = field(default=0.0, repr=False)
+    _for: Any = field(default=None, repr=False)  # the predictor `_encoded` belongs to
+
+    def prepare(self, predictor: Predictor) -> None:
+        if self._encoded is not None and self._for is predictor:  # a Ray actor's step: prepared once
+            return
+        self._encoded = predictor.encode_texts([c.instruction for c in self.classes])
+        self._threshold, self._for = predictor.threshold, predictor
+
+    def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[LabelItem]]]) -> Iterator[ItemResult]:
+        """One Swin batch for the chunk's images, then a label map per image."""
+        embeddings, share = yield from embed_chunk(predictor, chunk)
+        if embeddings is None:
+            return
+        for (bgr, todo), embedding in zip(chunk, embeddings):
+            for item in todo:
+                t1 = time.perf_counter()
+                try:
+                    result = label_map(predictor, self.classes, embedding, encoded=self._encoded)
+                except Exception as e:
+                    yield ItemResult(item, None, describe(e), share + time.perf_counter() - t1, bgr)
+                    continue
+                yield ItemResult(item, result, None, share + time.perf_counter() - t1, bgr)
+
+    def write(self, r: ItemResult) -> None:
+        item, (labels, legend) = r.item, r.prediction
+        meta = {"image": str(item.image), "size": list(labels.shape), "threshold": self._threshold,
+                "png": "palette" if labels.dtype == np.uint8 else "uint16"}
+        write_atomic(item.legend_path, legend_json(legend, **meta))
+        if item.overlay_path is not None:
+            overlay = render_label_overlay(r.image, labels, legend)
+            write_atomic(item.overlay_path, encode_image(item.overlay_path, overlay))
+        write_atomic(item.output, encode_label_png(labels, len(self.classes)))
+
+    def row(self, r: ItemResult) -> dict[str, Any]:
+        if r.prediction is None:
+            return _row(r.item, seconds=r.seconds, error=r.error)
+        legend = r.prediction[1]
+        present = {e.name: e.share for e in legend if e.index > 0 and e.share > 0}
+        return _row(r.item, present, legend[0].share, r.seconds)
+
+    def skipped_row(self, item: LabelItem) -> dict[str, Any]:
+        return _row(item)
+
+    def failure(self, item: LabelItem, error: str) -> str:
+        return f"failed: {item.image}: {error}"
+
+
 def run_label_maps(
-    predictor: Predictor | Callable[[], Predictor],
+    predictor: PredictorSource,
     items: Sequence[LabelItem],
     classes: Sequence[ClassSpec],
-    *,
-    results: str | Path | None = None,
-    skip_existing: bool = False,
-    batch_size: int | None = None,
-    load: Loader = read_image,
-    report: Callable[[str], None] | None = None,
-    progress: bool = False,
+    **job: Any,
 ) -> BatchReport:
     """Make and write each item's label map -> what was done, skipped and failed (the run goes on).
 
-    predictor: a Predictor, or a function making one (called only if some item has work
-    left). batch_size: images per Swin batch (default 1 on CPU, 4 on a GPU).
+    `run_job` with a LabelStep; its keywords (results, skip_existing, batch_size, load,
+    progress, report) pass through.
     """
-    say = report or (lambda line: print(line, file=sys.stderr))
-    done = [skip_existing and item.is_done() for item in items]
-    todo = [item for item, d in zip(items, done) if not d]
-    out = BatchReport(skipped=sum(done), results=Path(results) if results is not None else None)
-    log = ResultsLog(results, keep_existing=skip_existing) if results is not None else None
-    if log is not None:
-        for item in (item for item, d in zip(items, done) if d and not log.has_success(item.output)):
-            log.append({**_row(item), "skipped": True})
-    if todo:
-        if not isinstance(predictor, Predictor):
-            predictor = predictor()
-        if batch_size is None:
-            batch_size = 1 if predictor.device.type == "cpu" else 4
-        from tqdm import tqdm
-
-        encoded = predictor.encode_texts([c.instruction for c in classes])
-        with tqdm(total=len(todo), unit="image", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
-            for start in range(0, len(todo), batch_size):
-                for item, row in _run_chunk(predictor, todo[start : start + batch_size], classes, encoded, load):
-                    if row["error"] is not None:
-                        out.failed.append((item, row["error"]))  # type: ignore[arg-type]
-                        (tqdm.write if progress else say)(shown(f"failed: {item.image}: {row['error']}"))
-                    else:
-                        out.done += 1
-                    if log is not None:
-                        log.append(row)
-                    bar.update(1)
-    if log is not None:
-        log.finish(items)  # type: ignore[arg-type]
-    return out
-
-
-def _run_chunk(
-    predictor: Predictor, chunk: Sequence[LabelItem], classes: Sequence[ClassSpec], encoded: Any, load: Loader
-):
-    """Load, encode (one Swin batch), merge and write a chunk's items -> (item, results row) each."""
-    t0 = time.perf_counter()
-    loaded: list[tuple[LabelItem, np.ndarray]] = []
-    for item in chunk:
-        try:
-            loaded.append((item, load(item.image)))
-        except UnilsegError as e:
-            yield item, _row(item, error=str(e))
-    if not loaded:
-        return
-    try:
-        embeddings = predictor.embed([bgr for _, bgr in loaded])
-    except Exception as e:  # e.g. out of memory: these items fail, the run goes on
-        for item, _ in loaded:
-            yield item, _row(item, error=describe(e))
-        return
-    share = (time.perf_counter() - t0) / len(loaded)
-    for (item, bgr), embedding in zip(loaded, embeddings):
-        t1 = time.perf_counter()
-        try:
-            labels, legend = predictor.label_map(classes, embedding, encoded=encoded)
-            meta = {"image": str(item.image), "size": list(labels.shape), "threshold": predictor.threshold,
-                    "png": "palette" if labels.dtype == np.uint8 else "uint16"}
-            write_atomic(item.legend_path, legend_json(legend, **meta))
-            if item.overlay_path is not None:
-                write_atomic(item.overlay_path, encode_image(item.overlay_path,
-                                                             render_label_overlay(bgr, labels, legend)))
-            write_atomic(item.output, encode_label_png(labels, len(classes)))
-        except Exception as e:
-            yield item, _row(item, seconds=share + time.perf_counter() - t1, error=describe(e))
-            continue
-        present = {e.name: e.share for e in legend if e.index > 0 and e.share > 0}
-        yield item, _row(item, present, legend[0].share, share + time.perf_counter() - t1)
+    return run_job(predictor, items, LabelStep(classes), **job)
 
 
 def _row(item: LabelItem, classes: dict[str, float] | None = None, background: float | None = None,
          seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
     """The results row of one image: its files, the share of each class present and of the background."""
-    return {"image": str(item.image), "output": str(item.output), "legend": str(item.legend_path),
-            "overlay": None if item.overlay_path is None else str(item.overlay_path), "classes": classes,
-            "background": background, "seconds": round(seconds, 4), "error": error}
+    return results_row(image=str(item.image), output=str(item.output), legend=str(item.legend_path),
+                       overlay=None if item.overlay_path is None else str(item.overlay_path), classes=classes,
+                       background=background, seconds=seconds, error=error)

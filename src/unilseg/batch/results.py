@@ -1,10 +1,11 @@
-"""`results.jsonl`: one row per item, appended as each item finishes; and the one reader and appender of
-the JSON-lines state a job leaves for its resume (results logs, a video's per-frame RLE)."""
+"""`results.jsonl`: one row per item, appended as each item finishes, in one schema for every job kind
+(`ROW_FIELDS`, `results_row`) and written by one class (`ResultsLog`); and the one reader and appender
+of the JSON-lines state a job leaves for its resume (results logs, a video's per-frame RLE)."""
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +42,80 @@ def is_number(v: Any) -> bool:
 # What a resumed run relies on in a results row: which output it names and whether it failed.
 RESULT_ROW: Schema = {"output": is_text, "error": is_opt_text}
 
+# Every field a results row may hold, in the order rows write them. Each job kind fills its own
+# (a field it fills may be null); the others are left out of its rows:
+#   masks:      image, expression, output, score, foreground, seconds, error
+#   label maps: image, output, legend, overlay, classes, background, seconds, error
+#   video:      video, frame, time, expression, output, score, foreground, seconds, error
+# and a row logged for an item found done is marked "skipped": true.
+ROW_FIELDS = ("video", "frame", "time", "image", "expression", "output", "legend", "overlay", "classes", "score",
+              "foreground", "background", "seconds", "error", "skipped")
+_ORDER = {name: i for i, name in enumerate(ROW_FIELDS)}
+
+
+def results_row(**fields: Any) -> dict[str, Any]:
+    """A results row from a job kind's fields (see ROW_FIELDS), in the schema's order; seconds rounded to 4."""
+    unknown = set(fields) - set(_ORDER)
+    if unknown:
+        raise ValueError(f"not results-row fields: {sorted(unknown)}")
+    if "seconds" in fields:
+        fields["seconds"] = round(fields["seconds"], 4)
+    return dict(sorted(fields.items(), key=lambda kv: _ORDER[kv[0]]))
+
+
+def by_output(row: dict[str, Any]) -> Any:
+    """The default identity of a row: the output it names (one row per output survives `finish`)."""
+    return row.get("output")
+
 
 class ResultsLog:
-    """The results file of a run.
+    """The results file of a job, the one writer of results rows (masks, label maps, video, Ray).
 
-    A killed run keeps the rows written so far. `finish()` rewrites the file atomically
-    with one row per output (the latest), in plan order, older rows of other outputs after.
+    A killed run keeps the rows written so far. `finish(plan)` rewrites the file atomically
+    with one row per identity (`key`, default: the output; the latest row), the plan's
+    items first in plan order, then the others in the order last written.
     keep_existing: start from the rows already in the file (a resumed run), else afresh;
-    rows that are damaged (not JSON, not an object, `output`/`error` missing or of the
-    wrong type) are dropped, so their items count as not logged.
+    rows that are damaged (not JSON, not an object, or failing `schema`) are dropped, so
+    their items count as not logged.
     """
 
-    def __init__(self, path: str | Path, keep_existing: bool = False, schema: Schema = RESULT_ROW) -> None:
+    def __init__(self, path: str | Path, keep_existing: bool = False, schema: Schema = RESULT_ROW,
+                 key: Callable[[dict[str, Any]], Hashable] = by_output) -> None:
         self.path = Path(path)
+        self.key = key
         self._rows: list[dict[str, Any]] = read_results(self.path, schema) if keep_existing else []
         if not keep_existing:
             self.path.unlink(missing_ok=True)
-        self._succeeded = {r["output"] for r in self._rows if not r["error"]}
-        self._file = JsonlAppender(self.path)  # closed in finish()
+        self._succeeded = {key(r) for r in self._rows if not r["error"]}
+        self._file = JsonlAppender(self.path)  # closed in close() / finish()
 
-    def has_success(self, output: Path) -> bool:
-        """Whether a row records `output` as written without error."""
-        return str(output) in self._succeeded
+    def has_success(self, key: Hashable) -> bool:
+        """Whether a row of this identity (an output path, by default) records it as written without error."""
+        return (str(key) if isinstance(key, Path) else key) in self._succeeded
 
-    def note_skipped(self, item: Item) -> None:
-        """Log an item skipped as done, unless a row already says so (its run was killed before logging it)."""
-        if not self.has_success(item.output):
-            self.append({**row_of(item), "seconds": 0.0, "skipped": True})
+    def note_skipped(self, row: dict[str, Any]) -> None:
+        """Log the row of an item skipped as done, unless a row already says so (its run was killed before
+        logging it)."""
+        if not self.has_success(self.key(row)):
+            self.append({**row, "seconds": 0.0, "skipped": True})
 
     def append(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         if not row.get("error"):
-            self._succeeded.add(row.get("output"))
+            self._succeeded.add(self.key(row))
         self._file.append(row)
 
-    def finish(self, plan: Sequence[Item]) -> None:
+    def close(self) -> None:
+        self._file.close()
+
+    def finish(self, plan: Sequence[Any] = ()) -> None:
+        """Close, then rewrite the file deduplicated; `plan`: items (with `.output`) whose rows go first."""
         self._file.close()
         latest: dict[Any, dict[str, Any]] = {}
         for row in self._rows:
-            latest.pop(row.get("output"), None)  # re-insert: the latest row keeps its place last
-            latest[row.get("output")] = row
+            key = self.key(row)
+            latest.pop(key, None)  # re-insert: the latest row keeps its place last
+            latest[key] = row
         ordered = [latest.pop(str(item.output)) for item in plan if str(item.output) in latest]
         ordered += list(latest.values())
         write_atomic(self.path, "".join(json_text(r) + "\n" for r in ordered).encode())
@@ -88,9 +123,9 @@ class ResultsLog:
 
 def row_of(item: Item, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
            error: str | None = None) -> dict[str, Any]:
-    """The results row of one item: image, expression, output, score, foreground share, seconds, error."""
-    return {"image": str(item.image), "expression": item.expression, "output": str(item.output),
-            "score": score, "foreground": foreground, "seconds": round(seconds, 4), "error": error}
+    """The results row of one mask item: image, expression, output, score, foreground share, seconds, error."""
+    return results_row(image=str(item.image), expression=item.expression, output=str(item.output), score=score,
+                       foreground=foreground, seconds=seconds, error=error)
 
 
 def read_results(path: str | Path, schema: Schema | None = None) -> list[dict[str, Any]]:

@@ -1,43 +1,50 @@
-"""Running a batch: the one loop every front end shares.
+"""Running a job: the one loop every job kind and front end shares (local, Ray actors).
 
-`predict_items` groups items by image, encodes `batch_size` images per Swin batch, decodes
-their (image, text) pairs in batches of the predictor's `max_batch` and yields one
-`ItemResult` per item. `run_batch` adds resume, writing and the results log on top.
-A failing item (unreadable image, empty expression, a write error) is reported and the
-run goes on; finished work is on disk (atomic files) and in the log as each item ends.
+`run_job(predictor, items, step)` skips items found done (`skip_existing`), makes the
+predictor on first need (from a factory), groups items by image, loads `batch_size`
+images per chunk, hands each chunk to the task `step` (masks: `MaskStep`; label maps:
+`batch.labels.LabelStep`), writes each result's files, logs its results row and counts
+it, with one progress bar. A failing item (unreadable image, empty expression, a write
+error) is reported and the run goes on; finished work is on disk (atomic files) and in
+the log as each item ends. `predict_items` is the mask step without writing, for callers
+that keep masks in memory; `run_batch` is `run_job` with a MaskStep.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from unilseg.batch.plan import Item, OutputOptions
 from unilseg.batch.results import ResultsLog, row_of
 from unilseg.errors import UnilsegError
-from unilseg.inference.predictor import Prediction, Predictor, to_prediction
+from unilseg.inference.predictor import ImageEmbedding, Predictor
 from unilseg.inference.transforms import read_image
 from unilseg.io.paths import check_regular, shown
+from unilseg.io.progress import progress_bar, progress_write
 from unilseg.io.writers import write_prediction
+from unilseg.tasks.masks import segment_pairs
 
 Loader = Callable[[Hashable], np.ndarray]  # an item's `image` -> BGR uint8 (H, W, 3)
+PredictorSource = Predictor | Callable[[], Predictor]  # a Predictor, or a factory called on first need
 
 
 @dataclass
 class ItemResult:
     """What became of one item."""
 
-    item: Item
-    prediction: Prediction | None  # None when it failed
+    item: Any  # an Item (masks), a LabelItem (label maps), ...: what the step plans
+    prediction: Any  # the step's result (masks: a Prediction; label maps: (labels, legend)); None when it failed
     error: str | None
-    seconds: float  # its share of encode + decode (+ write, in run_batch)
+    seconds: float  # its share of encode + decode (+ write, in run_job)
     image: np.ndarray | None = None  # BGR (H, W, 3), for overlays
+    row: dict[str, Any] | None = None  # its results row, once run_job has written it
 
 
 @dataclass
@@ -46,20 +53,110 @@ class BatchReport:
 
     done: int = 0
     skipped: int = 0
-    failed: list[tuple[Item, str]] = field(default_factory=list)
+    failed: list[tuple[Any, str]] = field(default_factory=list)
     results: Path | None = None
 
 
-def predict_items(
-    predictor: Predictor, items: Sequence[Item], batch_size: int = 1, load: Loader = read_image
-) -> Iterator[ItemResult]:
-    """Predict every item (images in order of first appearance) -> one ItemResult each, as they finish."""
-    groups: dict[Hashable, list[Item]] = {}
+class Step(Protocol):
+    """A task step of the job loop: what one kind of job does with a chunk of loaded images.
+
+    An item has `image` (the loader's key), `error` (a planning failure, or None), `output`
+    and `is_done()`. `prepare` runs once the predictor is made (e.g. encodes the texts
+    every image shares); `predict` turns a chunk of (BGR image, its items) into one
+    ItemResult per item; `write` writes a result's files (raising on failure); `row` is a
+    result's results row, `skipped_row` the row of an item found done; `failure` the line
+    that tells an item failed.
+    """
+
+    unit: str  # what the progress bar counts
+
+    def prepare(self, predictor: Predictor) -> None: ...
+
+    def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[Any]]]) -> Iterator[ItemResult]: ...
+
+    def write(self, r: ItemResult) -> None: ...
+
+    def row(self, r: ItemResult) -> dict[str, Any]: ...
+
+    def skipped_row(self, item: Any) -> dict[str, Any]: ...
+
+    def failure(self, item: Any, error: str) -> str: ...
+
+
+@dataclass
+class MaskStep:
+    """Masks: each (image, expression) item -> a Prediction, written as its mask (+ soft map, overlay) files."""
+
+    options: OutputOptions = field(default_factory=OutputOptions)
+    unit: str = "item"
+
+    def prepare(self, predictor: Predictor) -> None:
+        pass
+
+    def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[Item]]]) -> Iterator[ItemResult]:
+        """Encode the chunk's images as one batch, decode its pairs in batches of predictor.max_batch."""
+        embeddings, encode_share = yield from embed_chunk(predictor, chunk)
+        if embeddings is None:
+            return
+        pairs = [(emb, bgr, item) for emb, (bgr, todo) in zip(embeddings, chunk) for item in todo]
+        for start in range(0, len(pairs), predictor.max_batch):
+            part = pairs[start : start + predictor.max_batch]
+            t1 = time.perf_counter()
+            try:
+                preds = segment_pairs(predictor, [emb for emb, _, _ in part], [item.expression for _, _, item in part])
+            except Exception as e:
+                for _, bgr, item in part:
+                    yield ItemResult(item, None, describe(e), encode_share, bgr)
+                continue
+            share = encode_share + (time.perf_counter() - t1) / len(part)
+            for (_, bgr, item), pred in zip(part, preds):
+                yield ItemResult(item, pred, None, share, bgr)
+
+    def write(self, r: ItemResult) -> None:
+        if r.item.output is None:
+            return
+        r.item.check_confined()  # again: a symlink may have appeared since planning
+        write_prediction(r.item.output, r.prediction.mask, self.options.fmt, prob=r.prediction.prob,
+                         prob_path=r.item.prob_path, image_bgr=r.image, overlay_path=r.item.overlay_path)
+
+    def row(self, r: ItemResult) -> dict[str, Any]:
+        return result_row(r)
+
+    def skipped_row(self, item: Item) -> dict[str, Any]:
+        return row_of(item)
+
+    def failure(self, item: Item, error: str) -> str:
+        return f"failed: {item.image} {item.expression!r}: {error}"
+
+
+def embed_chunk(predictor: Predictor, chunk: list[tuple[np.ndarray, list[Any]]]
+                ) -> Generator[ItemResult, None, tuple[list[ImageEmbedding] | None, float]]:
+    """Run Swin once on a chunk's images -> (their embeddings, each item's share of the seconds).
+
+    If that fails (e.g. out of memory) it yields a failed ItemResult per item and returns
+    (None, 0): these items fail, the run goes on. Use with `yield from` in a step's predict.
+    """
+    t0 = time.perf_counter()
+    pending = [item for _, todo in chunk for item in todo]
+    try:
+        embeddings = predictor.embed([bgr for bgr, _ in chunk])
+    except Exception as e:
+        for item in pending:
+            yield ItemResult(item, None, describe(e), 0.0)
+        return None, 0.0
+    return embeddings, (time.perf_counter() - t0) / len(pending)
+
+
+def chunks(items: Sequence[Any], batch_size: int, load: Loader) -> Iterator[ItemResult | list[tuple[np.ndarray, list]]]:
+    """Group items by image (in order of first appearance), `batch_size` images a chunk, each image loaded
+    once -> a chunk [(BGR image, its items)] at a time, or an ItemResult for an item that failed already
+    (planning) or whose image could not be read."""
+    groups: dict[Hashable, list[Any]] = {}
     for item in items:
         groups.setdefault(item.image, []).append(item)
     images = list(groups)
     for start in range(0, len(images), batch_size):
-        chunk: list[tuple[np.ndarray, list[Item]]] = []
+        chunk: list[tuple[np.ndarray, list[Any]]] = []
         for key in images[start : start + batch_size]:
             todo = []
             for item in groups[key]:
@@ -78,41 +175,30 @@ def predict_items(
                 continue
             chunk.append((bgr, todo))
         if chunk:
-            yield from _predict_chunk(predictor, chunk)
+            yield chunk
 
 
-def _predict_chunk(predictor: Predictor, chunk: list[tuple[np.ndarray, list[Item]]]) -> Iterator[ItemResult]:
-    """Encode the chunk's images as one batch, decode its pairs in batches of predictor.max_batch."""
-    t0 = time.perf_counter()
-    pending = [item for _, todo in chunk for item in todo]
-    try:
-        embeddings = predictor.embed([bgr for bgr, _ in chunk])
-    except Exception as e:  # e.g. out of memory: these items fail, the run goes on
-        for item in pending:
-            yield ItemResult(item, None, describe(e), 0.0)
-        return
-    encode_share = (time.perf_counter() - t0) / len(pending)
-    pairs = [(emb, bgr, item) for emb, (bgr, todo) in zip(embeddings, chunk) for item in todo]
-    for start in range(0, len(pairs), predictor.max_batch):
-        part = pairs[start : start + predictor.max_batch]
-        t1 = time.perf_counter()
-        try:
-            logits = predictor.pair_logits([emb for emb, _, _ in part], [item.expression for _, _, item in part])
-        except Exception as e:
-            for _, bgr, item in part:
-                yield ItemResult(item, None, describe(e), encode_share, bgr)
-            continue
-        decode_share = (time.perf_counter() - t1) / len(part)
-        for (emb, bgr, item), lg in zip(part, logits):
-            t2 = time.perf_counter()
-            pred = to_prediction(item.expression, lg, emb, predictor.threshold)
-            yield ItemResult(item, pred, None, encode_share + decode_share + time.perf_counter() - t2, bgr)
+def step_results(predictor: Predictor, items: Sequence[Any], step: Step, batch_size: int = 1,
+                 load: Loader = read_image) -> Iterator[ItemResult]:
+    """Run `step` over every item (prepared already) -> one ItemResult each, as they finish; nothing written."""
+    for part in chunks(items, batch_size, load):
+        if isinstance(part, ItemResult):
+            yield part
+        else:
+            yield from step.predict(predictor, part)
 
 
-def run_batch(
-    predictor: Predictor | Callable[[], Predictor],
-    items: Sequence[Item],
-    options: OutputOptions | None = None,
+def predict_items(
+    predictor: Predictor, items: Sequence[Item], batch_size: int = 1, load: Loader = read_image
+) -> Iterator[ItemResult]:
+    """Predict every mask item (images in order of first appearance) -> one ItemResult each, as they finish."""
+    return step_results(predictor, items, MaskStep(), batch_size, load)
+
+
+def run_job(
+    predictor: PredictorSource,
+    items: Sequence[Any],
+    step: Step,
     *,
     results: str | Path | None = None,
     skip_existing: bool = False,
@@ -122,15 +208,16 @@ def run_batch(
     report: Callable[[str], None] | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> BatchReport:
-    """Segment `items` (see `plan_items`) and write each one's outputs -> what was done, skipped, failed.
+    """The job loop: run `step` over `items`, write each one's outputs -> what was done, skipped, failed.
 
     predictor: a Predictor, or a function making one; it is called only if some item has
     work left, so a finished run loads no model. results: path of a `results.jsonl` to
     keep (one row per item). skip_existing: items whose outputs all exist are skipped.
     batch_size: images per Swin batch (default 1 on CPU, 4 on a GPU). report: where
-    per-item failures are told (default: stderr). on_result: called with each ItemResult.
+    per-item failures are told (default: stderr). on_result: called with each ItemResult
+    (its `row` set). A failing item is reported and the run goes on; finished work is on
+    disk (atomic files) and in the log as each item ends.
     """
-    options = options or OutputOptions()
     say = report or (lambda line: print(line, file=sys.stderr))
     skipped, todo = split_done(items, skip_existing)
     out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
@@ -138,30 +225,29 @@ def run_batch(
         check_regular(results, "results log")  # before the model loads: a FIFO there would block the run
     if any(item.error is None for item in todo) and not isinstance(predictor, Predictor):
         predictor = predictor()
-    log = open_results(results, skipped, skip_existing)
+    log = open_log(results, skipped, skip_existing, step)
+    if isinstance(predictor, Predictor):
+        step.prepare(predictor)
     if batch_size is None:
         batch_size = 4 if isinstance(predictor, Predictor) and predictor.device.type != "cpu" else 1
-    from tqdm import tqdm
-
-    with tqdm(total=len(todo), unit="item", file=sys.stderr, disable=not progress, dynamic_ncols=True) as bar:
-        tell = (lambda line: tqdm.write(line, file=sys.stderr)) if progress and report is None else say
-        for r in predict_items(predictor, todo, batch_size, load):  # type: ignore[arg-type]
-            if r.prediction is not None and r.item.output is not None:
+    tell = progress_write if progress and report is None else say
+    with progress_bar(len(todo), step.unit, enabled=progress) as bar:
+        for r in step_results(predictor, todo, step, batch_size, load):  # type: ignore[arg-type]
+            if r.prediction is not None:
                 t0 = time.perf_counter()
                 try:
-                    r.item.check_confined()  # again: a symlink may have appeared since planning
-                    write_prediction(r.item.output, r.prediction.mask, options.fmt, prob=r.prediction.prob,
-                                     prob_path=r.item.prob_path, image_bgr=r.image, overlay_path=r.item.overlay_path)
+                    step.write(r)
                 except Exception as e:
                     r.error, r.prediction = describe(e), None
                 r.seconds += time.perf_counter() - t0
             if r.error is not None:
                 out.failed.append((r.item, r.error))
-                tell(shown(f"failed: {r.item.image} {r.item.expression!r}: {r.error}"))
+                tell(shown(step.failure(r.item, r.error)))
             else:
                 out.done += 1
+            r.row = step.row(r)
             if log is not None:
-                log.append(result_row(r))
+                log.append(r.row)
             if on_result is not None:
                 on_result(r)
             bar.update(1)
@@ -170,20 +256,34 @@ def run_batch(
     return out
 
 
-def split_done(items: Sequence[Item], skip_existing: bool) -> tuple[list[Item], list[Item]]:
-    """-> (skipped, todo): with skip_existing, items whose outputs all exist are skipped."""
-    done = [skip_existing and item.error is None and item.is_done() for item in items]
-    return [i for i, d in zip(items, done) if d], [i for i, d in zip(items, done) if not d]
+def run_batch(
+    predictor: PredictorSource,
+    items: Sequence[Item],
+    options: OutputOptions | None = None,
+    **job: Any,
+) -> BatchReport:
+    """Segment mask `items` (see `plan_items`) and write each one's outputs -> what was done, skipped, failed.
+
+    `run_job` with a MaskStep; its keywords (results, skip_existing, batch_size, load,
+    progress, report, on_result) pass through.
+    """
+    return run_job(predictor, items, MaskStep(options or OutputOptions()), **job)
 
 
-def open_results(results: str | Path | None, skipped: Sequence[Item], keep_existing: bool) -> ResultsLog | None:
-    """The run's results log (None: no log), with a row for each skipped item that has none yet."""
+def open_log(results: str | Path | None, skipped: Sequence[Any], keep_existing: bool, step: Step) -> ResultsLog | None:
+    """The job's results log (None: no log), with a row for each skipped item that has none yet."""
     if results is None:
         return None
     log = ResultsLog(results, keep_existing=keep_existing)
     for item in skipped:
-        log.note_skipped(item)
+        log.note_skipped(step.skipped_row(item))
     return log
+
+
+def split_done(items: Sequence[Any], skip_existing: bool) -> tuple[list[Any], list[Any]]:
+    """-> (skipped, todo): with skip_existing, items whose outputs all exist are skipped."""
+    done = [skip_existing and item.error is None and item.is_done() for item in items]
+    return [i for i, d in zip(items, done) if d], [i for i, d in zip(items, done) if not d]
 
 
 def result_row(r: ItemResult) -> dict[str, Any]:

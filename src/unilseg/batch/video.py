@@ -18,11 +18,9 @@ redone.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 
 from unilseg.batch.results import (
     JsonlAppender,
+    ResultsLog,
     Schema,
     is_index,
     is_number,
@@ -39,10 +38,11 @@ from unilseg.batch.results import (
     is_opt_text,
     is_text,
     read_results,
+    results_row,
 )
 from unilseg.errors import WriteError
 from unilseg.inference.predictor import Prediction, Predictor
-from unilseg.io.paths import json_text, shown
+from unilseg.io.progress import progress_bar
 from unilseg.io.writers import (
     OutputRegistry,
     confine,
@@ -302,24 +302,21 @@ def run_video(
                         for o in outputs))
     if finished:
         report.skipped = len(indices)
-        log = _Log(results, keep=True)
+        log = _open_log(results, keep=True)
         for i in indices:  # rows an earlier run lost (or that were damaged and dropped)
             for out in outputs:
-                log.note_skipped(str(source.path), VideoFrame(i, i / source.fps, None, []), out)
+                log.note_skipped(_row(str(source.path), VideoFrame(i, i / source.fps, None, []), out, None))
         log.finish()
         source.close()
         return report
     if not isinstance(predictor, Predictor):
         predictor = predictor()  # before anything is written: a model that fails to load leaves no files
-    log = _Log(results, keep=skip_existing)
+    log = _open_log(results, keep=skip_existing)
     if batch_size is None:  # frames per Swin batch: as a batch of images does
         batch_size = 1 if predictor.device.type == "cpu" else 4
     writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]
     partials: list[JsonlAppender | None] = []
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(indices) if indices is not None else None, unit="frame", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(indices) if indices is not None else None, "frame", enabled=progress)
     ok = False
     failures: list[str] = []  # overlays that could not be written
     try:
@@ -339,9 +336,9 @@ def run_video(
                 failed.append((None, source.stopped))
             for out in outputs:
                 for i, why in failed or [(None, str(e))]:  # a row per unreadable frame, one where decoding stopped
-                    log.append({"video": str(source.path), "frame": i, "time": None if i is None else
-                                round(i / source.fps, 6), "expression": out.text, "output": str(out.output),
-                                "score": None, "foreground": None, "seconds": 0.0, "error": why})
+                    log.append(results_row(video=str(source.path), frame=i, time=None if i is None else
+                                           round(i / source.fps, 6), expression=out.text, output=str(out.output),
+                                           score=None, foreground=None, seconds=0.0, error=why))
         ok = True
     finally:
         bar.close()
@@ -367,11 +364,12 @@ def run_video(
     return report
 
 
-def _write_frame(frame, outputs: list[VideoOutput], writers: list, partials: list, log: _Log, video: str) -> None:
+def _write_frame(frame, outputs: list[VideoOutput], writers: list, partials: list, log: ResultsLog,
+                 video: str) -> None:
     """One frame's files (mask PNG or RLE line, overlay frame) and its results rows."""
     for k, (out, pred) in enumerate(zip(outputs, frame.predictions)):
         if pred is None:  # done by an earlier run
-            log.note_skipped(video, frame, out)
+            log.note_skipped(_row(video, frame, out, None))
             if writers[k] is not None:
                 writers[k].write(render_overlay(frame.image, out.stored_mask(frame.index)))
             continue
@@ -388,94 +386,16 @@ def _write_frame(frame, outputs: list[VideoOutput], writers: list, partials: lis
 
 def _row(video: str, frame, out: VideoOutput, pred: Prediction | None) -> dict[str, Any]:
     path = out.frame_path(frame.index) if out.fmt == "png" else out.output
-    return {"video": video, "frame": frame.index, "time": round(frame.time, 6), "expression": out.text,
-            "output": str(path), "score": None if pred is None else round(pred.score, 6),
-            "foreground": None if pred is None else round(float(pred.mask.mean()), 6),
-            "seconds": round(frame.seconds, 4), "error": None}
+    return results_row(video=video, frame=frame.index, time=round(frame.time, 6), expression=out.text,
+                       output=str(path), score=None if pred is None else round(pred.score, 6),
+                       foreground=None if pred is None else round(float(pred.mask.mean()), 6),
+                       seconds=frame.seconds, error=None)
 
 
-class _Log:
-    """results.jsonl: rows appended and flushed as frames finish; deduplicated and rewritten atomically at the end."""
-
-    def __init__(self, path: Path, keep: bool) -> None:
-        self.path = path
-        self.rows = read_results(path, VIDEO_ROW) if keep else []  # damaged rows dropped: their frames are relogged
-        if not keep:
-            path.unlink(missing_ok=True)
-        self._ok = {(r["expression"], r["output"], r["frame"]) for r in self.rows if not r["error"]}
-        self.file = JsonlAppender(path)
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        self.file.append(row)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def note_skipped(self, video: str, frame, out: VideoOutput) -> None:
-        row = _row(video, frame, out, None)
-        if (row["expression"], row["output"], row["frame"]) not in self._ok:
-            self.append({**row, "seconds": 0.0, "skipped": True})
-
-    def finish(self) -> None:
-        self.file.close()
-        latest: dict[Any, dict[str, Any]] = {}
-        for row in self.rows:
-            key = (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
-            latest.pop(key, None)
-            latest[key] = row
-        write_atomic(self.path, "".join(json_text(r) + "\n" for r in latest.values()).encode())
+def _video_key(row: dict[str, Any]) -> Any:
+    """A video row's identity: one row per (video, instruction, output, frame) survives."""
+    return (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """`unilseg segment --video`: check every argument, open the video (first frame decoded), then load
-    the model and run; returns the exit code (1 if the video stopped decoding early)."""
-    from unilseg.batch import check_output_dir, read_expression_file
-    from unilseg.cli.segment import claim_inputs
-    from unilseg.errors import UnilsegError
-    from unilseg.model.spec import check_threshold
-    from unilseg.tasks.video import open_video
-
-    if args.img or args.manifest or args.shard:
-        raise UnilsegError("--video takes its instructions from --exp/--exp-file; drop --img/--manifest/--shard")
-    texts = list(args.exp or []) + (read_expression_file(args.exp_file) if args.exp_file else [])
-    if not texts:
-        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment in the video")
-    if any(not t.strip() for t in texts):
-        raise UnilsegError("an --exp is empty; give a text naming what to segment")
-    fmt = args.format or "png"
-    if fmt not in VIDEO_FORMATS:
-        raise UnilsegError(f"--format {fmt}: a video's masks are png frames or rle-json")
-    if args.save_prob:
-        raise UnilsegError("--save-prob is not available for --video")
-    if args.overlay not in (None, True, "mp4"):
-        raise UnilsegError(f"--overlay {args.overlay}: for --video give no value (an mp4 beside the masks)")
-    if args.sp is None:
-        raise UnilsegError("--video writes a folder of masks per instruction: pass --sp DIR")
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    if not 0 <= args.smooth < 1:
-        raise UnilsegError(f"--smooth {args.smooth}: use 0 (off) <= ALPHA < 1")
-    if args.fps is not None and args.fps <= 0:
-        raise UnilsegError(f"--fps must be positive, not {args.fps}")
-    selection = FrameSelection(args.every, args.max_frames, args.start, args.end)
-    out_dir = check_output_dir(args.sp, len(texts))
-    registry = claim_inputs(OutputRegistry(), args)
-    source = open_video(args.video, args.fps)  # exit 2 here, before any model work, if it cannot be decoded
-
-    def make_predictor():
-        from unilseg.cli.args import predictor_from_args
-
-        return predictor_from_args(args)
-
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    report = run_video(make_predictor, source, texts, out_dir, fmt=fmt, overlay=args.overlay is not None,
-                       selection=selection, batch_size=args.batch_size, smooth=args.smooth,
-                       skip_existing=args.skip_existing, progress=bool(show), registry=registry)
-    if report.error:
-        print(shown(f"error: {report.error}"), file=sys.stderr)
-        return 1
-    return 0
+def _open_log(path: Path, keep: bool) -> ResultsLog:
+    return ResultsLog(path, keep_existing=keep, schema=VIDEO_ROW, key=_video_key)

@@ -13,9 +13,12 @@ import glob
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unilseg.cli.args import predictor_from_args
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import shown, user_path
 
@@ -34,10 +37,40 @@ def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
     return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)
 
 
+@dataclass
+class LabelJob:
+    """A checked label-map job: its items, classes, results log and (one image) the loaded image."""
+
+    items: list  # [unilseg.batch.labels.LabelItem]
+    classes: list  # [ClassSpec]
+    results: Path | None = None
+    load: Callable[[object], np.ndarray] | None = None  # one image: the image read at planning
+    single: bool = False
+
+
 def run_labels(args: argparse.Namespace) -> int:
     """Check, plan and run label maps; returns the exit code (2 for bad arguments, before any model work)."""
+    from unilseg.batch.labels import run_label_maps
+
+    job = plan_labels(args)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(job.items) > 1)
+    extra = {"load": job.load} if job.load is not None else {}
+    report = run_label_maps(partial(predictor_from_args, args), job.items, job.classes, results=job.results,
+                            skip_existing=args.skip_existing, batch_size=args.batch_size,
+                            progress=bool(show) and not job.single,
+                            report=(lambda line: None) if job.single else None, **extra)
+    if report.failed:
+        what = (report.failed[0][1] if job.single
+                else f"{len(report.failed)} of {len(job.items)} images failed; see {job.results}")
+        print(shown(f"error: {what}"), file=sys.stderr)
+        return 1
+    return 0
+
+
+def plan_labels(args: argparse.Namespace, batch_only: bool = False) -> LabelJob:
+    """Check the flags of a label-map job and plan it; batch_only (`unilseg ray`): one image is a batch too."""
     from unilseg.batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
-    from unilseg.batch.labels import plan_label_items, read_manifest_images, run_label_maps
+    from unilseg.batch.labels import plan_label_items, read_manifest_images
     from unilseg.batch.plan import without_own_outputs
     from unilseg.cli.segment import claim_inputs, reserve_results
     from unilseg.io.writers import OutputRegistry, confine
@@ -52,50 +85,34 @@ def run_labels(args: argparse.Namespace) -> int:
         raise UnilsegError("give --img IMG (a file, directory or glob) or --manifest FILE with --classes")
     if args.format not in (None, "png"):
         raise UnilsegError(f"--format {args.format}: a label map is written as a PNG of class indices")
-    if args.save_prob is not None:
+    if args.save_prob not in (None, False):  # `unilseg ray`'s --save-prob is a switch, off by default
         raise UnilsegError("--save-prob does not apply to --classes (one soft map per class); use --exp for "
                            "soft maps, or Predictor.predict in Python")
     classes = read_classes(args)
     if len(classes) > MAX_PALETTE_CLASSES:
         print(f"note: {len(classes)} classes: label maps are 16-bit greyscale PNGs (a PNG palette holds "
               f"{MAX_PALETTE_CLASSES} classes); the colours are in the legend", file=sys.stderr)
-    single = not args.manifest and not args.shard and len(args.img) == 1 and _is_file_arg(args.img[0])
+    single = (not batch_only and not args.manifest and not args.shard and len(args.img) == 1
+              and _is_file_arg(args.img[0]))
     if single:
         items, load = _plan_single(args)
-        results = None
+        return LabelJob(items, classes, load=load, single=True)
+    if args.sp is None:
+        raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
+    overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower()
+    if overlay not in (None, "jpg", "png"):
+        raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
+                           "not a path")
+    if args.manifest:
+        images = read_manifest_images(args.manifest)
     else:
-        if args.sp is None:
-            raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
-        overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower()
-        if overlay not in (None, "jpg", "png"):
-            raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
-                               "not a path")
-        if args.manifest:
-            images = read_manifest_images(args.manifest)
-        else:
-            images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
-        shard = parse_shard(args.shard) if args.shard else None
-        out_dir = check_output_dir(args.sp, len(images))
-        registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
-        items = plan_label_items(images, out_dir, overlay, registry)
-        items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
-        results = confine(out_dir / results_name(shard), out_dir)
-
-    def make_predictor():
-        from unilseg.cli.args import predictor_from_args
-
-        return predictor_from_args(args)
-
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(items) > 1)
-    extra = {"load": load} if single else {}
-    report = run_label_maps(make_predictor, items, classes, results=results, skip_existing=args.skip_existing,
-                            batch_size=args.batch_size, progress=bool(show) and not single,
-                            report=(lambda line: None) if single else None, **extra)
-    if report.failed:
-        what = report.failed[0][1] if single else f"{len(report.failed)} of {len(items)} images failed; see {results}"
-        print(shown(f"error: {what}"), file=sys.stderr)
-        return 1
-    return 0
+        images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
+    shard = parse_shard(args.shard) if args.shard else None
+    out_dir = check_output_dir(args.sp, len(images))
+    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+    items = plan_label_items(images, out_dir, overlay, registry)
+    items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
+    return LabelJob(items, classes, results=confine(out_dir / results_name(shard), out_dir))
 
 
 def _is_file_arg(value: str) -> bool:

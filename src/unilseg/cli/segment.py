@@ -19,10 +19,11 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from unilseg.cli.args import add_model_args, finite_float, guarded_main, path_arg, text_arg
+from unilseg.cli.args import add_model_args, finite_float, guarded_main, path_arg, predictor_from_args, text_arg
 from unilseg.io.paths import shown, user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         if labels:
             raise UnilsegError("label maps of a video (--video with --classes) are not supported yet; "
                                "use --exp per class")
-        from unilseg.batch.video import run_from_args
+        from unilseg.cli.video import run_from_args
 
         return run_from_args(args)
     if (args.every, args.max_frames, args.start, args.end, args.smooth, args.fps) != (1, None, 0.0, None, 0.0, None):
@@ -142,17 +143,11 @@ def run(args: argparse.Namespace) -> int:
         return run_labels(args)
     check_job_args(args)
     job = plan_single(args) if _is_single(args) else plan_batch(args)
-
-    def make_predictor():
-        from unilseg.cli.args import predictor_from_args
-
-        return predictor_from_args(args)
-
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(job.items) > 1)
     extra = {"load": job.load} if job.load is not None else {}
-    report = run_batch(make_predictor, job.items, job.options, results=job.results, skip_existing=args.skip_existing,
-                       batch_size=args.batch_size, progress=bool(show) and not job.single,
-                       report=(lambda line: None) if job.single else None,
+    report = run_batch(partial(predictor_from_args, args), job.items, job.options, results=job.results,
+                       skip_existing=args.skip_existing, batch_size=args.batch_size,
+                       progress=bool(show) and not job.single, report=(lambda line: None) if job.single else None,
                        on_result=_note_empty_mask if job.single else None, **extra)
     if job.single:
         if report.failed:

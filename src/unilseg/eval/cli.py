@@ -117,7 +117,7 @@ def run_semantic(args: argparse.Namespace) -> dict:
 
 
 def _run_video(args: argparse.Namespace) -> dict:
-    """--task video: generated clips through `Predictor.segment_video`; per-frame mIoU, J (F omitted)."""
+    """--task video: generated clips through `tasks.video.segment_video`; per-frame mIoU, J (F omitted)."""
     import json
 
     from unilseg.cli.args import predictor_from_args

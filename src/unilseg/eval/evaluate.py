@@ -14,6 +14,7 @@ from unilseg.data.manifest import Sample, load_image, load_mask
 from unilseg.errors import UnilsegError
 from unilseg.eval.metrics import Record, intersection_union, summarize
 from unilseg.inference.predictor import Predictor
+from unilseg.io.progress import progress_bar
 
 
 def evaluate(
@@ -34,9 +35,7 @@ def evaluate(
     records = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), desc="eval", unit="text", dynamic_ncols=True)
+        bar = progress_bar(len(items), "text", desc="eval")
     try:
         for r in predict_items(predictor, items, batch_size, load=lambda i: load_image(samples[i])):
             if r.error is not None:

@@ -1,4 +1,4 @@
-"""Semantic evaluation: a label map per image (`Predictor.label_map`) against a ground-truth label map.
+"""Semantic evaluation: a label map per image (`tasks.labelmap.label_map`) against a ground-truth label map.
 
 Definitions, over all pixels of all images (indices: 0 background, 1..K the classes):
   IoU_c          = |pred == c & gt == c| / |pred == c | gt == c|, summed over the data set first
@@ -8,11 +8,16 @@ Definitions, over all pixels of all images (indices: 0 background, 1..K the clas
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from unilseg.batch.labels import LabelStep
+from unilseg.batch.run import step_results
+from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
+from unilseg.io.progress import progress_bar
 from unilseg.tasks.labelmap import ClassSpec
 
 
@@ -47,30 +52,33 @@ def evaluate_semantic(
 ) -> dict[str, Any]:
     """Score label maps over `items` (image RGB uint8 (H, W, 3), ground-truth indices (H, W), id) -> summary.
 
-    Swin runs once per image (batch_size images at a time); the classes' instructions
-    are encoded once for the whole set.
+    Runs the label-map step of a batch job (`LabelStep`, label maps kept in memory): Swin
+    once per image (batch_size images at a time); the classes' instructions encoded once.
     """
     count = len(items) if limit is None else min(limit, len(items))
     matrix = np.zeros((len(classes) + 1,) * 2, np.int64)
-    encoded = predictor.encode_texts([c.instruction for c in classes])
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=count, desc="eval", unit="image", dynamic_ncols=True)
+    step = LabelStep(list(classes))
+    step.prepare(predictor)
+    scenes = [_Scene(i) for i in range(count)]
+    bar = progress_bar(count, "image", desc="eval", enabled=progress)
     try:
-        for start in range(0, count, batch_size):
-            chunk = [items[i] for i in range(start, min(start + batch_size, count))]
-            embeddings = predictor.embed([image for image, _, _ in chunk], color="RGB")
-            for (_, gt, _), embedding in zip(chunk, embeddings):
-                labels, _ = predictor.label_map(classes, embedding, encoded=encoded)
-                matrix += confusion(gt, labels, len(classes))
-                if bar is not None:
-                    bar.update(1)
+        for r in step_results(predictor, scenes, step, batch_size,
+                              load=lambda i: np.ascontiguousarray(items[i][0][:, :, ::-1])):  # RGB -> BGR
+            if r.error is not None:
+                raise UnilsegError(r.error)
+            matrix += confusion(items[r.item.image][1], r.prediction[0], len(classes))
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return semantic_summary(matrix, classes, count)
+
+
+@dataclass
+class _Scene:
+    """An image of the set as a label-map step's item (kept in memory: no files)."""
+
+    image: int  # its position in `items`
+    error: str | None = None
 
 
 def format_semantic_table(summary: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 Each clip (`unilseg.data.synthetic.clip`: a scene whose objects move a few pixels per
 frame) is written to an mp4 (mp4v, lossy, as real videos are) or to PNG frames, then
-segmented by `Predictor.segment_video` exactly as `unilseg segment --video` does, and
+segmented by `tasks.video.segment_video` exactly as `unilseg segment --video` does, and
 every frame's mask is compared with that frame's exact ground truth. A sequence is one
 (clip, instruction) pair.
 
@@ -27,6 +27,8 @@ from unilseg.data.synthetic.clip import CLIP_FPS, make_clip, write_mp4, write_pn
 from unilseg.errors import UnilsegError
 from unilseg.eval.metrics import intersection_union, iou
 from unilseg.inference.predictor import Predictor
+from unilseg.io.progress import progress_bar
+from unilseg.tasks.video import segment_video
 
 DEFAULT_SPEC = "synthetic-video:8:5"
 
@@ -72,9 +74,7 @@ def evaluate_clips(
     seqs: list[tuple[str, list[float], int, int]] = []  # granularity, ious, inter, union
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=clips * frames, desc="eval video", unit="frame", dynamic_ncols=True)
+        bar = progress_bar(clips * frames, "frame", desc="eval video")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for c in range(clips):
             clip = make_clip(seed, c, frames, SceneConfig(size=size))
@@ -84,7 +84,7 @@ def evaluate_clips(
                     else write_pngs(clip.frames, Path(tmp) / f"clip{c}"))
             truth = [clip.masks(k) for k in range(len(clip.instructions))]
             per = [([], 0, 0) for _ in clip.instructions]
-            for frame in predictor.segment_video(path, [i.text for i in clip.instructions], batch_size=batch_size,
+            for frame in segment_video(predictor, path, [i.text for i in clip.instructions], batch_size=batch_size,
                                                  fps=CLIP_FPS):
                 for k, pred in enumerate(frame.predictions):
                     inter, union = intersection_union(pred.mask, truth[k][frame.index])

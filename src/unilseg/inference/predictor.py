@@ -13,19 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
 from unilseg.errors import UnilsegError
 from unilseg.inference.backends.graphs import decode_pairs
-from unilseg.inference.transforms import postprocess, preprocess, read_image, soft_map
+from unilseg.inference.transforms import postprocess, preprocess, read_image
 from unilseg.model.spec import InferenceSpec
 from unilseg.model.tokenizer import tokenize
-
-if TYPE_CHECKING:
-    from unilseg.tasks.labelmap import ClassSpec, LegendEntry
 
 ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
@@ -311,50 +308,6 @@ class Predictor:
         logits = self.pair_logits(embeddings, texts)
         names = texts.texts if isinstance(texts, EncodedTexts) else list(texts)
         return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(names, logits, embeddings)]
-
-    def label_map(
-        self, classes: Sequence[str | tuple[str, str] | ClassSpec], embedding: ImageEmbedding | None = None,
-        threshold: float | None = None, encoded: EncodedTexts | None = None,
-    ) -> tuple[np.ndarray, list[LegendEntry]]:
-        """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
-
-        classes: names ('sky'), 'name: instruction' strings, (name, instruction) pairs or
-        `labelmap.ClassSpec`s. One soft map per class against one image (default: the set
-        one; Swin is not run again), merged by `labelmap.merge_soft_maps`: each pixel takes
-        1 + the index of its most probable class, or 0 (background) where none is above
-        the threshold. legend: `labelmap.LegendEntry` per index (0 = background) with colour
-        and pixel share. `encoded`: the classes' instructions already through `encode_texts`.
-        """
-        from unilseg.tasks.labelmap import check_classes, make_legend, merge_soft_maps
-
-        specs = check_classes(classes, "classes")
-        embedding = embedding if embedding is not None else self._current()
-        if encoded is None:
-            encoded = self.encode_texts([c.instruction for c in specs])
-        elif encoded.texts != [c.instruction for c in specs]:
-            raise ValueError("`encoded` holds other texts than the classes' instructions")
-        logits = self.pair_logits([embedding] * len(specs), encoded)
-        probs = (soft_map(lg, embedding.inverse, embedding.image_size) for lg in logits)
-        threshold = self.threshold if threshold is None else threshold
-        labels = merge_soft_maps(probs, threshold, len(specs))
-        return labels, make_legend(labels, specs)
-
-    def segment_video(
-        self, video: str | Path, texts: str | Sequence[str], *, every: int = 1, max_frames: int | None = None,
-        start: float = 0.0, end: float | None = None, batch_size: int = 1, smooth: float = 0.0,
-        fps: float | None = None,
-    ):  # -> Iterator[unilseg.tasks.video.VideoFrame]
-        """Segment a video file (or a folder of frames) for every text, frame by frame, streaming.
-
-        Yields one `VideoFrame` (index, time, BGR image, a Prediction per text) per selected
-        frame: every `every`-th from `start` seconds, before `end`, at most `max_frames`.
-        Texts are encoded once; `batch_size` frames share a Swin batch; `smooth` ALPHA > 0
-        averages the soft maps over time. See `unilseg.tasks.video`.
-        """
-        from unilseg.tasks.video import segment_video
-
-        return segment_video(self, video, texts, every=every, max_frames=max_frames, start=start, end=end,
-                             batch_size=batch_size, smooth=smooth, fps=fps)
 
     def _current(self) -> ImageEmbedding:
         if self.embedding is None:

@@ -1,7 +1,7 @@
 """Label maps: several classes at once, each pixel the class of highest probability.
 
-Pure array code, no network: the Predictor's `label_map` gives one soft map per class
-(one Swin pass for all of them) and this module merges, colours and encodes them.
+`label_map(predictor, classes, embedding)` is the task step: one soft map per class (one
+Swin pass for all of them), merged; the rest is array code that merges, colours and encodes.
 
 - `ClassSpec`, `parse_classes` / `read_classes_file` / `check_classes`: "sky,road,car" or
   a file of `name` / `name: instruction` lines -> classes, refused with one message if
@@ -21,12 +21,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import json_text, read_lines
+
+if TYPE_CHECKING:
+    from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Predictor
 
 BACKGROUND = "background"  # the name of index 0: pixels no class claims
 MAX_PALETTE_CLASSES = 255  # a PNG palette holds 256 entries, index 0 being the background
@@ -261,3 +264,34 @@ def draw_legend_box(canvas: np.ndarray, entries: Sequence[LegendEntry], origin: 
             cv2.rectangle(canvas, (x0 + pad, top + 1), (x0 + pad + th, top + th + 1), (60, 60, 60), 1)
         cv2.putText(canvas, text, (x0 + 2 * pad + th, top + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20),
                     thick, cv2.LINE_AA)
+
+
+def label_map(
+    predictor: Predictor, classes: Sequence[str | tuple[str, str] | ClassSpec],
+    embedding: ImageEmbedding | None = None, threshold: float | None = None, encoded: EncodedTexts | None = None,
+) -> tuple[np.ndarray, list[LegendEntry]]:
+    """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
+
+    classes: names ('sky'), 'name: instruction' strings, (name, instruction) pairs or
+    `ClassSpec`s. One soft map per class against one image (default: the one
+    `predictor.set_image` set; Swin is not run again), merged by `merge_soft_maps`: each
+    pixel takes 1 + the index of its most probable class, or 0 (background) where none is
+    above the threshold. legend: a `LegendEntry` per index (0 = background) with colour and
+    pixel share. `encoded`: the classes' instructions already through `predictor.encode_texts`.
+    """
+    from unilseg.inference.transforms import soft_map
+
+    specs = check_classes(classes, "classes")
+    if embedding is None:
+        if predictor.embedding is None:
+            raise UnilsegError("call set_image() before label_map(), or pass embedding=")
+        embedding = predictor.embedding
+    if encoded is None:
+        encoded = predictor.encode_texts([c.instruction for c in specs])
+    elif encoded.texts != [c.instruction for c in specs]:
+        raise ValueError("`encoded` holds other texts than the classes' instructions")
+    logits = predictor.pair_logits([embedding] * len(specs), encoded)
+    probs = (soft_map(lg, embedding.inverse, embedding.image_size) for lg in logits)
+    threshold = predictor.threshold if threshold is None else threshold
+    labels = merge_soft_maps(probs, threshold, len(specs))
+    return labels, make_legend(labels, specs)

@@ -1,6 +1,8 @@
 """Referring video segmentation: frames stream through the one inference path.
 
-    for frame in predictor.segment_video("clip.mp4", ["the red car", "the sky"], every=2):
+    from unilseg.tasks.video import segment_video
+
+    for frame in segment_video(predictor, "clip.mp4", ["the red car", "the sky"], every=2):
         frame.index, frame.time, [p.mask for p in frame.predictions]
 
 UniLSeg has no temporal module (the paper trains video data as frames), so a video is
@@ -349,7 +351,13 @@ def segment_video(
     max_frames: int | None = None, start: float = 0.0, end: float | None = None, batch_size: int = 1,
     smooth: float = 0.0, fps: float | None = None,
 ) -> Iterator[VideoFrame]:
-    """`Predictor.segment_video`: open `video` (a file or a folder of frames) and segment its frames."""
+    """Segment a video file (or a folder of frames) for every text, frame by frame, streaming.
+
+    Opens `video` (or takes an open VideoSource) and yields one `VideoFrame` (index, time,
+    BGR image, a Prediction per text) per selected frame: every `every`-th from `start`
+    seconds, before `end`, at most `max_frames`. Texts are encoded once; `batch_size` frames
+    share a Swin batch; `smooth` ALPHA > 0 averages the soft maps over time.
+    """
     texts = [texts] if isinstance(texts, str) else list(texts)
     source = video if isinstance(video, VideoSource) else open_video(video, fps)
     selection = FrameSelection(every, max_frames, start, end)

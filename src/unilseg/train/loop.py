@@ -210,9 +210,9 @@ class Trainer:
         names = ("loss", "bce", "dice", "grad_norm")
         bar = None
         if self.dist.is_main and self.progress:
-            from tqdm import tqdm
+            from unilseg.io.progress import progress_bar
 
-            bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            bar = progress_bar(self.total, "step", desc="train", initial=self.step)
         sums, count, seen, tick = torch.zeros(len(names)), 0, 0, time.perf_counter()
         try:
             for batch in self.loader:
