@@ -22,6 +22,7 @@ FLAGS: dict[str, str] = {
     "model": "--model",
     "weights": "--weights",
     "config": "--config",
+    "opts": "--opts",
     "device": "--device",
     "precision": "--precision",
     "compile": "--compile",
