@@ -10,6 +10,7 @@ from __future__ import annotations
 FLAGS: dict[str, str] = {
     "image": "--img",
     "out_dir": "--sp",
+    "out": "--out",
     "format": "--format",
     "video": "--video",
     "fps": "--fps",

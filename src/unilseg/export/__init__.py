@@ -45,12 +45,14 @@ def staged_dir(out: Path) -> Iterator[Path]:
     """
     out = Path(out)
     if out.exists() and not (out.is_dir() and ((out / EXPORT_FILE).is_file() or not any(out.iterdir()))):
-        raise UnilsegError(f"--out {out} exists and is not an export directory; name a new or empty directory")
+        raise UnilsegError("{field} {out} exists and is not an export directory; name a new or empty directory",
+                           field="out", out=out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
-        raise UnilsegError(f"cannot write into {out.parent}: {e.strerror or e}; choose another --out") from None
+        raise UnilsegError("cannot write into {parent}: {why}; choose another {field}", field="out", parent=out.parent,
+                           why=e.strerror or e) from None
     try:
         yield tmp
         umask = os.umask(0)

@@ -101,8 +101,8 @@ def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
         raise UnilsegError(f"{path} is damaged (JSON nested too deeply); export again") from None
     info = _parse_info(raw, f"{path} is damaged: ")
     if fmt is not None and info.format != fmt:
-        raise UnilsegError(f"{directory} holds a {info.format} export, not {fmt}; use --runtime {info.format} "
-                           f"or export with --format {fmt}")
+        raise UnilsegError("{directory} holds a {recorded} export, not {fmt}; use {field} {recorded} or export "
+                           "with --format {fmt}", field="runtime", directory=directory, recorded=info.format, fmt=fmt)
     for role, name in info.files.items():
         if Path(name).name != name or name in ("", ".", ".."):
             raise UnilsegError(f"{path} names {name!r} as its {role}: files must lie in the export directory; "
