@@ -342,6 +342,28 @@ def test_model_name_finds_the_cached_export(tmp_path, monkeypatch):
     assert (tmp_path / "m.png").is_file()
 
 
+def test_an_export_of_another_model_is_refused_when_a_model_is_named(tmp_path, monkeypatch, capsys):
+    """--model names what the run needs: an export recorded as another registered model is refused in one
+    line; without --model the export runs as what it holds."""
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    assert main(["export", "--model", "unilseg-demo", "--format", "onnx", "--out", str(tmp_path / "demo")]) == 0
+    assert read_info(tmp_path / "demo").model == "unilseg-demo"
+    image = write_images(tmp_path, 1)[0]
+    base = ["--runtime", "onnx", "--weights", str(tmp_path / "demo"), "--img", str(image), "--exp", "the sky"]
+    capsys.readouterr()
+    assert main([*base, "--model", "unilseg-20", "--sp", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --model unilseg-20: {tmp_path / 'demo'} holds an export of unilseg-demo; drop --model "
+                   "to run it, or pass an export of unilseg-20 to --weights\n"), err
+    assert not (tmp_path / "a.png").exists()
+    with pytest.raises(UnilsegError, match="^model unilseg-20: .* drop model to run it") as e:
+        load_backend("onnx", weights=str(tmp_path / "demo"), model="unilseg-20")
+    assert e.value.field == "model"
+    for extra, name in ([], "b.png"), (["--model", "unilseg-demo"], "c.png"):
+        assert main([*base, *extra, "--sp", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).is_file()
+
+
 def test_without_onnxruntime_one_line_says_what_to_install(tiny, tmp_path):
     image = write_images(tmp_path, 1)[0]
     code = ("import sys; sys.modules['onnxruntime'] = None\n"

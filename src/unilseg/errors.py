@@ -2,11 +2,50 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+
+class _Words(dict):
+    """Slot values for a message template; a slot nobody names reads as its own name."""
+
+    def __missing__(self, key: str) -> str:
+        return key
 
 
 class UnilsegError(Exception):
-    """Bad input, a bad file or a bad setting; the message says what to do."""
+    """Bad input, a bad file or a bad setting; the message says what to do.
+
+    `field` names the argument at fault in the API's terms ("image", "output", "expression",
+    "weights", "model", ...; None: no one argument). With a field the message is a template:
+    `{field}` is the field's name, another bare slot (`{format}`) names that argument, the
+    other slots are `values`. `str(e)` says it in the API's terms; a front end that calls the
+    arguments something else (the CLI's flags) passes its names to `worded`:
+
+        e = UnilsegError("{field} {path} is a directory; give a file path", field="output", path="m")
+        str(e)                        # 'output m is a directory; give a file path'
+        e.worded({"output": "--sp"})  # '--sp m is a directory; give a file path'
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, **values: object) -> None:
+        self.template, self.field, self.values = message, field, values
+        super().__init__(self.worded({}))
+
+    def worded(self, names: Mapping[str, str]) -> str:
+        """The message with each argument called by `names` (field -> its name there), else its own name."""
+        if self.field is None:
+            return self.template
+        words = _Words(names)
+        words.update(self.values, field=names.get(self.field, self.field))
+        return self.template.format_map(words)
+
+    def __reduce__(self):  # keyword arguments survive pickling (Ray sends errors between processes)
+        return _rebuild, (type(self), self.template, self.field, self.values, self.__dict__)
+
+
+def _rebuild(cls: type[UnilsegError], template: str, field: str | None, values: dict, state: dict) -> UnilsegError:
+    e = cls(template, field=field, **values)
+    e.__dict__.update(state)
+    return e
 
 
 class CheckpointError(UnilsegError):
@@ -34,16 +73,18 @@ def shown(text: object) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted") -> int:
+def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
+                names: Mapping[str, str] | None = None) -> int:
     """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
     `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130.
     An OSError that no check foresaw (a disk filling up, a file system turned read-only
-    mid-run) is one `error:` line too, with exit code 1: the run's own failure."""
+    mid-run) is one `error:` line too, with exit code 1: the run's own failure. `names`: what this
+    front end calls each error field (UnilsegError.worded)."""
     try:
         result = fn()
         return result if isinstance(result, int) else 0
     except UnilsegError as e:
-        print(shown(f"error: {e}"), file=sys.stderr)
+        print(shown(f"error: {e.worded(names or {})}"), file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""

@@ -354,10 +354,12 @@ def check_output_dir(sp: str | Path, count: int) -> Path:
     """--sp of a batch -> its Path, checked (not created): a directory, or one that can be made."""
     out = user_path(sp)
     if out.exists() and not out.is_dir():
-        raise UnilsegError(f"--sp {sp} is a file, but this batch has {count} items: pass a directory")
+        raise UnilsegError("{field} {path} is a file, but this batch has {count} items: pass a directory",
+                           field="out_dir", path=sp, count=count)
     if not out.exists() and out.suffix.lower() in IMAGE_EXTENSIONS | {".npy", ".json"}:
-        raise UnilsegError(f"--sp {sp} looks like a file name, but this batch has {count} items: pass a directory")
-    return check_dir_target(out, "--sp")
+        raise UnilsegError("{field} {path} looks like a file name, but this batch has {count} items: pass a "
+                           "directory", field="out_dir", path=sp, count=count)
+    return check_dir_target(out, "out_dir")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

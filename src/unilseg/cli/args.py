@@ -196,9 +196,11 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def guarded_main(body: Callable[[], object], interrupted: str = "interrupted") -> int:
-    """Run a command body with warnings as one `warning:` line each and errors as one `error:` line."""
+    """Run a command body with warnings as one `warning:` line each and errors as one `error:` line
+    (a library error's field named by its flag, `cli.fields.FLAGS`)."""
+    from unilseg.cli.fields import FLAGS
     from unilseg.errors import run_guarded
 
     with warnings.catch_warnings():
         warnings.showwarning = _warn_line
-        return run_guarded(body, interrupted)
+        return run_guarded(body, interrupted, FLAGS)

@@ -215,7 +215,7 @@ def plan_single(args: argparse.Namespace) -> Job:
         fmt = args.format or "png"
         sp = directory / (output_stem(args.img[0], exp) + MASK_EXTENSIONS[fmt])
     else:
-        fmt = mask_format_for(sp_arg, args.format)
+        fmt = mask_format_for(sp_arg, args.format, "--sp")
         sp = check_file_target(sp_arg, "--sp")
     prob_path = sidecar_arg(args.save_prob, sp, ".prob.npy", "--save-prob", (".npy",))
     overlay_path = sidecar_arg(args.overlay, sp, ".overlay.jpg", "--overlay", (".jpg", ".jpeg", ".png"))

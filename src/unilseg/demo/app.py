@@ -71,6 +71,7 @@ class SessionCache:
         self.key = self.image = self.embedding = None
 
 
+PAGE_FIELDS = {"threshold": "The threshold"}  # what the page calls a library error's field (UnilsegError.field)
 NO_IMAGE = "Upload an image first (or click one of the demo scenes below)."
 # One answer for every file the page will not read (not an upload, gone, a folder, a pipe, a
 # device...): the reply must not tell a caller which server paths exist.
@@ -262,7 +263,7 @@ def build_app(
         try:
             return (*run(image, text, threshold, precision, cache, served=request is not None), cache)
         except UnilsegError as e:
-            message = str(e)
+            message = e.worded(PAGE_FIELDS)
         except Exception as e:  # noqa: BLE001 - the page says so; the server keeps serving
             log.exception("demo request failed")
             message = f"Something went wrong on the server ({type(e).__name__}: {e}); the server log has details."
@@ -282,7 +283,7 @@ def build_app(
             raise UnilsegError("Type what to segment, e.g. 'the sky' (one instruction per line for several).")
         if len(texts) > MAX_INSTRUCTIONS:
             raise UnilsegError(f"{len(texts)} instructions; the demo takes at most {MAX_INSTRUCTIONS} at a time.")
-        threshold = check_threshold(threshold, "The threshold")  # the CLI's rule: finite, 0 < t < 1
+        threshold = check_threshold(threshold)  # the CLI's rule: finite, 0 < t < 1
         if precision is not None and not isinstance(precision, str):
             raise UnilsegError(f"The precision must be one of {', '.join(pool.offered)}.")
         model, load_s = pool.get(precision)

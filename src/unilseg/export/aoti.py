@@ -14,7 +14,6 @@ CPU is tested; on CUDA the same calls produce GPU packages (written for it, unte
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from unilseg.errors import UnilsegError
 from unilseg.export import ExportInfo
+from unilseg.inference.backends.aoti import FILES, machine_fingerprint
 from unilseg.inference.backends.graphs import (
     DYNAMIC_AXES,
     INPUTS,
@@ -29,30 +29,6 @@ from unilseg.inference.backends.graphs import (
     PromptDecoderGraph,
     example_inputs,
 )
-
-FILES = {"image_encoder": "image_encoder.pt2", "prompt_decoder": "prompt_decoder.pt2"}
-REEXPORT = "re-export with `unilseg export --format aoti`"
-
-
-def machine_fingerprint(device: torch.device) -> dict[str, str]:
-    """What a package's machine code depends on: torch build, device kind, CPU ISA or GPU model."""
-    fp = {"torch": torch.__version__, "device": device.type, "machine": platform.machine(),
-          "system": platform.system()}
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        fp.update(gpu=torch.cuda.get_device_name(device), capability=f"{major}.{minor}", cuda=str(torch.version.cuda))
-    else:
-        from unilseg.inference.backends.precision import native_cpu_bf16
-
-        fp.update(isa=torch.backends.cpu.get_cpu_capability(), cpu_bf16=str(native_cpu_bf16()))
-    return fp
-
-
-def fingerprint_mismatch(recorded: dict[str, str], device: torch.device) -> str | None:
-    """None if a package with fingerprint `recorded` runs here on `device`, else what differs."""
-    here = machine_fingerprint(device)
-    diffs = [f"{k} {recorded.get(k)!r} (here {v!r})" for k, v in here.items() if recorded.get(k) != v]
-    return ", ".join(diffs) or None
 
 
 def export_packages(model: nn.Module, directory: Path, device: torch.device) -> dict[str, str]:

@@ -136,12 +136,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps") or (dev.type == "cpu" and dev.index not in (None, 0)):
         raise UnilsegError(f"device {device!r} does not run inference; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnilsegError(f"device {device} requested but CUDA is not available here; use --device cpu")
+        raise UnilsegError("device {device} requested but CUDA is not available here; use {field} cpu",
+                           field="device", device=device)
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UnilsegError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                           "numbered from 0; use --device cuda:0 ... or cuda")
+        raise UnilsegError("device {device}: this machine has {count} CUDA device(s), numbered from 0; use "
+                           "{field} cuda:0 ... or cuda", field="device", device=device, count=torch.cuda.device_count())
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UnilsegError(f"device {device} requested but Apple MPS is not available here; use --device cpu")
+        raise UnilsegError("device {device} requested but Apple MPS is not available here; use {field} cpu",
+                           field="device", device=device)
     return dev
 
 
@@ -192,9 +194,11 @@ class Predictor:
         else:
             backend = model
             if precision not in (None, "fp32"):
-                raise UnilsegError(f"--precision {precision} applies to the torch runtime only")
+                raise UnilsegError("{field} {precision} applies to the torch runtime only", field="precision",
+                                   precision=precision)
             if compile:
-                raise UnilsegError("--compile applies to the torch runtime only (an export is compiled already)")
+                raise UnilsegError("{field} applies to the torch runtime only (an export is compiled already)",
+                                   field="compile")
         self.backend = backend
         self.spec: InferenceSpec = backend.spec.with_threshold(threshold)
         if max_batch is None:

@@ -21,21 +21,23 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as 8-bit BGR (H, W, 3); grey expanded, alpha dropped, EXIF applied."""
     path = Path(path)
     if not path.is_file():
-        raise UnilsegError(f"image not found: {path}; check the --img path")
+        raise UnilsegError("image not found: {path}; check the {field} path", field="image", path=path)
     return decode_image(np.fromfile(path, dtype=np.uint8), path)
 
 
 def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray:
-    """An image file's bytes (uint8) -> 8-bit BGR (H, W, 3); a UnilsegError naming `path` if they do not
-    decode, or if the header claims more than OpenCV's pixel limit (a decompression bomb)."""
+    """An image file's bytes (uint8) -> 8-bit BGR (H, W, 3); a UnilsegError (field "image") naming `path`
+    if they do not decode, or if the header claims more than OpenCV's pixel limit (a decompression bomb)."""
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as e:  # e.g. a header claiming more than OpenCV's 2^30-pixel limit (a decompression bomb)
         too_big = "CV_IO_MAX_IMAGE_PIXELS" in str(e)
-        raise UnilsegError(f"cannot read {path} as an image: " + ("its size exceeds OpenCV's limit of 2^30 pixels"
-                           if too_big else "OpenCV could not decode it") + "; pass a smaller JPEG/PNG/... image") from e
+        why = "its size exceeds OpenCV's limit of 2^30 pixels" if too_big else "OpenCV could not decode it"
+        raise UnilsegError("cannot read {path} as an image: {why}; pass a smaller JPEG/PNG/... image",
+                           field="image", path=path, why=why) from e
     if image is None:
-        raise UnilsegError(f"cannot read {path} as an image (unsupported or corrupt file); pass a JPEG/PNG/... image")
+        raise UnilsegError("cannot read {path} as an image (unsupported or corrupt file); pass a JPEG/PNG/... image",
+                           field="image", path=path)
     return image
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +55,21 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def check_path(path: str, what: str) -> str:
-    """`path`, or a UnilsegError naming `what` if no file can have that name."""
+def check_path(path: str, field: str) -> str:
+    """`path`, or a UnilsegError about `field` (the argument that gave it) if no file can have that name."""
     problem = path_problem(path)
     if problem:
-        raise UnilsegError(f"{what} {shown(repr(path))} {problem}; check the path")
+        raise UnilsegError("{field} {path} {problem}; check the path", field=field, path=shown(repr(path)),
+                           problem=problem)
     return path
 
 
-def check_text(text: str, what: str) -> str:
-    """`text`, or a UnilsegError naming `what` if it is not valid Unicode."""
+def check_text(text: str, field: str) -> str:
+    """`text`, or a UnilsegError about `field` (the argument that gave it) if it is not valid Unicode."""
     problem = text_problem(text)
     if problem:
-        raise UnilsegError(f"{what} {shown(repr(text))} {problem}; give it as UTF-8")
+        raise UnilsegError("{field} {text} {problem}; give it as UTF-8", field=field, text=shown(repr(text)),
+                           problem=problem)
     return text
 
 
@@ -80,7 +83,7 @@ def json_text(obj: Any, **kwargs: Any) -> str:
 class _Bounded(io.RawIOBase):
     """A raw file that refuses to give more than `limit` bytes (a file that grows while read)."""
 
-    def __init__(self, raw: io.FileIO, limit: int, too_big: str) -> None:
+    def __init__(self, raw: io.FileIO, limit: int, too_big: Callable[[], UnilsegError]) -> None:
         self.raw, self.left, self.too_big = raw, limit, too_big
 
     def readable(self) -> bool:
@@ -94,7 +97,7 @@ class _Bounded(io.RawIOBase):
         if n:
             self.left -= n
             if self.left < 0:
-                raise UnilsegError(self.too_big)
+                raise self.too_big()
         return n or 0
 
     def close(self) -> None:
@@ -106,26 +109,31 @@ def _size(n: int) -> str:
     return f"{n // MIB} MiB" if n >= MIB else f"{n} bytes"
 
 
-def open_input(path: str | Path, what: str, limit: int) -> io.BufferedReader:
-    """Open the input file `what` names for reading (binary), refused in one line unless it is a readable
-    regular file of at most `limit` bytes. Not opened at all if it is a FIFO, device or socket; opened
-    non-blocking and checked again on the open file, so a FIFO swapped in meanwhile cannot hang the run."""
+def open_input(path: str | Path, field: str, limit: int) -> io.BufferedReader:
+    """Open the input file that `field` names for reading (binary), refused in one line unless it is a
+    readable regular file of at most `limit` bytes. Not opened at all if it is a FIFO, device or socket;
+    opened non-blocking and checked again on the open file, so a FIFO swapped in meanwhile cannot hang
+    the run. `field`: the argument that gave the path (UnilsegError.field)."""
     p = Path(path)
     name = shown(p)
-    hint = f"{what} must name a regular file"
-    check_regular(p, what)
+    check_regular(p, field)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise UnilsegError(f"cannot read {what} {name}: {e.strerror}") from e
+        raise UnilsegError("cannot read {field} {path}: {why}", field=field, path=name, why=e.strerror) from e
     raw = io.FileIO(fd, "rb", closefd=True)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnilsegError(f"{what} {name} is {_kind(st.st_mode)}, not a file; {hint}")
-        too_big = f"{what} {name} is larger than {_size(limit)}, the most read for it; split or shorten it"
+            raise UnilsegError("{field} {path} is {kind}, not a file; {field} must name a regular file",
+                               field=field, path=name, kind=_kind(st.st_mode))
+
+        def too_big() -> UnilsegError:
+            return UnilsegError("{field} {path} is larger than {size}, the most read for it; split or shorten it",
+                                field=field, path=name, size=_size(limit))
+
         if st.st_size > limit:
-            raise UnilsegError(too_big)
+            raise too_big()
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # a regular file: blocking reads, as usual
         return io.BufferedReader(_Bounded(raw, limit, too_big))
@@ -134,19 +142,21 @@ def open_input(path: str | Path, what: str, limit: int) -> io.BufferedReader:
         raise
 
 
-def check_regular(path: str | Path, what: str) -> None:
+def check_regular(path: str | Path, field: str) -> None:
     """Refuse in one line, without opening it, an input that is missing, a directory, a FIFO, a device
-    or a socket (opening a FIFO blocks until a writer comes; a device may never end)."""
-    check_path(str(path), what)
+    or a socket (opening a FIFO blocks until a writer comes; a device may never end). `field`: the
+    argument that gave the path."""
+    check_path(str(path), field)
     try:
         st = os.stat(path)
     except OSError as e:
-        raise UnilsegError(f"cannot read {what} {shown(path)}: {e.strerror}") from e
+        raise UnilsegError("cannot read {field} {path}: {why}", field=field, path=shown(path), why=e.strerror) from e
     if stat.S_ISDIR(st.st_mode):
-        raise UnilsegError(f"{what} {shown(path)} is a directory; {what} must name a regular file")
+        raise UnilsegError("{field} {path} is a directory; {field} must name a regular file", field=field,
+                           path=shown(path))
     if not stat.S_ISREG(st.st_mode):
-        raise UnilsegError(f"{what} {shown(path)} is {_kind(st.st_mode)}, not a file; {what} must name a "
-                           "regular file")
+        raise UnilsegError("{field} {path} is {kind}, not a file; {field} must name a regular file", field=field,
+                           path=shown(path), kind=_kind(st.st_mode))
 
 
 def _kind(mode: int) -> str:
@@ -161,15 +171,16 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_text_input(path: str | Path, what: str, limit: int) -> str:
-    """The whole UTF-8 text of the input file `what` names (a BOM ignored), checked as `open_input` does."""
-    with open_input(path, what, limit) as f:
+def read_text_input(path: str | Path, field: str, limit: int) -> str:
+    """The whole UTF-8 text of the input file `field` names (a BOM ignored), checked as `open_input` does."""
+    with open_input(path, field, limit) as f:
         data = f.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise UnilsegError(f"{what} {shown(path)} is not UTF-8 text (line {line}); save it as UTF-8") from None
+        raise UnilsegError("{field} {path} is not UTF-8 text (line {line}); save it as UTF-8", field=field,
+                           path=shown(path), line=line) from None
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:

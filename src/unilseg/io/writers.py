@@ -62,35 +62,40 @@ def _probe(directory: Path) -> str | None:
     return None
 
 
-def _require_writable(directory: Path, flag: str, path: str | Path) -> None:
+def _require_writable(directory: Path, field: str, path: str | Path) -> None:
     if not directory.is_dir():
-        raise UnilsegError(f"{flag} {path}: {directory} is a file, not a directory")
+        raise UnilsegError("{field} {path}: {directory} is a file, not a directory", field=field, path=path,
+                           directory=directory)
     problem = _probe(directory)
     if problem:
-        raise UnilsegError(f"{flag} {path}: cannot write in {directory} ({problem}); choose another place")
+        raise UnilsegError("{field} {path}: cannot write in {directory} ({problem}); choose another place",
+                           field=field, path=path, directory=directory, problem=problem)
 
 
-def check_dir_target(path: str | Path, flag: str) -> Path:
+def check_dir_target(path: str | Path, field: str) -> Path:
     """A directory to write into: existing and writable, or creatable (its nearest existing
-    ancestor is a writable directory). Nothing is created. Returns the path."""
+    ancestor is a writable directory). Nothing is created. Returns the path. `field`: the
+    argument that names it, for the error (UnilsegError.field)."""
     out = user_path(path)
     if out.exists() and not out.is_dir():
-        raise UnilsegError(f"{flag} {path} is a file, not a directory; pass a directory")
+        raise UnilsegError("{field} {path} is a file, not a directory; pass a directory", field=field, path=path)
     existing = out
     while not existing.exists():
         existing = existing.parent
-    _require_writable(existing, flag, path)
+    _require_writable(existing, field, path)
     return out
 
 
-def check_file_target(path: str | Path, flag: str) -> Path:
-    """A file to write: not a directory, in an existing writable directory. Returns the path."""
+def check_file_target(path: str | Path, field: str) -> Path:
+    """A file to write: not a directory, in an existing writable directory. Returns the path.
+    `field`: the argument that names it, for the error (UnilsegError.field)."""
     p = user_path(path)
     if p.is_dir():
-        raise UnilsegError(f"{flag} {path} is a directory; give a file path")
+        raise UnilsegError("{field} {path} is a directory; give a file path", field=field, path=path)
     if not p.parent.exists():
-        raise UnilsegError(f"{flag} {path}: directory {p.parent} does not exist; create it first")
-    _require_writable(p.parent, flag, path)
+        raise UnilsegError("{field} {path}: directory {parent} does not exist; create it first", field=field,
+                           path=path, parent=p.parent)
+    _require_writable(p.parent, field, path)
     return p
 
 
@@ -100,25 +105,28 @@ def confine(path: str | Path, root: str | Path, real: str | None = None, real_ro
     real = real if real is not None else os.path.realpath(path)  # strings: 100k rows plan in a second
     real_root = real_root if real_root is not None else os.path.realpath(root)
     if real == real_root or os.path.commonpath((real, real_root)) != real_root:
-        raise UnilsegError(f"output {path} leads to {real}, not inside the output directory {real_root}; "
-                           "outputs stay inside --sp")
+        raise UnilsegError("output {path} leads to {real}, not inside the output directory {real_root}; "
+                           "outputs stay inside {out_dir}", field="output", path=path, real=real, real_root=real_root)
     return Path(path)
 
 
-def mask_format_for(path: str | Path, fmt: str | None, flag: str = "--sp") -> str:
-    """The mask format for an output file: --format if given (it must fit the extension), else
-    the extension's (.npy -> npy, .json -> rle-json, a lossless image -> png)."""
+def mask_format_for(path: str | Path, fmt: str | None, field: str = "output") -> str:
+    """The mask format for an output file: `fmt` if given (it must fit the extension), else
+    the extension's (.npy -> npy, .json -> rle-json, a lossless image -> png). `field`: the
+    argument that names the file, for the error."""
     ext = Path(path).suffix.lower()
     if ext in LOSSY_IMAGE_EXTENSIONS:
-        raise UnilsegError(f"{flag} {path}: {ext} is a lossy image format and would blur the mask's 0/255 edges; "
-                           "use .png (or .npy / .json with --format npy / rle-json)")
+        raise UnilsegError("{field} {path}: {ext} is a lossy image format and would blur the mask's 0/255 edges; "
+                           "use .png (or .npy / .json with {format} npy / rle-json)", field=field, path=path, ext=ext)
     by_ext = {".npy": "npy", ".json": "rle-json"}.get(ext, "png" if ext in LOSSLESS_IMAGE_EXTENSIONS else None)
     if by_ext is None:
-        raise UnilsegError(f"{flag} {path}: cannot tell the mask format from {ext or 'no extension'!r}; "
-                           "end the name in .png, .npy or .json (or in / for a directory)")
+        raise UnilsegError("{field} {path}: cannot tell the mask format from {ext}; end the name in .png, .npy "
+                           "or .json (or in / for a directory)", field=field, path=path,
+                           ext=repr(ext or "no extension"))
     if fmt is not None and fmt != by_ext:
-        raise UnilsegError(f"{flag} {path} has the extension of --format {by_ext}, not {fmt}; "
-                           f"name it *{MASK_EXTENSIONS[fmt]} or drop --format")
+        raise UnilsegError("{field} {path} has the extension of {format} {by_ext}, not {fmt}; name it *{ext} "
+                           "or drop {format}", field=field, path=path, by_ext=by_ext, fmt=fmt,
+                           ext=MASK_EXTENSIONS[fmt])
     return by_ext
 
 

@@ -48,8 +48,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"weights file not found: {path}; download UniLSeg20_no_finetune.pth (see weights/README.md) "
-            "or pass --weights PATH"
+            "weights file not found: {path}; download UniLSeg20_no_finetune.pth (see weights/README.md) "
+            "or pass {field} PATH", field="weights", path=path
         )
     if _is_safetensors(path):
         return _read_safetensors(path)
@@ -161,8 +161,8 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
     if problems:
         raise CheckpointError(
-            f"{source} does not match this model ({'; '.join(problems)}); "
-            "check that --weights and --config name the same model"
+            "{source} does not match this model ({problems}); check that {field} and {config} name the same model",
+            field="weights", source=source, problems="; ".join(problems)
         )
 
 

@@ -41,8 +41,8 @@ def load_config(path: str | Path, opts: Sequence[str] = ()) -> dict[str, Any]:
     p = config_source(path)
     if not p.exists():
         raise UnilsegError(
-            f"cannot read config {path}: no such file; pass an existing YAML file to --config "
-            f"(or a shipped one: {', '.join(packaged_configs())})"
+            "cannot read config {path}: no such file; pass an existing YAML file to {field} (or a shipped one: "
+            "{shipped})", field="config", path=path, shipped=", ".join(packaged_configs())
         )
     text = read_text_input(p, "config", SETTINGS_LIMIT)
     try:
@@ -64,23 +64,26 @@ def apply_overrides(cfg: dict[str, Any], opts: Sequence[str]) -> dict[str, Any]:
     import yaml
 
     if len(opts) % 2:
-        raise UnilsegError(f"--opts takes KEY VALUE pairs; got an odd number of items: {' '.join(opts)}")
+        raise UnilsegError("{field} takes KEY VALUE pairs; got an odd number of items: {items}", field="opts",
+                           items=" ".join(opts))
     cfg = copy.deepcopy(cfg)
     for key, raw in zip(opts[0::2], opts[1::2]):
         node = cfg
         *parents, leaf = key.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise UnilsegError(f"--opts: unknown config key {key!r}")
+                raise UnilsegError("{field}: unknown config key {key}", field="opts", key=repr(key))
             node = node[part]
         if leaf not in node:
-            raise UnilsegError(f"--opts: unknown config key {key!r}")
+            raise UnilsegError("{field}: unknown config key {key}", field="opts", key=repr(key))
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise UnilsegError(f"--opts {key}: {raw!r} is not a valid YAML value") from e
+            raise UnilsegError("{field} {key}: {raw} is not a valid YAML value", field="opts", key=key,
+                               raw=repr(raw)) from e
         if not all_finite(value):
-            raise UnilsegError(f"--opts {key} {raw}: numbers must be finite (not NaN or infinite)")
+            raise UnilsegError("{field} {key} {raw}: numbers must be finite (not NaN or infinite)", field="opts",
+                               key=key, raw=raw)
         node[leaf] = value
     if opts:
         from unilseg.model.spec import InferenceSpec

@@ -104,12 +104,15 @@ def check_spec(fields: dict[str, Any], where: str = "", names: dict[str, str] | 
     return out
 
 
-def check_threshold(value: Any, flag: str = "--threshold") -> float:
-    """A threshold must be a number strictly between 0 and 1 (0 or 1 would give all or nothing)."""
+def check_threshold(value: Any, field: str = "threshold") -> float:
+    """A threshold must be a number strictly between 0 and 1 (0 or 1 would give all or nothing).
+    `field`: what the error calls it (UnilsegError.field)."""
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise UnilsegError(f"{flag} must be a number between 0 and 1, not {value!r}") from None
+        raise UnilsegError("{field} must be a number between 0 and 1, not {value}", field=field,
+                           value=repr(value)) from None
     if not 0.0 < t < 1.0:
-        raise UnilsegError(f"{flag} must lie strictly between 0 and 1 (a probability), not {value}")
+        raise UnilsegError("{field} must lie strictly between 0 and 1 (a probability), not {value}", field=field,
+                           value=value)
     return t

@@ -78,7 +78,7 @@ class VideoSource:
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
         self.path = user_path(path)
         if fps is not None and not (math.isfinite(fps) and fps > 0):
-            raise UnilsegError(f"--fps must be a finite number above 0, not {fps}")
+            raise UnilsegError("{field} must be a finite number above 0, not {value}", field="fps", value=fps)
         self.stem = self.path.name if self.path.is_dir() else self.path.stem
         self.stopped: str | None = None
         self.failed: list[tuple[int, str]] = []
@@ -91,20 +91,21 @@ class VideoSource:
             self._files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")
                                  and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not self._files:
-                raise UnilsegError(f"--video {path}: the folder holds no frame images (.png, .jpg, ...)")
+                raise UnilsegError("{field} {path}: the folder holds no frame images (.png, .jpg, ...)",
+                                   field="video", path=path)
             self.fps = float(fps or FOLDER_FPS)
             self.frame_count: int | None = len(self._files)
             try:
                 first = self._read_file(0)
             except UnilsegError as e:
-                raise UnilsegError(f"--video {path}: the first frame: {e}") from None
+                raise UnilsegError("{field} {path}: the first frame: {why}", field="video", path=path, why=e) from None
         else:
             if not os.path.lexists(self.path):
-                raise UnilsegError(f"video not found: {path}; check the --video path")
-            check_regular(self.path, "--video")  # a FIFO or device would block or never end
+                raise UnilsegError("video not found: {path}; check the {field} path", field="video", path=path)
+            check_regular(self.path, "video")  # a FIFO or device would block or never end
             if path_problem(str(self.path)) is None and text_problem(str(self.path)):
-                raise UnilsegError(f"--video {shown(self.path)}: OpenCV's video reader takes only UTF-8 file names; "
-                                   "rename the file, or give a folder of its frames")
+                raise UnilsegError("{field} {path}: OpenCV's video reader takes only UTF-8 file names; rename the "
+                                   "file, or give a folder of its frames", field="video", path=shown(self.path))
             import cv2
 
             _quiet_ffmpeg()
@@ -227,15 +228,16 @@ class FrameSelection:
     end: float | None = None
 
     def __post_init__(self) -> None:
-        for flag, value in (("--start", self.start), ("--end", self.end)):
+        for field, value in (("start", self.start), ("end", self.end)):
             if value is not None and not math.isfinite(value):
-                raise UnilsegError(f"{flag} must be a finite number of seconds, not {value}")
+                raise UnilsegError("{field} must be a finite number of seconds, not {value}", field=field, value=value)
         if self.every < 1:
-            raise UnilsegError(f"--every must be at least 1, not {self.every}")
+            raise UnilsegError("{field} must be at least 1, not {value}", field="every", value=self.every)
         if self.max_frames is not None and self.max_frames < 1:
-            raise UnilsegError(f"--max-frames must be at least 1, not {self.max_frames}")
+            raise UnilsegError("{field} must be at least 1, not {value}", field="max_frames", value=self.max_frames)
         if self.start < 0 or (self.end is not None and self.end <= self.start):
-            raise UnilsegError(f"--start {self.start} / --end {self.end}: need 0 <= start < end (seconds)")
+            raise UnilsegError("{start} {start_s} / {end} {end_s}: need 0 <= start < end (seconds)", field="start",
+                               start_s=self.start, end_s=self.end)
 
     def first(self, fps: float) -> int:
         """The first frame at or after `start`."""
@@ -277,7 +279,7 @@ def segment_frames(
     """
     selection = selection or FrameSelection()
     if not 0.0 <= smooth < 1.0:
-        raise UnilsegError(f"--smooth {smooth}: use 0 (off) <= ALPHA < 1")
+        raise UnilsegError("{field} {value}: use 0 (off) <= ALPHA < 1", field="smooth", value=smooth)
     if batch_size < 1:
         raise UnilsegError(f"batch size must be at least 1, not {batch_size}")
     encoded = predictor.encode_texts(list(texts))

@@ -8,6 +8,7 @@ is refused with one line telling the user to re-export.
 from __future__ import annotations
 
 import logging
+import platform
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,31 @@ from typing import Any
 import torch
 
 from unilseg.errors import UnilsegError, first_line
-from unilseg.export import ExportInfo
-from unilseg.export.aoti import FILES, REEXPORT, fingerprint_mismatch
+from unilseg.inference.backends.info import ExportInfo
+
+FILES = {"image_encoder": "image_encoder.pt2", "prompt_decoder": "prompt_decoder.pt2"}
+REEXPORT = "re-export with `unilseg export --format aoti`"
+
+
+def machine_fingerprint(device: torch.device) -> dict[str, str]:
+    """What a package's machine code depends on: torch build, device kind, CPU ISA or GPU model."""
+    fp = {"torch": torch.__version__, "device": device.type, "machine": platform.machine(),
+          "system": platform.system()}
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        fp.update(gpu=torch.cuda.get_device_name(device), capability=f"{major}.{minor}", cuda=str(torch.version.cuda))
+    else:
+        from unilseg.inference.backends.precision import native_cpu_bf16
+
+        fp.update(isa=torch.backends.cpu.get_cpu_capability(), cpu_bf16=str(native_cpu_bf16()))
+    return fp
+
+
+def fingerprint_mismatch(recorded: dict[str, str], device: torch.device) -> str | None:
+    """None if a package with fingerprint `recorded` runs here on `device`, else what differs."""
+    here = machine_fingerprint(device)
+    diffs = [f"{k} {recorded.get(k)!r} (here {v!r})" for k, v in here.items() if recorded.get(k) != v]
+    return ", ".join(diffs) or None
 
 
 def load_package(path: Path, expected_size: int | None, device: torch.device) -> Any:
@@ -56,8 +80,9 @@ class AotiBackend:
         if not isinstance(recorded, dict):
             raise UnilsegError(f"{directory} records no machine fingerprint; {REEXPORT}")
         if recorded.get("device") != device.type:
-            raise UnilsegError(f"{directory} was compiled for {recorded.get('device')}, not {device.type}; "
-                               f"pass --device {recorded.get('device')} or {REEXPORT} on this device")
+            raise UnilsegError("{directory} was compiled for {recorded}, not {here}; pass {field} {recorded} or "
+                               "{again} on this device", field="device", directory=directory,
+                               recorded=recorded.get("device"), here=device.type, again=REEXPORT)
         mismatch = fingerprint_mismatch(recorded, device)
         if mismatch:
             raise UnilsegError(f"{directory} was compiled for another machine or torch: {mismatch}; {REEXPORT}")

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from unilseg.errors import UnilsegError, first_line
-from unilseg.export import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, ExportInfo
+from unilseg.inference.backends.info import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, ExportInfo
 
 try:
     import onnxruntime as ort
 except ImportError:  # pragma: no cover - depends on the environment
-    raise UnilsegError("--runtime onnx needs ONNX Runtime: pip install 'unilseg[onnx]'") from None
+    raise UnilsegError("{field} onnx needs ONNX Runtime: pip install 'unilseg[onnx]'", field="runtime") from None
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
 
@@ -93,8 +93,8 @@ class OnnxBackend:
             if "CUDAExecutionProvider" in available:
                 providers.insert(0, "CUDAExecutionProvider")
             elif str(device) != "auto":
-                raise UnilsegError(f"--device {device}: this ONNX Runtime has no CUDA provider (pip install "
-                                   "onnxruntime-gpu), use --device cpu")
+                raise UnilsegError("{field} {device}: this ONNX Runtime has no CUDA provider (pip install "
+                                   "onnxruntime-gpu), use {field} cpu", field="device", device=device)
         if info.variant == "int8":
             warn_if_saturating(directory, info)
         files = info.files

@@ -81,7 +81,8 @@ def apply_precision(model: nn.Module, precision: str, device: torch.device) -> n
     if current != "fp32":
         raise UnilsegError(f"this model's weights were already cast to {current}; load it again for {precision}")
     if precision == "fp16" and device.type == "cpu":
-        raise UnilsegError("--precision fp16 needs a GPU (no fast fp16 kernels on CPU); use bf16 on CPU")
+        raise UnilsegError("{field} fp16 needs a GPU (no fast fp16 kernels on CPU); use bf16 on CPU",
+                           field="precision")
     dtype = DTYPES[precision]
     # Without bf16 instructions oneDNN has no fast bf16 convolution: a 3x3 conv over a 120x120
     # map took 89 s in bf16 against 0.23 s in fp32 on an AVX2 CPU. Convolutions stay fp32 there.
@@ -91,7 +92,8 @@ def apply_precision(model: nn.Module, precision: str, device: torch.device) -> n
                       "is likely slower than fp32 here", stacklevel=2)
     modules = low_precision_modules(model, convs)
     if not modules:
-        raise UnilsegError(f"--precision {precision}: this model has none of UniLSeg's heavy layers")
+        raise UnilsegError("{field} {precision}: this model has none of UniLSeg's heavy layers", field="precision",
+                           precision=precision)
     for name, module in modules:
         module.to(dtype)
         if isinstance(module, nn.MultiheadAttention):
