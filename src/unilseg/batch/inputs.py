@@ -8,12 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unilseg.errors import UnilsegError
-from unilseg.io.paths import path_problem, read_lines, shown, text_problem, user_path
+from unilseg.io.paths import IMAGE_EXTENSIONS, path_problem, read_lines, shown, text_problem, user_path
 
-# What a directory or glob contributes; names are matched case-insensitively.
-IMAGE_EXTENSIONS = frozenset(
-    ".bmp .dib .jpg .jpeg .jpe .jp2 .png .webp .pbm .pgm .ppm .pnm .pxm .sr .ras .tif .tiff .exr .hdr .pic".split()
-)
 EXT_HINT = ".jpg, .png, .webp, .tif, ..."
 
 

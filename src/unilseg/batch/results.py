@@ -9,7 +9,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unilseg.batch.plan import Item
 from unilseg.errors import WriteError
 from unilseg.io.paths import MANIFEST_LIMIT, json_text, open_input
 from unilseg.io.writers import write_atomic
@@ -121,9 +120,10 @@ class ResultsLog:
         write_atomic(self.path, "".join(json_text(r) + "\n" for r in ordered).encode())
 
 
-def row_of(item: Item, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
+def row_of(item: Any, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
            error: str | None = None) -> dict[str, Any]:
-    """The results row of one mask item: image, expression, output, score, foreground share, seconds, error."""
+    """The results row of one mask item (a `plan.Item`): image, expression, output, score, foreground share,
+    seconds, error."""
     return results_row(image=str(item.image), expression=item.expression, output=str(item.output), score=score,
                        foreground=foreground, seconds=seconds, error=error)
 

@@ -27,6 +27,10 @@ MIB = 1 << 20
 MANIFEST_LIMIT = 256 * MIB  # manifests and results logs (about a million rows)
 TEXT_LIMIT = 16 * MIB  # expression and class files
 SETTINGS_LIMIT = 1 * MIB  # configs and export settings (unilseg-export.json)
+# What a directory or glob contributes as images (inputs, frames of a video folder); matched case-insensitively.
+IMAGE_EXTENSIONS = frozenset(
+    ".bmp .dib .jpg .jpeg .jpe .jp2 .png .webp .pbm .pgm .ppm .pnm .pxm .sr .ras .tif .tiff .exr .hdr .pic".split()
+)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

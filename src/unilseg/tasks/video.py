@@ -86,7 +86,7 @@ class VideoSource:
         self._capture = None
         self._files: list[Path] | None = None
         if self.path.is_dir():
-            from unilseg.batch.inputs import IMAGE_EXTENSIONS
+            from unilseg.io.paths import IMAGE_EXTENSIONS
 
             self._files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")
                                  and p.suffix.lower() in IMAGE_EXTENSIONS)
