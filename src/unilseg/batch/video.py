@@ -431,9 +431,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     """`unilseg segment --video`: check every argument, open the video (first frame decoded), then load
     the model and run; returns the exit code (1 if the video stopped decoding early)."""
     from unilseg.batch import check_output_dir, read_expression_file
+    from unilseg.cli.args import show_progress, video_overlay
     from unilseg.cli.segment import claim_inputs
     from unilseg.errors import UnilsegError
-    from unilseg.model.spec import check_threshold
     from unilseg.tasks.video import open_video
 
     if args.img or args.manifest or args.shard:
@@ -448,15 +448,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UnilsegError(f"--format {fmt}: a video's masks are png frames or rle-json")
     if args.save_prob:
         raise UnilsegError("--save-prob is not available for --video")
-    if args.overlay not in (None, True, "mp4"):
-        raise UnilsegError(f"--overlay {args.overlay}: for --video give no value (an mp4 beside the masks)")
+    overlay = video_overlay(args.overlay)
     if args.sp is None:
         raise UnilsegError("--video writes a folder of masks per instruction: pass --sp DIR")
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
     if not 0 <= args.smooth < 1:
         raise UnilsegError(f"--smooth {args.smooth}: use 0 (off) <= ALPHA < 1")
     if args.fps is not None and args.fps <= 0:
@@ -471,8 +465,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         return predictor_from_args(args)
 
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    report = run_video(make_predictor, source, texts, out_dir, fmt=fmt, overlay=args.overlay is not None,
+    show = show_progress(args)
+    report = run_video(make_predictor, source, texts, out_dir, fmt=fmt, overlay=overlay,
                        selection=selection, batch_size=args.batch_size, smooth=args.smooth,
                        skip_existing=args.skip_existing, progress=bool(show), registry=registry)
     if report.error:

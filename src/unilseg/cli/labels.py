@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unilseg.cli.args import batch_overlay, show_progress
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import shown, user_path
 
@@ -66,10 +67,7 @@ def run_labels(args: argparse.Namespace) -> int:
     else:
         if args.sp is None:
             raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
-        overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower()
-        if overlay not in (None, "jpg", "png"):
-            raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
-                               "not a path")
+        overlay = batch_overlay(args.overlay)
         if args.manifest:
             images = read_manifest_images(args.manifest)
         else:
@@ -86,7 +84,7 @@ def run_labels(args: argparse.Namespace) -> int:
 
         return predictor_from_args(args)
 
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(items) > 1)
+    show = show_progress(args, len(items) > 1)
     extra = {"load": load} if single else {}
     report = run_label_maps(make_predictor, items, classes, results=results, skip_existing=args.skip_existing,
                             batch_size=args.batch_size, progress=bool(show) and not single,

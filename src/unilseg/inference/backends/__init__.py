@@ -40,8 +40,9 @@ def export_dir(runtime: str, weights: str | None, model: str | None, variant: st
 
 
 def load_backend(runtime: str, weights: str | None = None, model: str | None = None, device: Any = "auto",
-                 variant: str | None = None) -> Any:
-    """A Backend for `runtime` over the export `weights` names (a directory) or `model`'s cached export."""
+                 variant: str | None = None, threads: int | None = None) -> Any:
+    """A Backend for `runtime` over the export `weights` names (a directory) or `model`'s cached export;
+    threads: ONNX Runtime's intra-op threads (None: its default, all cores)."""
     if runtime not in BACKENDS:
         raise UnilsegError(f"unknown runtime {runtime!r}; use torch, {', '.join(BACKENDS)}")
     directory = export_dir(runtime, weights, model, variant)
@@ -51,4 +52,5 @@ def load_backend(runtime: str, weights: str | None = None, model: str | None = N
         raise UnilsegError(f"{directory} is a {info.variant} export, not {variant}; drop --precision or export "
                            f"that variant")
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls).load(directory, info, device)
+    extra = {"threads": threads} if runtime == "onnx" else {}  # AOTInductor runs on torch's threads
+    return getattr(importlib.import_module(module), cls).load(directory, info, device, **extra)
