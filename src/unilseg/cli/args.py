@@ -286,3 +286,13 @@ def check_job_args(args: argparse.Namespace) -> None:
         raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
     if not args.manifest and not args.exp and not args.exp_file:
         raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
+
+
+def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
+    """The checked classes of --classes or --classes-file (segment and eval share them)."""
+    from unilseg.errors import UnilsegError
+    from unilseg.tasks.labelmap import parse_classes, read_classes_file
+
+    if args.classes is not None and args.classes_file is not None:
+        raise UnilsegError("give --classes or --classes-file, not both")
+    return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unilseg.cli.args import batch_overlay, show_progress
+from unilseg.cli.args import batch_overlay, read_classes, show_progress
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import shown, user_path
 
@@ -24,15 +24,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_LABELS = "labels.png"
-
-
-def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
-    """The checked classes of --classes or --classes-file."""
-    from unilseg.tasks.labelmap import parse_classes, read_classes_file
-
-    if args.classes is not None and args.classes_file is not None:
-        raise UnilsegError("give --classes or --classes-file, not both")
-    return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)
 
 
 def run_labels(args: argparse.Namespace) -> int:
