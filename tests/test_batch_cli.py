@@ -338,7 +338,9 @@ def test_fixture_images_named_from_their_stems(capsys, tiny, tmp_path):
 
 
 def test_cli_choices_match_the_library():
-    from unilseg import cli, cliargs, precision, writers
+    from unilseg.cli import args
+    from unilseg.inference.backends import precision
+    from unilseg.io import writers
 
-    assert cli.FORMATS == writers.FORMATS
-    assert cliargs.PRECISIONS == (*precision.PRECISIONS, "int8")  # int8: ONNX Runtime's (--runtime onnx)
+    assert args.FORMATS == writers.FORMATS
+    assert args.PRECISIONS == (*precision.PRECISIONS, "int8")  # int8: ONNX Runtime's (--runtime onnx)

@@ -179,7 +179,7 @@ def test_results_log_appends_and_compacts(tmp_path):
 def test_a_training_manifest_is_a_batch_manifest(tmp_path):
     import json
 
-    from unilseg.data.cli import export
+    from unilseg.cli.data import export
     from unilseg.data.manifest import read_manifest as read_training_manifest
 
     path = tmp_path / "data" / "manifest.jsonl"

@@ -124,7 +124,7 @@ def test_array_samples_cannot_be_written(tmp_path):
 
 
 def test_export_generated_scenes_as_a_manifest(tmp_path, capsys):
-    from unilseg.data.cli import main
+    from unilseg.cli.data import main
     from unilseg.data.sources import open_samples
 
     out = tmp_path / "held" / "manifest.jsonl"

@@ -52,13 +52,13 @@ def url():
     except ImportError:
         pytest.fail("the demo test needs Gradio: pip install 'unilseg[demo]' (or -r requirements.txt)",
                     pytrace=False)
-    from unilseg.demo.app import build_app, launch
-    from unilseg.demo.cli import get_parser, load_predictor, models_note, page_precisions
+    from unilseg.cli.demo import get_parser, predictor_for
+    from unilseg.demo.app import build_app, launch, models_note, page_precisions
 
     args = get_parser().parse_args(["--device", "cpu"])
-    predictor = load_predictor(args)
-    demo = build_app(predictor, load_precision=lambda p: load_predictor(args, p),
-                     precisions=page_precisions("cpu", predictor.precision), models_note=models_note(args))
+    predictor = predictor_for(args)
+    demo = build_app(predictor, load_precision=lambda p: predictor_for(args, p),
+                     precisions=page_precisions("cpu", predictor.precision), models_note=models_note())
     port = free_port()
     launch(demo, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"
@@ -202,10 +202,10 @@ def test_demo_without_gradio_says_what_to_install(monkeypatch, capsys):
 
 
 def test_models_note_names_the_download_command_for_missing_weights(monkeypatch, tmp_path):
-    from unilseg.demo.cli import get_parser, models_note
+    from unilseg.demo.app import models_note
 
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))  # an empty cache: UniLSeg-20 is not downloaded
-    note = models_note(get_parser().parse_args([]))
+    note = models_note()
     assert "**unilseg-demo** (running)" in note
     assert "unilseg-20: weights not downloaded; fetch them with `python -m unilseg download unilseg-20`" in note
 

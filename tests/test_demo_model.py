@@ -8,7 +8,7 @@ import json
 
 from conftest import ROOT
 
-from unilseg.eval.cli import main as eval_main
+from unilseg.cli.eval import main as eval_main
 from unilseg.model.registry import cached_weights, get_spec
 
 # Floors a little under what the shipped weights score on this set (0.811 overall; object 0.730,

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from tiny import write_images, write_tiny_model
 
+from unilseg.cli.eval import main as eval_main
 from unilseg.cli.segment import main
 from unilseg.errors import UnilsegError
-from unilseg.eval.cli import main as eval_main
 from unilseg.inference.predictor import Predictor
 from unilseg.model.build import load_model
 from unilseg.tasks.labelmap import (
@@ -132,9 +132,9 @@ def cli(capsys, tiny, *argv):
     (["--classes", "sky", "--classes-file", "c.txt"], "not both"),
 ])
 def test_cli_refuses_bad_classes_before_loading(capsys, tiny, tmp_path, monkeypatch, argv, problem):
-    import unilseg.cli.args
+    import unilseg.model.build
 
-    monkeypatch.setattr(unilseg.cli.args, "load_model_from_args", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(unilseg.model.build, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.chdir(tmp_path)
     image = sorted(tiny[2].iterdir())[0]
     code, err = cli(capsys, tiny, "--img", str(image), *argv)

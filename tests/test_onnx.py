@@ -374,3 +374,31 @@ def test_without_onnxruntime_one_line_says_what_to_install(tiny, tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and r.stderr.strip() == ("error: --runtime onnx needs ONNX Runtime: pip install "
                                                       "'unilseg[onnx]'")
+
+
+def test_eval_runtime_onnx_without_model_scores_the_default_models_export(tiny, tmp_path, monkeypatch, capsys):
+    """`unilseg eval --runtime onnx` alone runs the default model's cached export (no torch network to name it)."""
+    from unilseg.cli.eval import main as eval_main
+    from unilseg.model.registry import DEFAULT_MODEL
+
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
+    shutil.copytree(tiny[2], tmp_path / "exports" / f"{DEFAULT_MODEL}-onnx-fp32")
+    report = tmp_path / "report.json"
+    assert eval_main(["--runtime", "onnx", "--data", "synthetic:1:1:96", "--json", str(report), "--no-progress"]) == 0
+    data = json.loads(report.read_text())
+    assert data["model"] == DEFAULT_MODEL and data["overall"]["count"] > 0
+    capsys.readouterr()
+
+
+def test_threads_sets_onnx_runtime_intra_op_threads(tiny):
+    from unilseg.inference import load_predictor
+
+    before = torch.get_num_threads()
+    try:
+        predictor = load_predictor(weights=tiny[2], runtime="onnx", device="cpu", threads=1)
+        default = load_predictor(weights=tiny[2], runtime="onnx", device="cpu")
+    finally:
+        torch.set_num_threads(before)
+    for graph in (predictor.backend.encoder, predictor.backend.decoder):
+        assert graph.session.get_session_options().intra_op_num_threads == 1
+    assert default.backend.encoder.session.get_session_options().intra_op_num_threads == 0  # ORT's default

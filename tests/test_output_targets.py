@@ -88,7 +88,7 @@ def test_a_write_that_fails_late_is_one_line_exit_1_no_temp_file(capsys, tiny, t
 
 
 def test_eval_json_target_checked_before_the_model(capsys, tiny, loads):
-    from unilseg.eval.cli import main as eval_main
+    from unilseg.cli.eval import main as eval_main
 
     code = eval_main(["--data", "synthetic:1:0:64", "--json", "/proc/x.json", "--config", str(tiny[0]),
                       "--weights", str(tiny[1]), "--device", "cpu", "--no-progress"])

@@ -6,8 +6,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from unilseg.eval.cli import main as eval_main
-from unilseg.train.cli import main as train_main
+from unilseg.cli.eval import main as eval_main
+from unilseg.cli.train import main as train_main
 
 TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 
@@ -34,7 +34,7 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     capsys.readouterr()
     assert eval_main(["--weights", str(out / "step0000004.pt"),  # the config travels in the file
                       "--data", "synthetic:3:5:96", "--per-sample", str(per_sample), "--json", str(report),
-                      "--workers", "0", "--no-progress"]) == 0
+                      "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "granularity=part" in printed and printed.splitlines()[0].startswith("synthetic:3:5:96: 12 texts")
     lines = [json.loads(x) for x in per_sample.read_text().splitlines()]
@@ -61,6 +61,32 @@ def test_train_errors_are_one_line(tmp_path, capsys, argv, message):
     assert train_main([TINY, "--out", str(tmp_path / "r"), "--steps", "1", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_init_messages_name_only_train_flags(tmp_path, capsys, monkeypatch):
+    """train has --init, not --weights: its messages say so (a file, or a registered name not downloaded)."""
+    monkeypatch.setenv("UNILSEG_HOME", str(tmp_path / "home"))  # an empty cache: unilseg-20 is not downloaded
+    for init, message in [("missing.pth", "give --init a .pth or .safetensors file, or a registered model's name"),
+                          ("unilseg-20", "--init unilseg-20: its weights are not downloaded; run "
+                                         "`python -m unilseg download unilseg-20`")]:
+        assert train_main([TINY, "--out", str(tmp_path / "r"), "--steps", "1", "--no-progress", "--init", init]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--weights" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_init_takes_a_registered_model_name(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert train_main(["unilseg-demo.yaml", "--init", "unilseg-demo", "--out", str(out), "--steps", "1",
+                       "--data", "synthetic:4:0:96", "--val-data", "none", "--opts", "train.batch_size", "2",
+                       "--threads", "1", "--no-progress"]) == 0
+    assert (out / "model.pth").is_file()
+
+
+def test_eval_refuses_the_old_workers_flag(capsys):
+    with pytest.raises(SystemExit) as exit:
+        eval_main(["--data", "synthetic:2", "--workers", "0"])
+    assert exit.value.code == 2 and "unrecognized arguments: --workers 0" in capsys.readouterr().err
 
 
 def test_resume_with_nothing_to_resume_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -109,7 +135,7 @@ def test_unknown_train_setting_in_config(tmp_path, capsys):
         (["--data", "refcoco:val"], "error: --data refcoco:val needs --refer-root"),
         (["--data", "synthetic:2", "--model", "no-such-model"], "error: unknown model 'no-such-model'"),
         (["--data", "synthetic:2", "--batch-size", "0"],
-         "error: --batch-size, --text-batch and --limit must be positive"),
+         "error: --batch-size must be at least 1, not 0"),
         # --model with --weights: the model's config, these weights (as in every subcommand)
         (["--data", "synthetic:2", "--model", "unilseg-20", "--weights", "x.pth"],
          "error: weights file not found: x.pth"),

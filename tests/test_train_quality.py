@@ -4,8 +4,8 @@ import json
 import torch
 from conftest import ROOT
 
-from unilseg.eval.cli import main as eval_main
-from unilseg.train.cli import main as train_main
+from unilseg.cli.eval import main as eval_main
+from unilseg.cli.train import main as train_main
 
 TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 HELD_OUT = "synthetic:30:1:96"  # seed 1: scenes the training stream (seed 0) never shows
@@ -16,7 +16,7 @@ def _train_and_score(tmp_path, steps: int) -> dict:
     assert train_main([TINY, "--out", str(out), "--steps", str(steps), "--val-data", "none", "--no-progress"]) == 0
     report = tmp_path / f"eval{steps}.json"
     args = ["--weights", str(out / "model.pth"), "--data", HELD_OUT,  # model.pth carries its config
-            "--json", str(report), "--workers", "0", "--no-progress"]
+            "--json", str(report), "--no-progress"]
     assert eval_main(args) == 0
     return json.loads(report.read_text())
 

@@ -1,8 +1,8 @@
 """unilseg: segment whatever a language instruction names in an image (UniLSeg, CVPR 2024).
 
 Public surface (imported lazily, so `import unilseg` is instant):
-    tokenize, preprocess, postprocess, read_image, build_model, load_model, Predictor, Prediction,
-    ImageEmbedding
+    tokenize, preprocess, postprocess, read_image, build_model, load_model, load_predictor, Predictor,
+    Prediction, ImageEmbedding
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ _EXPORTS = {
     "Predictor": "unilseg.inference.predictor",
     "Prediction": "unilseg.inference.predictor",
     "ImageEmbedding": "unilseg.inference.predictor",
+    "load_predictor": "unilseg.inference",
     "UnilsegError": "unilseg.errors",
     "CheckpointError": "unilseg.errors",
 }

@@ -21,10 +21,10 @@ SUBCOMMANDS = {
     "models": ("unilseg.cli.models:models_main", "list registered models and where their weights were found"),
     "download": ("unilseg.cli.models:download_main", "fetch a registered model's weights into the cache"),
     "convert": ("unilseg.cli.models:convert_main", "write weights as .safetensors with their config"),
-    "train": ("unilseg.train.cli:main", "train a model (also under torchrun)"),
-    "eval": ("unilseg.eval.cli:main", "score a model: mIoU, oIoU, Prec@X by granularity"),
-    "data": ("unilseg.data.cli:main", "write any data spec as a JSONL manifest"),
-    "demo": ("unilseg.demo:main", "the web page: upload an image, type instructions, see the masks"),
+    "train": ("unilseg.cli.train:main", "train a model (also under torchrun)"),
+    "eval": ("unilseg.cli.eval:main", "score a model: mIoU, oIoU, Prec@X by granularity"),
+    "data": ("unilseg.cli.data:main", "write any data spec as a JSONL manifest"),
+    "demo": ("unilseg.cli.demo:main", "the web page: upload an image, type instructions, see the masks"),
     "export": ("unilseg.cli.export:main", "write a model as ONNX graphs or an AOTInductor package (--runtime onnx|aoti "
                "runs them)"),
     "ray": ("unilseg.cli.ray:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "

@@ -131,7 +131,7 @@ STARTUP = {  # `unilseg demo` flags that must stop it before it serves (a model 
 
 @pytest.mark.parametrize("name", sorted(STARTUP))
 def test_demo_startup_refused(sandbox, name):
-    from unilseg.demo.cli import main
+    from unilseg.cli.demo import main
 
     html, listing = sandbox.inp / "w.pth", sandbox.inp / "c.yaml"
     html.write_text("<html>quota exceeded</html>")

@@ -463,13 +463,14 @@ def test_models_lists_past_an_unreadable_cache(sandbox, monkeypatch, restore_mod
 @pytest.mark.parametrize("kind", ["name-too-long", "component-too-long", "no-permission"])
 def test_demo_loads_past_an_unreadable_cache(sandbox, monkeypatch, restore_modes, kind):
     """`unilseg demo`'s model load and its models list: the packaged model, one warning for both."""
-    from unilseg.demo.cli import get_parser, load_predictor, models_note
+    from unilseg.cli.demo import get_parser, predictor_for
+    from unilseg.demo.app import models_note
 
     monkeypatch.setenv("UNILSEG_HOME", str(unreadable(kind, sandbox.root, monkeypatch)))
     args = get_parser().parse_args(["--device", "cpu"])
     with pytest.warns(UserWarning, match="cannot look into") as caught:
-        predictor = load_predictor(args)
-        note = models_note(args)
+        predictor = predictor_for(args)
+        note = models_note(args.model, args.weights, args.config)
     assert len([w for w in caught if "cannot look into" in str(w.message)]) == 1
     predictor.set_image(cv2.imread(str(ROOT / "imgs" / "demo_scene.png")))
     assert predictor.predict(["the sky"])[0].mask.any()  # the packaged demo model, working

@@ -16,10 +16,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from unilseg.inference import PRECISIONS, RUNTIMES
 from unilseg.io.paths import path_problem, shown, text_problem
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-RUNTIMES = ("torch", "onnx", "aoti")
+# how messages name the settings of `unilseg.inference.check_settings` on the command line
+FLAG_NAMES = {"runtime": "--runtime {}", "precision": "--precision {}", "compile": "--compile", "config": "--config",
+              "opts": "--opts", "opts_key": "--opts {}", "threads": "--threads"}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"  # the devices torch runs inference on (and auto)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
@@ -86,6 +88,9 @@ def add_model_args(
                        help="fp32 (default); bf16 (CPU or GPU: heavy layers' weights in bf16, ~2x faster on CPUs "
                             "with AVX512-BF16/AMX, slower without them); fp16 (GPU only); int8 (--runtime onnx: "
                             "an export made with --quantize int8)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="intra-op threads of torch (and of ONNX Runtime for --runtime onnx); default: "
+                        "theirs, one per CPU core")
     if download:
         g.add_argument("--download", action="store_true", help="download the model's weights first if not cached")
 
@@ -97,10 +102,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace, device: Any = None):  # -> UniLSeg (torch stays unimported)
-    """The network the model flags name, on `device` (default: --device resolved)."""
+    """The network the model flags name, on `device` (default: --device resolved), with --threads set."""
+    from unilseg.inference import set_threads
     from unilseg.inference.predictor import resolve_device
     from unilseg.model.build import load_model
 
+    set_threads(getattr(args, "threads", None))
     device = resolve_device(args.device) if device is None else device
     if getattr(args, "download", False) and not args.weights:
         from unilseg.model.download import download
@@ -111,13 +118,16 @@ def load_model_from_args(args: argparse.Namespace, device: Any = None):  # -> Un
 
 
 def check_model_args(args: argparse.Namespace) -> None:
-    """The model flags' values, checked before any work: --opts against the config they override (unless that
-    config is only in the weight file, read when the model loads), and what an export runtime can take."""
-    opts = list(getattr(args, "opts", None) or [])
-    if getattr(args, "runtime", "torch") != "torch":
-        export_threshold(args)
-        return
-    if not opts:
+    """The model flags' values, checked before any work: the runtime's rules (--precision int8, --compile,
+    what an export runtime takes, --threads), and --opts against the config they override (unless that
+    config is only in the weight file, read when the model loads)."""
+    from unilseg.inference import check_settings
+
+    runtime = getattr(args, "runtime", "torch")
+    check_settings(runtime, getattr(args, "precision", "fp32"), getattr(args, "compile", False), args.config,
+                   args.opts or (), getattr(args, "threads", None), FLAG_NAMES)
+    opts = list(args.opts or [])
+    if runtime != "torch" or not opts:
         return
     from unilseg.model.config import DEFAULT_CONFIG, load_config
     from unilseg.model.registry import MODELS, get_spec
@@ -134,61 +144,19 @@ def check_model_args(args: argparse.Namespace) -> None:
     load_config(source, opts)
 
 
-def export_threshold(args: argparse.Namespace) -> float | None:
-    """An export runtime's --opts: only `test.threshold` applies (the network and its input settings are fixed
-    when the export is made), and --config not at all; -> that threshold, or None."""
-    from unilseg.errors import UnilsegError
-
-    runtime = args.runtime
-    if args.config is not None:
-        raise UnilsegError(f"--config applies to --runtime torch; an {runtime} export holds its own settings "
-                           "(give --config to `unilseg export`)")
-    opts = list(args.opts or [])
-    if len(opts) % 2:
-        raise UnilsegError(f"--opts takes KEY VALUE pairs; got an odd number of items: {' '.join(opts)}")
-    threshold = None
-    for key, raw in zip(opts[0::2], opts[1::2]):
-        if key != "test.threshold":
-            raise UnilsegError(f"--opts {key}: an {runtime} export's network and input settings are fixed when it "
-                               "is made; give --opts to `unilseg export` (only test.threshold applies here)")
-        import yaml
-
-        from unilseg.model.spec import check_spec
-
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UnilsegError(f"--opts {key}: {raw!r} is not a valid YAML value") from None
-        threshold = check_spec({"threshold": value}, "--opts ", {"threshold": key})["threshold"]
-    return threshold
-
-
 def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predictor
-    """A Predictor over the network the model flags name (--runtime, --compile, --precision, --threshold,
-    --text-batch)."""
-    from unilseg.errors import UnilsegError
-    from unilseg.inference.predictor import Predictor
+    """`unilseg.inference.load_predictor` with the model flags (--model --weights --config --opts --device
+    --runtime --precision --compile --threads --download) and --threshold / --text-batch; kwargs: more
+    `Predictor` keywords."""
+    from unilseg.inference import load_predictor
 
-    runtime = getattr(args, "runtime", "torch")
-    compile = bool(getattr(args, "compile", False))
-    if runtime != "torch":
-        from unilseg.inference.backends import load_backend
-
-        if compile:
-            raise UnilsegError(f"--compile applies to --runtime torch; an {runtime} export is compiled already")
-        from_opts = export_threshold(args)
-        threshold = getattr(args, "threshold", None)  # --threshold, else --opts test.threshold, else the export's
-        threshold = from_opts if threshold is None else threshold
-        backend = load_backend(runtime, weights=args.weights, model=args.model, device=args.device,
-                               variant=getattr(args, "precision", None))
-        return Predictor(backend, threshold=threshold,
-                         max_batch=getattr(args, "text_batch", None), **kwargs)
-    if getattr(args, "precision", None) == "int8":
-        raise UnilsegError("--precision int8 runs on ONNX Runtime: `unilseg export --format onnx --quantize int8`, "
-                           "then add --runtime onnx")
-    model = load_model_from_args(args)
-    return Predictor(model, threshold=getattr(args, "threshold", None), precision=getattr(args, "precision", None),
-                     max_batch=getattr(args, "text_batch", None), compile=compile, **kwargs)
+    return load_predictor(model=args.model, weights=args.weights, config=args.config,
+                          runtime=getattr(args, "runtime", "torch"), precision=getattr(args, "precision", "fp32"),
+                          compile=getattr(args, "compile", False), device=args.device,
+                          threads=getattr(args, "threads", None), opts=args.opts or (),
+                          download=getattr(args, "download", False), names=FLAG_NAMES,
+                          threshold=getattr(args, "threshold", None), max_batch=getattr(args, "text_batch", None),
+                          **kwargs)
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -204,3 +172,129 @@ def guarded_main(body: Callable[[], object], interrupted: str = "interrupted") -
     with warnings.catch_warnings():
         warnings.showwarning = _warn_line
         return run_guarded(body, interrupted, FLAGS)
+
+
+# ---------------------------------------------------------------- job flags (segment, its batches and videos, ray)
+
+FORMATS = ("png", "npy", "rle-json")  # unilseg.io.writers.FORMATS; repeated so --help imports no numpy/cv2
+OVERLAY_FORMATS = ("jpg", "png")
+
+
+def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
+    """Add the flags of a segmentation job: inputs, outputs, model, threshold, batching, resume.
+
+    `unilseg segment` (batch_only=False) and `unilseg ray` (batch_only=True: `--sp` is always
+    a directory, `--save-prob` / `--overlay` take no path) share them, and `plan_batch`
+    reads them.
+    """
+    p.add_argument("--img", nargs="+", type=path_arg, action="extend", metavar="IMG",
+                   help="input image(s): files (any format OpenCV reads), directories or quoted globs")
+    p.add_argument("--exp", action="append", type=text_arg, metavar="TEXT",
+                   help='the instruction, e.g. "the man in red"; repeat for several')
+    p.add_argument("--exp-file", type=path_arg, metavar="FILE", help="more instructions, one per line")
+    p.add_argument("--classes", type=text_arg, metavar="A,B,...",
+                   help='label map instead of masks: classes, e.g. "sky,road,car" '
+                   '(a class may carry its instruction, "car: all the cars"); one PNG of class indices per image')
+    p.add_argument("--classes-file", type=path_arg, metavar="FILE",
+                   help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
+    p.add_argument("--manifest", type=path_arg, metavar="FILE",
+                   help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
+    p.add_argument("--sp", type=path_arg, help="the output directory (every node must see it)" if batch_only else
+                   "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
+                   "for a batch, the output directory")
+    p.add_argument("--allow-absolute-output", action="store_true",
+                   help="manifest: let an absolute `output` be written where it says (default: such a row fails; "
+                        "relative outputs must stay inside --sp either way)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
+                        "extension, else png")
+    add_model_args(p, download=True)
+    p.add_argument("--threshold", type=finite_float, default=None, help="mask = soft map > threshold (default: the "
+                   "model's, 0.35)")
+    if batch_only:
+        p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
+                       "the image size, beside each mask")
+        p.add_argument("--overlay", nargs="?", const=True, metavar="jpg|png",
+                       help="also save NAME.overlay.jpg (or .png): the image with the mask tinted and outlined")
+    else:
+        p.add_argument("--save-prob", nargs="?", const=True, type=path_arg, metavar="PATH.npy",
+                       help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each "
+                            "mask)")
+        p.add_argument("--overlay", nargs="?", const=True, type=path_arg, metavar="PATH|jpg|png",
+                       help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
+                            "batch: jpg or png, NAME.overlay.jpg beside each mask)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
+    p.add_argument("--text-batch", type=int, metavar="N",
+                   help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
+                        "16 on GPU)")
+    p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
+
+
+def add_progress_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """--progress / --no-progress; `show_progress` gives its default."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"{what} (default: only when stderr is a terminal)")
+
+
+def show_progress(args: argparse.Namespace, many: bool = True) -> bool:
+    """--progress, else a bar only on a terminal and for more than one item (`many`)."""
+    return bool(args.progress) if args.progress is not None else sys.stderr.isatty() and many
+
+
+def batch_overlay(value: str | bool | None) -> str | None:
+    """A batch's --overlay (masks and label maps alike): none, or the overlay's format, jpg (no value) or
+    png; `.png` and `PNG` are spellings of png."""
+    from unilseg.errors import UnilsegError
+
+    if value is None:
+        return None
+    fmt = "jpg" if value is True else str(value).lower().lstrip(".")
+    if fmt not in OVERLAY_FORMATS:
+        raise UnilsegError(f"--overlay {value}: in a batch give jpg or png (the overlay's format), not a path")
+    return fmt
+
+
+def video_overlay(value: str | bool | None) -> bool:
+    """--video's --overlay: no value (an mp4 beside the masks), or mp4 -> whether to write it."""
+    from unilseg.errors import UnilsegError
+
+    if value not in (None, True) and str(value).lower().lstrip(".") != "mp4":
+        raise UnilsegError(f"--overlay {value}: for --video give no value (an mp4 beside the masks)")
+    return value is not None
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Batch sizes, threshold and the model flags, checked before anything else (every command that runs
+    the model: segment, its label maps and videos, ray, eval)."""
+    from unilseg.errors import UnilsegError
+    from unilseg.model.spec import check_threshold
+
+    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
+        if value is not None and value < 1:
+            raise UnilsegError(f"{flag} must be at least 1, not {value}")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    check_model_args(args)
+
+
+def check_job_args(args: argparse.Namespace) -> None:
+    """The checks of `add_job_args`' flags that need no file: what is given, batch sizes, threshold."""
+    from unilseg.errors import UnilsegError
+
+    check_settings(args)
+    if args.manifest and (args.img or args.exp or args.exp_file):
+        raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
+    if not args.manifest and not args.img:
+        raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
+    if not args.manifest and not args.exp and not args.exp_file:
+        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
+
+
+def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
+    """The checked classes of --classes or --classes-file (segment and eval share them)."""
+    from unilseg.errors import UnilsegError
+    from unilseg.tasks.labelmap import parse_classes, read_classes_file
+
+    if args.classes is not None and args.classes_file is not None:
+        raise UnilsegError("give --classes or --classes-file, not both")
+    return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)

@@ -6,12 +6,12 @@ import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from unilseg.cli.args import add_model_args, guarded_main
+from unilseg.cli.args import add_model_args, check_model_args, guarded_main, load_model_from_args
 from unilseg.errors import UnilsegError
 from unilseg.export import FORMATS, default_export_dir, staged_dir, write_info
 from unilseg.io.paths import user_path
 
-# format -> module:function(model, directory, args) -> ExportInfo
+# format -> module:function(model, directory, **options) -> ExportInfo; options: the format's flags below
 EXPORTERS = {"onnx": "unilseg.export.onnx:export_onnx", "aoti": "unilseg.export.aoti:export_aoti"}
 QUANTIZE = ("int8",)
 
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                            "instead of --precision")
     if args.precision == "int8":
         raise UnilsegError("--precision int8 is made by --format onnx --quantize int8")
+    check_model_args(args)
     from unilseg.model.registry import DEFAULT_MODEL
 
     variant = args.quantize or args.precision
@@ -45,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     out = user_path(args.out) if args.out else default_export_dir(name, args.format, variant)
     module, _, func = EXPORTERS[args.format].partition(":")
     exporter = getattr(importlib.import_module(module), func)  # fails early if the format's packages are missing
-    from unilseg.cli.args import load_model_from_args
-
+    onnx = args.format == "onnx"
+    options = {"opset": args.opset, "quantize": args.quantize} if onnx else {"precision": args.precision}
     with staged_dir(out) as tmp:
         model = load_model_from_args(args)
-        info = exporter(model, tmp, args)
+        info = exporter(model, tmp, **options)
         info.model = name
         write_info(tmp, info)
     print(out)

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unilseg.cli.args import predictor_from_args
+from unilseg.cli.args import batch_overlay, predictor_from_args, read_classes, show_progress
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import shown, user_path
 
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_LABELS = "labels.png"
-
-
-def read_classes(args: argparse.Namespace) -> list:  # -> list[ClassSpec]
-    """The checked classes of --classes or --classes-file."""
-    from unilseg.tasks.labelmap import parse_classes, read_classes_file
-
-    if args.classes is not None and args.classes_file is not None:
-        raise UnilsegError("give --classes or --classes-file, not both")
-    return parse_classes(args.classes) if args.classes is not None else read_classes_file(args.classes_file)
 
 
 @dataclass
@@ -53,7 +44,7 @@ def run_labels(args: argparse.Namespace) -> int:
     from unilseg.batch.labels import run_label_maps
 
     job = plan_labels(args)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(job.items) > 1)
+    show = show_progress(args, len(job.items) > 1)
     extra = {"load": job.load} if job.load is not None else {}
     report = run_label_maps(partial(predictor_from_args, args), job.items, job.classes, results=job.results,
                             skip_existing=args.skip_existing, batch_size=args.batch_size,
@@ -99,10 +90,7 @@ def plan_labels(args: argparse.Namespace, batch_only: bool = False) -> LabelJob:
         return LabelJob(items, classes, load=load, single=True)
     if args.sp is None:
         raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
-    overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower()
-    if overlay not in (None, "jpg", "png"):
-        raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), "
-                           "not a path")
+    overlay = batch_overlay(args.overlay)
     if args.manifest:
         images = read_manifest_images(args.manifest)
     else:

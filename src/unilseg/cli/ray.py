@@ -13,8 +13,17 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-from unilseg.cli.args import finite_float, guarded_main, predictor_from_args
-from unilseg.cli.segment import add_job_args, check_job_args, check_settings, plan_batch
+from unilseg.cli.args import (
+    add_job_args,
+    add_progress_arg,
+    check_job_args,
+    check_settings,
+    finite_float,
+    guarded_main,
+    predictor_from_args,
+    show_progress,
+)
+from unilseg.cli.segment import plan_batch
 
 INSTALL_HINT = "Ray is not installed: pip install 'unilseg[ray]'"
 DECODE_CPUS = 0.5  # unilseg.batch.ray.DECODE_CPUS; repeated so --help imports no numpy/cv2
@@ -35,8 +44,7 @@ def get_parser(prog: str = "unilseg ray") -> argparse.ArgumentParser:
                    f"(at least 1; default: all CPUs but {DECODE_CPUS} per node, shared out)")
     g.add_argument("--gpus-per-actor", type=finite_float, default=0, metavar="G",
                    help="GPUs per actor (default 0; 1: one GPU each; 0.5: two actors share one)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="Ray Data's progress bars on stderr (default: only when stderr is a terminal)")
+    add_progress_arg(p, "Ray Data's progress bars on stderr")
     p.set_defaults(shard=None)
     return p
 
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
             read_weights(path)  # raises the loader's own "weights file not found" error
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines per dataset; warnings stay
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    show = show_progress(args)
     t0 = time.perf_counter()
     # the one predictor factory; --device auto finds the GPU Ray gave the actor
     report = run_ray(partial(predictor_from_args, args), items, step, results=results,

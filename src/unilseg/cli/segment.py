@@ -23,11 +23,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from unilseg.cli.args import add_model_args, finite_float, guarded_main, path_arg, predictor_from_args, text_arg
+from unilseg.cli.args import (
+    add_job_args,
+    add_progress_arg,
+    batch_overlay,
+    check_job_args,
+    check_settings,
+    finite_float,
+    guarded_main,
+    path_arg,
+    predictor_from_args,
+    show_progress,
+)
 from unilseg.io.paths import shown, user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
-FORMATS = ("png", "npy", "rle-json")  # unilseg.io.writers.FORMATS; repeated so --help imports no numpy/cv2
 
 
 def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
@@ -37,8 +47,7 @@ def get_parser(prog: str = "general_inference.py") -> argparse.ArgumentParser:
     add_job_args(p)
     p.add_argument("--shard", metavar="I/N", help="batch: do only shard I of N (I from 0), images dealt round-robin")
     add_video_args(p)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch: progress bar on stderr (default: only when stderr is a terminal)")
+    add_progress_arg(p, "batch: progress bar on stderr")
     p.epilog = ("other commands: unilseg models | download | convert | train | eval "
                 "(unilseg COMMAND --help)") if prog != "general_inference.py" else None
     return p
@@ -58,56 +67,6 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
     v.add_argument("--smooth", type=finite_float, default=0.0, metavar="ALPHA", help="average each soft map over time: "
                    "s_t = ALPHA*s_(t-1) + (1-ALPHA)*p_t (default 0: off, each frame exactly as a single image)")
     v.add_argument("--fps", type=finite_float, help="frame rate of a folder of frames (default 25)")
-
-
-def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
-    """Add the flags of a segmentation job: inputs, outputs, model, threshold, batching, resume.
-
-    `unilseg segment` (batch_only=False) and `unilseg ray` (batch_only=True: `--sp` is always
-    a directory, `--save-prob` / `--overlay` take no path) share them, and `plan_batch`
-    reads them.
-    """
-    p.add_argument("--img", nargs="+", type=path_arg, action="extend", metavar="IMG",
-                   help="input image(s): files (any format OpenCV reads), directories or quoted globs")
-    p.add_argument("--exp", action="append", type=text_arg, metavar="TEXT",
-                   help='the instruction, e.g. "the man in red"; repeat for several')
-    p.add_argument("--exp-file", type=path_arg, metavar="FILE", help="more instructions, one per line")
-    p.add_argument("--classes", type=text_arg, metavar="A,B,...",
-                   help='label map instead of masks: classes, e.g. "sky,road,car" '
-                   '(a class may carry its instruction, "car: all the cars"); one PNG of class indices per image')
-    p.add_argument("--classes-file", type=path_arg, metavar="FILE",
-                   help="label-map classes, one per line: NAME or NAME: INSTRUCTION")
-    p.add_argument("--manifest", type=path_arg, metavar="FILE",
-                   help="CSV (header) or .jsonl rows with image, expression, optional output; replaces --img/--exp")
-    p.add_argument("--sp", type=path_arg, help="the output directory (every node must see it)" if batch_only else
-                   "output mask file (default demo.png), or a directory to write IMAGE__TEXT.png into; "
-                   "for a batch, the output directory")
-    p.add_argument("--allow-absolute-output", action="store_true",
-                   help="manifest: let an absolute `output` be written where it says (default: such a row fails; "
-                        "relative outputs must stay inside --sp either way)")
-    p.add_argument("--format", choices=FORMATS,
-                   help="mask file: png (0/255), npy (bool array) or rle-json (COCO RLE); default: from --sp's "
-                        "extension, else png")
-    add_model_args(p, download=True)
-    p.add_argument("--threshold", type=finite_float, default=None, help="mask = soft map > threshold (default: the "
-                   "model's, 0.35)")
-    if batch_only:
-        p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
-                       "the image size, beside each mask")
-        p.add_argument("--overlay", nargs="?", const=True, metavar="jpg|png",
-                       help="also save NAME.overlay.jpg (or .png): the image with the mask tinted and outlined")
-    else:
-        p.add_argument("--save-prob", nargs="?", const=True, type=path_arg, metavar="PATH.npy",
-                       help="also save the float32 soft map at the image size (batch: NAME.prob.npy beside each "
-                            "mask)")
-        p.add_argument("--overlay", nargs="?", const=True, type=path_arg, metavar="PATH|jpg|png",
-                       help="also save the image with the mask tinted and outlined (single: a .jpg/.png path; "
-                            "batch: jpg or png, NAME.overlay.jpg beside each mask)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per encoder batch (default: 1 on CPU, 4 on GPU)")
-    p.add_argument("--text-batch", type=int, metavar="N",
-                   help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
-                        "16 on GPU)")
-    p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
 
 
 @dataclass
@@ -143,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return run_labels(args)
     check_job_args(args)
     job = plan_single(args) if _is_single(args) else plan_batch(args)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(job.items) > 1)
+    show = show_progress(args, len(job.items) > 1)
     extra = {"load": job.load} if job.load is not None else {}
     report = run_batch(partial(predictor_from_args, args), job.items, job.options, results=job.results,
                        skip_existing=args.skip_existing, batch_size=args.batch_size,
@@ -159,33 +118,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-def check_settings(args: argparse.Namespace) -> None:
-    """Batch sizes and threshold, checked before anything else."""
-    from unilseg.cli.args import check_model_args
-    from unilseg.errors import UnilsegError
-    from unilseg.model.spec import check_threshold
-
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    check_model_args(args)
-
-
-def check_job_args(args: argparse.Namespace) -> None:
-    """The checks of `add_job_args`' flags that need no file: what is given, batch sizes, threshold."""
-    from unilseg.errors import UnilsegError
-
-    check_settings(args)
-    if args.manifest and (args.img or args.exp or args.exp_file):
-        raise UnilsegError("--manifest gives the images and expressions; drop --img/--exp/--exp-file")
-    if not args.manifest and not args.img:
-        raise UnilsegError("give --img IMG (a file, directory or glob) and --exp TEXT, or --manifest FILE")
-    if not args.manifest and not args.exp and not args.exp_file:
-        raise UnilsegError("give --exp TEXT (repeatable) or --exp-file FILE: what to segment")
 
 
 def _is_single(args: argparse.Namespace) -> bool:
@@ -289,9 +221,7 @@ def plan_batch(args: argparse.Namespace) -> Job:
         raise UnilsegError("a batch writes several masks: pass --sp DIR, the directory to write them into")
     if isinstance(args.save_prob, str):
         raise UnilsegError(f"--save-prob {args.save_prob}: a batch takes no path (NAME.prob.npy beside each mask)")
-    overlay = None if args.overlay is None else "jpg" if args.overlay is True else str(args.overlay).lower().lstrip(".")
-    if overlay not in (None, "jpg", "png"):
-        raise UnilsegError(f"--overlay {args.overlay}: in a batch give jpg or png (the overlay's format), not a path")
+    overlay = batch_overlay(args.overlay)
     shard = parse_shard(args.shard) if args.shard else None
     if args.manifest:
         requests = [(r.image, r.expression, r.output) for r in read_batch_manifest(args.manifest)]

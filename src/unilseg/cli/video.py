@@ -14,10 +14,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     the model and run; returns the exit code (1 if the video stopped decoding early)."""
     from unilseg.batch import check_output_dir, read_expression_file
     from unilseg.batch.video import VIDEO_FORMATS, run_video
+    from unilseg.cli.args import show_progress, video_overlay
     from unilseg.cli.segment import claim_inputs
     from unilseg.errors import UnilsegError
     from unilseg.io.writers import OutputRegistry
-    from unilseg.model.spec import check_threshold
     from unilseg.tasks.video import FrameSelection, open_video
 
     if args.img or args.manifest or args.shard:
@@ -32,15 +32,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise UnilsegError(f"--format {fmt}: a video's masks are png frames or rle-json")
     if args.save_prob:
         raise UnilsegError("--save-prob is not available for --video")
-    if args.overlay not in (None, True, "mp4"):
-        raise UnilsegError(f"--overlay {args.overlay}: for --video give no value (an mp4 beside the masks)")
+    overlay = video_overlay(args.overlay)
     if args.sp is None:
         raise UnilsegError("--video writes a folder of masks per instruction: pass --sp DIR")
-    for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
-        if value is not None and value < 1:
-            raise UnilsegError(f"{flag} must be at least 1, not {value}")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
     if not 0 <= args.smooth < 1:
         raise UnilsegError(f"--smooth {args.smooth}: use 0 (off) <= ALPHA < 1")
     if args.fps is not None and args.fps <= 0:
@@ -50,9 +44,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     registry = claim_inputs(OutputRegistry(), args)
     source = open_video(args.video, args.fps)  # exit 2 here, before any model work, if it cannot be decoded
 
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    show = show_progress(args)
     report = run_video(partial(predictor_from_args, args), source, texts, out_dir, fmt=fmt,
-                       overlay=args.overlay is not None, selection=selection, batch_size=args.batch_size,
+                       overlay=overlay, selection=selection, batch_size=args.batch_size,
                        smooth=args.smooth, skip_existing=args.skip_existing, progress=bool(show), registry=registry)
     if report.error:
         print(shown(f"error: {report.error}"), file=sys.stderr)

@@ -1,5 +1,5 @@
 import sys
 
-from unilseg.data.cli import main
+from unilseg.cli.data import main
 
 sys.exit(main())

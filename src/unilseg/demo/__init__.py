@@ -1,10 +1,8 @@
 """`unilseg demo`: a web page to try UniLSeg (Gradio, an optional dependency: `unilseg[demo]`).
 
-`unilseg.demo.app.build_app(predictor)` builds the page from a ready predictor;
-`unilseg.demo.cli.main` parses the flags, loads the model and serves the page.
+`unilseg.demo.app.build_app(predictor)` builds the page from a ready predictor and
+`unilseg.demo.app.serve(load, host=, port=)` serves it; `unilseg.cli.demo` is the command line.
 """
 from __future__ import annotations
 
-from unilseg.demo.cli import main
-
-__all__ = ["main"]
+DEMO_MODEL = "unilseg-demo"  # what the page runs when no model is named

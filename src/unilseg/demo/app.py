@@ -419,3 +419,42 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
     """Serve the page (block=False returns once it is up; stop it with `demo.close()`)."""
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                 max_file_size=MAX_UPLOAD, theme=theme(), footer_links=["api", "settings"], show_error=False)
+
+
+def page_precisions(device_type: str, start: str) -> tuple[str, ...]:
+    """Precisions the page offers on this device: bf16 anywhere but Apple MPS, fp16 on CUDA."""
+    offered = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}.get(device_type, ())
+    return offered if start in offered else (start,)
+
+
+def models_note(model: str | None = None, weights: str | None = None, config: str | None = None) -> str:
+    """Markdown: the registered models, each either ready (how to start the page with it) or missing its
+    weights (the command that fetches them); the running one (model, weights or config as the page was
+    started with; none: the demo model) first."""
+    from unilseg.demo import DEMO_MODEL
+    from unilseg.model.registry import MODELS, cached_weights, download_command
+
+    running = weights or model or (None if config else DEMO_MODEL)
+    lines = []
+    for spec in sorted(MODELS.values(), key=lambda s: s.name != running):
+        if spec.name == running:
+            lines.append(f"- **{spec.name}** (running): {spec.description}")
+        elif cached_weights(spec) is not None:
+            lines.append(f"- {spec.name}: ready; start the page with `unilseg demo --model {spec.name}`")
+        else:
+            lines.append(f"- {spec.name}: weights not downloaded; fetch them with `{download_command(spec.name)}`, "
+                         f"then `unilseg demo --model {spec.name}`")
+    if running is None or running not in MODELS:
+        lines.insert(0, f"- **{running or config}** (running)")
+    return "\n".join(lines)
+
+
+def serve(predictor: Predictor, load_precision: Callable[[str], Predictor] | None = None, host: str = "127.0.0.1",
+          port: int = 7860, share: bool = False, models_note: str = "") -> None:
+    """Build the page over `predictor` and serve it; blocks until Ctrl-C. load_precision(p): the same model
+    in precision p, for the page's precision choice (a torch network only: an export runs in the one
+    precision it was made in)."""
+    precisions = (page_precisions(predictor.device.type, predictor.precision) if predictor.model is not None
+                  else (predictor.precision,))
+    demo = build_app(predictor, load_precision=load_precision, precisions=precisions, models_note=models_note)
+    launch(demo, host=host, port=port, share=share)

@@ -1,5 +1,5 @@
 import sys
 
-from unilseg.eval.cli import main
+from unilseg.cli.eval import main
 
 sys.exit(main())

@@ -13,7 +13,6 @@ CPU is tested; on CUDA the same calls produce GPU packages (written for it, unte
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -48,13 +47,13 @@ def export_packages(model: nn.Module, directory: Path, device: torch.device) -> 
     return dict(FILES)
 
 
-def export_aoti(model: nn.Module, directory: Path, args: argparse.Namespace) -> ExportInfo:
-    """`unilseg export --format aoti [--precision fp32|bf16|fp16]`: two .pt2 packages -> their ExportInfo."""
+def export_aoti(model: nn.Module, directory: Path, precision: str = "fp32") -> ExportInfo:
+    """`unilseg export --format aoti`: two .pt2 packages of `model` in `precision` (fp32, bf16 or fp16) in
+    `directory` -> their ExportInfo."""
     from unilseg.inference.backends.precision import apply_precision
 
     model = model.eval()
     device = next(model.parameters()).device
-    precision = getattr(args, "precision", "fp32") or "fp32"
     if device.type == "mps":
         raise UnilsegError("--format aoti compiles for CPU or CUDA; use --device cpu")
     apply_precision(model, precision, device)

@@ -11,7 +11,6 @@ encoder, fusion and decoders once per instruction.
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -85,13 +84,12 @@ def quantize_graphs(directory: Path, files: dict[str, str], scheme: str = INT8_D
     return out
 
 
-def export_onnx(model: nn.Module, directory: Path, args: argparse.Namespace) -> ExportInfo:
-    """`unilseg export --format onnx`: graphs (+ int8) in `directory` -> their ExportInfo."""
-    opset = int(getattr(args, "opset", 18))
+def export_onnx(model: nn.Module, directory: Path, opset: int = 18, quantize: str | None = None) -> ExportInfo:
+    """`unilseg export --format onnx`: the two graphs in `directory` (opset 14..21; quantize: None, or
+    "int8" for int8 weights too) -> their ExportInfo."""
     if not 14 <= opset <= 21:
         raise UnilsegError(f"--opset {opset}: use an opset between 14 and 21 (default 18)")
     files = export_graphs(model, directory, opset)
-    quantize = getattr(args, "quantize", None)
     extra: dict[str, Any] = {"opset": opset, "inputs": INPUTS, "dynamic_axes": DYNAMIC_AXES,
                              "torch": torch.__version__, "onnx": onnx.__version__}
     if quantize == "int8":

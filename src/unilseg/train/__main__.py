@@ -1,5 +1,5 @@
 import sys
 
-from unilseg.train.cli import main
+from unilseg.cli.train import main
 
 sys.exit(main())

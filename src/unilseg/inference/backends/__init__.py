@@ -40,8 +40,9 @@ def export_dir(runtime: str, weights: str | None, model: str | None, variant: st
 
 
 def load_backend(runtime: str, weights: str | None = None, model: str | None = None, device: Any = "auto",
-                 variant: str | None = None) -> Any:
-    """A Backend for `runtime` over the export `weights` names (a directory) or `model`'s cached export.
+                 variant: str | None = None, threads: int | None = None) -> Any:
+    """A Backend for `runtime` over the export `weights` names (a directory) or `model`'s cached export;
+    threads: ONNX Runtime's intra-op threads (None: its default, all cores).
 
     With both, an export recorded as made from another registered model is refused: `model`
     None means whichever model the export holds."""
@@ -59,4 +60,5 @@ def load_backend(runtime: str, weights: str | None = None, model: str | None = N
         raise UnilsegError("{directory} is a {recorded} export, not {variant}; drop {field} or export that variant",
                            field="precision", directory=directory, recorded=info.variant, variant=variant)
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls).load(directory, info, device)
+    extra = {"threads": threads} if runtime == "onnx" else {}  # AOTInductor runs on torch's threads
+    return getattr(importlib.import_module(module), cls).load(directory, info, device, **extra)

@@ -9,15 +9,15 @@ import argparse
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from unilseg.cli.args import add_model_args
+from unilseg.demo import DEMO_MODEL
 
 if TYPE_CHECKING:
     from unilseg.inference.predictor import Predictor
 
-DEMO_MODEL = "unilseg-demo"
 INSTALL_HINT = "pip install 'unilseg[demo]'"
 
 
@@ -34,8 +34,9 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_predictor(args: argparse.Namespace, precision: str | None = None) -> Predictor:
-    """The predictor the model flags name, loaded as the segment CLI loads it (same masks)."""
+def predictor_for(args: argparse.Namespace, precision: str | None = None) -> Predictor:
+    """The predictor the model flags name (default: the demo model), loaded as the segment CLI loads it (same
+    masks); precision: another one the page offers (its weights are there already: no download)."""
     from unilseg.cli.args import predictor_from_args
 
     flags = argparse.Namespace(**vars(args))
@@ -45,32 +46,6 @@ def load_predictor(args: argparse.Namespace, precision: str | None = None) -> Pr
     flags.threshold, flags.text_batch = None, None
     flags.download = args.download and precision is None  # the first load fetches; a second precision reuses
     return predictor_from_args(flags)
-
-
-def page_precisions(device_type: str, start: str) -> tuple[str, ...]:
-    """Precisions the page offers on this device: bf16 anywhere but Apple MPS, fp16 on CUDA."""
-    offered = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "bf16", "fp16")}.get(device_type, ())
-    return offered if start in offered else (start,)
-
-
-def models_note(args: argparse.Namespace) -> str:
-    """Markdown: the registered models, each either ready (how to start the page with it) or
-    missing its weights (the command that fetches them)."""
-    from unilseg.model.registry import MODELS, cached_weights, download_command
-
-    running = args.weights or args.model or (None if args.config else DEMO_MODEL)
-    lines = []
-    for spec in sorted(MODELS.values(), key=lambda s: s.name != running):
-        if spec.name == running:
-            lines.append(f"- **{spec.name}** (running): {spec.description}")
-        elif cached_weights(spec) is not None:
-            lines.append(f"- {spec.name}: ready; start the page with `unilseg demo --model {spec.name}`")
-        else:
-            lines.append(f"- {spec.name}: weights not downloaded; fetch them with `{download_command(spec.name)}`, "
-                         f"then `unilseg demo --model {spec.name}`")
-    if running is None or running not in MODELS:
-        lines.insert(0, f"- **{running or args.config}** (running)")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,23 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded_main(lambda: serve(args), interrupted="stopped")  # a warning is one `warning:` line
 
 
-def serve(args: argparse.Namespace, load: Callable[..., Predictor] = load_predictor) -> None:
-    """Load, build, launch; blocks until Ctrl-C."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio's import: no phoning home
+def serve(args: argparse.Namespace) -> None:
+    """Check the flags, load the model, serve the page (`unilseg.demo.app.serve`); blocks until Ctrl-C."""
     from unilseg.errors import UnilsegError
 
     if not 0 < args.port < 65536:
         raise UnilsegError(f"--port {args.port}: a port is a number from 1 to 65535")
-    predictor = load(args)
-    precisions = (page_precisions(predictor.device.type, predictor.precision) if predictor.model is not None
-                  else (predictor.precision,))  # an exported model comes in the one precision it was exported in
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio's import: no phoning home
+    from unilseg.demo import app
 
-    from unilseg.demo.app import build_app, launch
-
-    demo = build_app(predictor, load_precision=lambda p: load(args, p), precisions=precisions,
-                     models_note=models_note(args))
+    predictor = predictor_for(args)
     try:
-        launch(demo, host=args.host, port=args.port, share=args.share)
+        app.serve(predictor, load_precision=lambda precision: predictor_for(args, precision), host=args.host,
+                  port=args.port, share=args.share, models_note=app.models_note(args.model, args.weights, args.config))
     except OSError as e:  # port taken, address not available
         why = "the port is in use, or the host is not an address of this machine" if "empty port" in str(e) else str(e)
         raise UnilsegError(f"cannot serve on {args.host}:{args.port}: {why}; pick another --port or --host") from e

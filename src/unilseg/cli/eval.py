@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from unilseg.cli.args import add_data_args, add_model_args, finite_float, guarded_main
+from unilseg.cli.args import add_data_args, add_model_args, check_settings, finite_float, guarded_main, read_classes
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="images per encoder batch")
     p.add_argument("--text-batch", type=int, metavar="N", help="(image, text) pairs per decoder batch "
                    "(default: 1 on CPU, 16 on GPU)")
-    p.add_argument("--workers", type=int, help=argparse.SUPPRESS)  # old flag: evaluation reads images in-process
     p.add_argument("--threshold", type=finite_float, help="mask = soft map > threshold (default: the model's)")
     p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
@@ -53,12 +52,10 @@ def run(args: argparse.Namespace) -> dict:
     from unilseg.eval.evaluate import evaluate
     from unilseg.eval.metrics import format_table
     from unilseg.io.writers import check_file_target, write_atomic
-    from unilseg.model.spec import check_threshold
 
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or (args.text_batch or 1) < 1:
-        raise UnilsegError("--batch-size, --text-batch and --limit must be positive")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
+    check_settings(args)
+    if args.limit is not None and args.limit < 1:
+        raise UnilsegError(f"--limit must be at least 1, not {args.limit}")
     if args.task == "video":
         return _run_video(args)
     if not args.data:
@@ -78,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
                        on_record=on_record)
     print(f"{args.data}: {summary['overall']['count']} texts, threshold {predictor.threshold}")
     print(format_table(summary))
-    model_name = args.model or args.weights or predictor.model.config.get("name")
+    model_name = args.model or args.weights or _default_name(predictor)
     report = {"data": args.data, "model": model_name, "config": args.config, "threshold": predictor.threshold,
               **summary}
     if args.json:
@@ -93,7 +90,6 @@ def run_semantic(args: argparse.Namespace) -> dict:
     import json
 
     from unilseg.cli.args import predictor_from_args
-    from unilseg.cli.labels import read_classes
     from unilseg.data.sources import open_label_maps
     from unilseg.errors import UnilsegError
     from unilseg.eval.semantic import evaluate_semantic, format_semantic_table
@@ -145,6 +141,16 @@ def _run_video(args: argparse.Namespace) -> dict:
     if args.per_sample:
         write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
     return report
+
+
+def _default_name(predictor) -> str:
+    """The model that ran when neither --model nor --weights named one: the config's, or (an export runtime,
+    which has no torch network) the default model, whose cached export it found."""
+    if predictor.model is not None:
+        return predictor.model.config.get("name")
+    from unilseg.model.registry import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
