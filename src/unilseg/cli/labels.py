@@ -63,7 +63,7 @@ def plan_labels(args: argparse.Namespace, batch_only: bool = False) -> LabelJob:
     from unilseg.batch import check_output_dir, expand_images, parse_shard, results_name, select_shard
     from unilseg.batch.labels import plan_label_items, read_manifest_images
     from unilseg.batch.plan import without_own_outputs
-    from unilseg.cli.segment import claim_inputs, reserve_results
+    from unilseg.cli.targets import claim_inputs, reserve_results
     from unilseg.io.writers import OutputRegistry, confine
     from unilseg.tasks.labelmap import MAX_PALETTE_CLASSES
 
@@ -113,7 +113,7 @@ def _plan_single(args: argparse.Namespace) -> tuple[list, Callable[[object], np.
     """One image file: --sp a .png file (default labels.png) or a directory; every target checked now."""
     from unilseg.batch.labels import LABELS_SUFFIX, label_item
     from unilseg.batch.plan import safe_stem
-    from unilseg.cli.segment import claim_inputs, output_label, sidecar_arg
+    from unilseg.cli.targets import claim_inputs, output_label, sidecar_arg
     from unilseg.inference.transforms import read_image
     from unilseg.io.writers import OutputRegistry, check_dir_target, check_file_target
 

@@ -35,6 +35,7 @@ from unilseg.cli.args import (
     predictor_from_args,
     show_progress,
 )
+from unilseg.cli.targets import claim_inputs, output_label, reserve_results, sidecar_arg
 from unilseg.io.paths import shown, user_path
 
 DEFAULT_OUTPUT = "demo"  # + the format's extension: demo.png, as the authors' script writes
@@ -164,42 +165,6 @@ def plan_single(args: argparse.Namespace) -> Job:
     return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
 
 
-def output_label(sp_arg: str | None, sp: Path, in_dir: bool, what: str = "the mask") -> str:
-    """What a message calls a single call's output: `the mask --sp m.png` (or its default, or the name in --sp DIR)."""
-    if sp_arg is None:
-        return f"{what} {sp} (the default --sp)"
-    return f"{what} {sp} (in --sp {sp_arg})" if in_dir else f"{what} --sp {sp_arg}"
-
-
-def claim_inputs(registry: Any, args: argparse.Namespace) -> Any:
-    """Claim the files the job's flags name for reading (the image files too, for a single call):
-    --img, --manifest, --exp-file, --classes-file, --config, --weights; returns the registry."""
-    named = [("the manifest --manifest", getattr(args, "manifest", None)),
-             ("the expression file --exp-file", getattr(args, "exp_file", None)),
-             ("the class file --classes-file", getattr(args, "classes_file", None)),
-             ("the config --config", getattr(args, "config", None)),
-             ("the weights --weights", getattr(args, "weights", None))]
-    named += [("the input image --img", value) for value in getattr(args, "img", None) or []]
-    for what, value in named:
-        if value and user_path(value).is_file():  # a shipped config's name, a folder or a glob is no file
-            registry.read(user_path(value), f"{what} {value}")
-    return registry
-
-
-def sidecar_arg(value: str | bool | None, sp: Path, default_suffix: str, flag: str,
-                extensions: tuple[str, ...]) -> Path | None:
-    """--save-prob/--overlay of a single call: a path, or True for one beside the mask."""
-    from unilseg.errors import UnilsegError
-    from unilseg.io.writers import sidecar
-
-    if value is None:
-        return None
-    path = sidecar(sp, default_suffix) if value is True else user_path(value)
-    if path.suffix.lower() not in extensions:
-        raise UnilsegError(f"{flag} {value}: use a {' or '.join(extensions)} path")
-    return path
-
-
 def plan_batch(args: argparse.Namespace) -> Job:
     """Many images x expressions, or a manifest: every output named under --sp, this shard's share."""
     from unilseg.batch import (
@@ -237,16 +202,6 @@ def plan_batch(args: argparse.Namespace) -> Job:
                       registry=registry)
     items = select_shard(plan, *shard) if shard else plan
     return Job(items, options, results=results)
-
-
-def reserve_results(registry: Any, out_dir: Path, shard: tuple[int, int] | None) -> Any:
-    """Claim the results logs of this job in out_dir: results.jsonl, or every shard's (shards share --sp)."""
-    if shard is None:
-        registry.reserve(out_dir, r"results\.jsonl", f"the results log {out_dir / 'results.jsonl'}")
-    else:
-        registry.reserve(out_dir, rf"results\.shard-\d+-of-{shard[1]}\.jsonl",
-                         f"a results log of the {shard[1]} shards ({out_dir}/results.shard-I-of-{shard[1]}.jsonl)")
-    return registry
 
 
 def _note_empty_mask(result) -> None:

@@ -15,7 +15,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     from unilseg.batch import check_output_dir, read_expression_file
     from unilseg.batch.video import VIDEO_FORMATS, run_video
     from unilseg.cli.args import show_progress, video_overlay
-    from unilseg.cli.segment import claim_inputs
+    from unilseg.cli.targets import claim_inputs
     from unilseg.errors import UnilsegError
     from unilseg.io.writers import OutputRegistry
     from unilseg.tasks.video import FrameSelection, open_video

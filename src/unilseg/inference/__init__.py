@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unilseg.errors import UnilsegError
+from unilseg.inference.backends import PRECISIONS, RUNTIMES, TORCH_PRECISIONS
 
 if TYPE_CHECKING:
     from unilseg.inference.predictor import Predictor
 
-TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # what the torch runtime casts a network to
-PRECISIONS: tuple[str, ...] = (*TORCH_PRECISIONS, "int8")  # int8: an ONNX export made with --quantize int8
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "aoti")
 
 # How a caller spells each setting in a message: `load_predictor`'s keywords by default; the command line
 # passes its flags (`unilseg.cli.args.FLAG_NAMES`). "{}" is the value.

@@ -1,7 +1,7 @@
-"""Runtimes other than eager PyTorch, each a `predictor.Backend` over an `unilseg export` directory.
+"""Backends: the runtimes other than eager PyTorch, each a `predictor.Backend` over an `unilseg export` directory.
 
-    onnx: ONNX Runtime over the image-encoder and prompt-decoder graphs (`runtime/onnx.py`)
-    aoti: AOTInductor packages, compiled ahead of time for this machine (`runtime/aoti.py`)
+    onnx: ONNX Runtime over the image-encoder and prompt-decoder graphs (`backends/onnx.py`)
+    aoti: AOTInductor packages, compiled ahead of time for this machine (`backends/aoti.py`)
 
 The Predictor's pre- and post-processing is the same for all of them.
 """
@@ -15,6 +15,10 @@ from unilseg.errors import UnilsegError
 from unilseg.inference.backends.info import default_export_dir, read_info
 from unilseg.io.paths import user_path
 from unilseg.model.registry import DEFAULT_MODEL, MODELS
+
+TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # what the torch runtime casts a network to
+PRECISIONS: tuple[str, ...] = (*TORCH_PRECISIONS, "int8")  # int8: an ONNX export made with --quantize int8
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "aoti")
 
 # runtime -> (module:class with .load(directory, info, device), the export format it runs)
 BACKENDS = {
