@@ -257,7 +257,7 @@ def predict_items(
 
 def run_job(
     predictor: PredictorSource,
-    items: Sequence[Any] | Iterable[Any],
+    items: Iterable[Any],
     step: Step,
     *,
     results: str | Path | None = None,
@@ -293,10 +293,10 @@ def run_job(
     if batch_size is None:
         batch_size = 4 if isinstance(predictor, Predictor) and predictor.device.type != "cpu" else 1
     tell = progress_write if progress and report is None else say
-    found = (stream_results(predictor, todo, step, batch_size, load, skip_existing) if streamed  # type: ignore[arg-type]
+    found = (stream_results(predictor, todo, step, batch_size, load, skip_existing) if streamed
              else step_results(predictor, todo, step, batch_size, load))  # type: ignore[arg-type]
     try:
-        with progress_bar(None if streamed else len(todo), step.unit, enabled=progress) as bar:  # type: ignore[arg-type]
+        with progress_bar(None if streamed else len(todo), step.unit, enabled=progress) as bar:
             for r in found:
                 if r.prediction is not None or r.skipped:
                     t0 = time.perf_counter()
@@ -326,7 +326,7 @@ def run_job(
         if log is not None:
             log.close()
     if log is not None:
-        log.finish(() if streamed else items)  # type: ignore[arg-type]
+        log.finish(() if streamed else items)
     return out
 
 
