@@ -6,7 +6,9 @@ images per chunk, hands each chunk to the task `step` (masks: `MaskStep`; label 
 `batch.labels.LabelStep`), writes each result's files, logs its results row and counts
 it, with one progress bar. A failing item (unreadable image, empty expression, a write
 error) is reported and the run goes on; finished work is on disk (atomic files) and in
-the log as each item ends. `predict_items` is the mask step without writing, for callers
+the log as each item ends. Items may also stream in from an iterator (video frames, whose
+count may be unknown): then each is checked for done as it comes, and results come out in
+item order, the done ones included. `predict_items` is the mask step without writing, for callers
 that keep masks in memory; `run_batch` is `run_job` with a MaskStep.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from unilseg.batch.plan import Item, OutputOptions
-from unilseg.batch.results import ResultsLog, row_of
+from unilseg.batch.results import RESULT_ROW, ResultsLog, by_output, row_of
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import ImageEmbedding, Predictor
 from unilseg.inference.transforms import read_image
@@ -45,6 +47,16 @@ class ItemResult:
     seconds: float  # its share of encode + decode (+ write, in run_job)
     image: np.ndarray | None = None  # BGR (H, W, 3), for overlays
     row: dict[str, Any] | None = None  # its results row, once run_job has written it
+    skipped: bool = False  # a streamed item found done (prediction None)
+
+
+class StopJob(Exception):
+    """Raised by a step's `write` to stop the whole job with `error` (run_job raises it) instead of
+    failing one item: for outputs that later items build on (a video's overlay, its frames file)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -63,9 +75,13 @@ class Step(Protocol):
     An item has `image` (the loader's key), `error` (a planning failure, or None), `output`
     and `is_done()`. `prepare` runs once the predictor is made (e.g. encodes the texts
     every image shares); `predict` turns a chunk of (BGR image, its items) into one
-    ItemResult per item; `write` writes a result's files (raising on failure); `row` is a
-    result's results row, `skipped_row` the row of an item found done; `failure` the line
-    that tells an item failed.
+    ItemResult per item; `write` writes a result's files (raising on failure: the item
+    fails; raising StopJob: the job stops); `row` is a result's results row, `skipped_row`
+    the row of an item found done; `failure` the line that tells an item failed. With
+    streamed items, `write` also gets each item found done (`skipped`, prediction None), for
+    files that follow every item (a video's overlay). Optional: `row_schema` (what a
+    resumed run relies on in a row; default RESULT_ROW) and `row_key` (a row's identity;
+    default its output).
     """
 
     unit: str  # what the progress bar counts
@@ -113,7 +129,7 @@ class MaskStep:
                 yield ItemResult(item, pred, None, share, bgr)
 
     def write(self, r: ItemResult) -> None:
-        if r.item.output is None:
+        if r.item.output is None or r.prediction is None:
             return
         r.item.check_confined()  # again: a symlink may have appeared since planning
         write_prediction(r.item.output, r.prediction.mask, self.options.fmt, prob=r.prediction.prob,
@@ -188,6 +204,50 @@ def step_results(predictor: Predictor, items: Sequence[Any], step: Step, batch_s
             yield from step.predict(predictor, part)
 
 
+def stream_results(predictor: Predictor, items: Iterable[Any], step: Step, batch_size: int = 1,
+                   load: Loader = read_image, skip_existing: bool = False) -> Iterator[ItemResult]:
+    """Run `step` over streamed items (prepared already) -> one ItemResult each, in item order; nothing written.
+
+    Items of one image come one after another; `batch_size` images with work make a chunk.
+    With skip_existing an item whose outputs all exist gets a `skipped` result in its place.
+    """
+    pending: list[tuple[Any, str]] = []  # the chunk's items in order: (item, "todo" | "done" | "failed")
+    groups: dict[Hashable, list[Any]] = {}  # the chunk's images -> their items with work
+
+    def flush() -> Iterator[ItemResult]:
+        found: dict[int, ItemResult] = {}
+        chunk = []
+        for key, todo in groups.items():
+            t0 = time.perf_counter()
+            try:
+                chunk.append((load(key), todo))
+            except UnilsegError as e:
+                for item in todo:
+                    found[id(item)] = ItemResult(item, None, str(e), time.perf_counter() - t0)
+        if chunk:
+            for r in step.predict(predictor, chunk):
+                found[id(r.item)] = r
+        for item, state in pending:
+            if state == "todo":
+                yield found[id(item)]
+            else:
+                yield ItemResult(item, None, item.error, 0.0, skipped=state == "done")
+        pending.clear()
+        groups.clear()
+
+    for item in items:
+        if item.error is not None:
+            pending.append((item, "failed"))
+        elif skip_existing and item.is_done():
+            pending.append((item, "done"))
+        else:
+            if item.image not in groups and len(groups) >= batch_size:
+                yield from flush()
+            groups.setdefault(item.image, []).append(item)
+            pending.append((item, "todo"))
+    yield from flush()
+
+
 def predict_items(
     predictor: Predictor, items: Sequence[Item], batch_size: int = 1, load: Loader = read_image
 ) -> Iterator[ItemResult]:
@@ -197,7 +257,7 @@ def predict_items(
 
 def run_job(
     predictor: PredictorSource,
-    items: Sequence[Any],
+    items: Iterable[Any],
     step: Step,
     *,
     results: str | Path | None = None,
@@ -216,14 +276,16 @@ def run_job(
     batch_size: images per Swin batch (default 1 on CPU, 4 on a GPU). report: where
     per-item failures are told (default: stderr). on_result: called with each ItemResult
     (its `row` set). A failing item is reported and the run goes on; finished work is on
-    disk (atomic files) and in the log as each item ends.
+    disk (atomic files) and in the log as each item ends. items: a Sequence (planned), or an
+    iterator streaming them (the predictor is then made first; see `stream_results`).
     """
     say = report or (lambda line: print(line, file=sys.stderr))
-    skipped, todo = split_done(items, skip_existing)
+    streamed = not isinstance(items, Sequence)
+    skipped, todo = ([], items) if streamed else split_done(items, skip_existing)
     out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
     if results is not None and skip_existing and os.path.lexists(results):
         check_regular(results, "results log")  # before the model loads: a FIFO there would block the run
-    if any(item.error is None for item in todo) and not isinstance(predictor, Predictor):
+    if not isinstance(predictor, Predictor) and (streamed or any(item.error is None for item in todo)):
         predictor = predictor()
     log = open_log(results, skipped, skip_existing, step)
     if isinstance(predictor, Predictor):
@@ -231,28 +293,40 @@ def run_job(
     if batch_size is None:
         batch_size = 4 if isinstance(predictor, Predictor) and predictor.device.type != "cpu" else 1
     tell = progress_write if progress and report is None else say
-    with progress_bar(len(todo), step.unit, enabled=progress) as bar:
-        for r in step_results(predictor, todo, step, batch_size, load):  # type: ignore[arg-type]
-            if r.prediction is not None:
-                t0 = time.perf_counter()
-                try:
-                    step.write(r)
-                except Exception as e:
-                    r.error, r.prediction = describe(e), None
-                r.seconds += time.perf_counter() - t0
-            if r.error is not None:
-                out.failed.append((r.item, r.error))
-                tell(shown(step.failure(r.item, r.error)))
-            else:
-                out.done += 1
-            r.row = step.row(r)
-            if log is not None:
-                log.append(r.row)
-            if on_result is not None:
-                on_result(r)
-            bar.update(1)
+    found = (stream_results(predictor, todo, step, batch_size, load, skip_existing) if streamed
+             else step_results(predictor, todo, step, batch_size, load))  # type: ignore[arg-type]
+    try:
+        with progress_bar(None if streamed else len(todo), step.unit, enabled=progress) as bar:
+            for r in found:
+                if r.prediction is not None or r.skipped:
+                    t0 = time.perf_counter()
+                    try:
+                        step.write(r)
+                    except StopJob as e:
+                        raise e.error from e.error.__cause__
+                    except Exception as e:
+                        r.error, r.prediction, r.skipped = describe(e), None, False
+                    r.seconds += time.perf_counter() - t0
+                if r.error is not None:
+                    out.failed.append((r.item, r.error))
+                    tell(shown(step.failure(r.item, r.error)))
+                elif r.skipped:
+                    out.skipped += 1
+                else:
+                    out.done += 1
+                r.row = step.skipped_row(r.item) if r.skipped else step.row(r)
+                if log is not None and r.skipped:
+                    log.note_skipped(r.row)  # unless a row already says so
+                elif log is not None:
+                    log.append(r.row)
+                if on_result is not None:
+                    on_result(r)
+                bar.update(1)
+    finally:
+        if log is not None:
+            log.close()
     if log is not None:
-        log.finish(items)
+        log.finish(() if streamed else items)
     return out
 
 
@@ -274,7 +348,8 @@ def open_log(results: str | Path | None, skipped: Sequence[Any], keep_existing: 
     """The job's results log (None: no log), with a row for each skipped item that has none yet."""
     if results is None:
         return None
-    log = ResultsLog(results, keep_existing=keep_existing)
+    log = ResultsLog(results, keep_existing=keep_existing, schema=getattr(step, "row_schema", RESULT_ROW),
+                     key=getattr(step, "row_key", by_output))
     for item in skipped:
         log.note_skipped(step.skipped_row(item))
     return log

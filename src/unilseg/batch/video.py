@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,6 @@ import numpy as np
 
 from unilseg.batch.results import (
     JsonlAppender,
-    ResultsLog,
     Schema,
     is_index,
     is_number,
@@ -40,9 +41,9 @@ from unilseg.batch.results import (
     read_results,
     results_row,
 )
-from unilseg.errors import WriteError
-from unilseg.inference.predictor import Prediction, Predictor
-from unilseg.io.progress import progress_bar
+from unilseg.batch.run import ItemResult, StopJob, run_job
+from unilseg.errors import UnilsegError, WriteError
+from unilseg.inference.predictor import EncodedTexts, Prediction, Predictor
 from unilseg.io.writers import (
     OutputRegistry,
     confine,
@@ -55,7 +56,7 @@ from unilseg.io.writers import (
     rle_valid,
     write_atomic,
 )
-from unilseg.tasks.video import FrameSelection, VideoFrame, VideoReadError, VideoSource, segment_frames
+from unilseg.tasks.video import FrameSelection, Smoother, VideoSource, segment_frame
 
 VIDEO_FORMATS = ("png", "rle-json")
 # What a resumed run relies on in a results row, and in a frame's RLE entry (its `rle` is checked apart).
@@ -266,6 +267,153 @@ def _load_rles(out: VideoOutput, resume: bool, frame_count: int | None = None) -
             out.rles[f["frame"]] = {"frame": f["frame"], "time": f["time"], "rle": f["rle"]}
 
 
+@dataclass(eq=False)
+class Frame:
+    """A selected frame as read: the image key of its items (one frame, one Swin pass)."""
+
+    index: int
+    bgr: np.ndarray | None  # BGR uint8 (H, W, 3); None if all its pairs are done and no overlay needs it
+    seq: int  # its place among the frames read, for smoothing
+
+
+@dataclass(eq=False)
+class FramePair:
+    """One (frame, instruction) of a video job: the job loop's item, one mask and one results row."""
+
+    index: int | None  # the frame; None for the row that says where decoding stopped
+    k: int  # the instruction
+    out: VideoOutput
+    frame: Frame | None = None  # None for a frame that could not be read
+    error: str | None = None
+
+    @property
+    def image(self) -> Frame | None:
+        return self.frame
+
+    @property
+    def output(self) -> Path:
+        """What its row names: the mask PNG (png), else the JSON; the mask folder for a failed frame."""
+        return self.out.frame_path(self.index) if self.out.fmt == "png" and self.error is None else self.out.output
+
+    def is_done(self) -> bool:
+        return self.index is not None and self.out.is_done(self.index)
+
+
+def frame_pairs(source: VideoSource, outputs: list[VideoOutput], selection: FrameSelection,
+                done: Callable[[int, int], bool], images_of_done: bool) -> Iterator[FramePair]:
+    """The job's items as the video is read: each selected frame's pairs in instruction order, then a
+    failed pair per instruction for each frame that could not be read and where decoding stopped.
+
+    done(frame, k): pair already there; a frame whose pairs are all done is not decoded unless
+    `images_of_done` (the overlay redraws it). Frames of another size are resized to the
+    first's (one warning at the end).
+    """
+    fps = source.fps
+
+    def want(i: int) -> bool:
+        return selection.selects(i, fps) and (images_of_done or not all(done(i, k) for k in range(len(outputs))))
+
+    seq = 0
+    try:
+        for i, image in source.frames(want, stop=lambda i: selection.past(i, fps)):
+            if not selection.selects(i, fps):
+                continue
+            frame = Frame(i, image, seq)
+            seq += 1
+            for k, out in enumerate(outputs):
+                yield FramePair(i, k, out, frame)
+    finally:
+        source.close()
+    note = source.resize_note()
+    if note:
+        warnings.warn(note, stacklevel=2)
+    failed: list[tuple[int | None, str]] = [*source.failed] + ([(None, source.stopped)] if source.stopped else [])
+    for k, out in enumerate(outputs):
+        for i, why in failed:
+            yield FramePair(i, k, out, error=why)
+
+
+class VideoStep:
+    """Video frames on the job loop: each pair's mask from the per-text encoded texts and smoothing
+    state, written as a mask PNG or an RLE line, and drawn into its instruction's overlay.
+
+    Every write error stops the job (StopJob): the overlay and the frames file must not miss a
+    frame. `close` closes the frames-so-far files; the overlays are the caller's (`writers`).
+    """
+
+    unit = "mask"
+    row_schema = VIDEO_ROW
+
+    def __init__(self, video: str, texts: list[str], fps: float, smooth: float,
+                 writers: list[_OverlayWriter | None]) -> None:
+        self.video, self.texts, self.fps = video, texts, fps
+        self.smoother = Smoother(smooth, len(texts))
+        self.writers = writers
+        self.encoded: EncodedTexts | None = None
+        self.partials: dict[int, JsonlAppender] = {}  # k -> its frames-so-far file, opened on its first frame
+
+    def prepare(self, predictor: Predictor) -> None:
+        self.encoded = predictor.encode_texts(self.texts)
+
+    def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[FramePair]]]) -> Iterator[ItemResult]:
+        """The chunk's frames through Swin as one batch, then each frame's pairs decoded as one batch."""
+        t0 = time.perf_counter()
+        embeddings = predictor.embed([bgr for bgr, _ in chunk])
+        share = (time.perf_counter() - t0) / len(chunk)
+        for emb, (bgr, pairs) in zip(embeddings, chunk):
+            t1 = time.perf_counter()
+            preds = segment_frame(predictor, self.encoded, emb, [p.k for p in pairs], self.smoother, pairs[0].frame.seq)
+            seconds = share + time.perf_counter() - t1
+            for pair, pred in zip(pairs, preds):
+                yield ItemResult(pair, pred, None, seconds, bgr)
+
+    def write(self, r: ItemResult) -> None:
+        try:
+            self._write(r.item, r.prediction)
+        except Exception as e:
+            raise StopJob(e) from e
+
+    def _write(self, pair: FramePair, pred: Prediction | None) -> None:
+        out, writer = pair.out, self.writers[pair.k]
+        if pred is None:  # done by an earlier run: only its overlay frame is drawn again
+            if writer is not None:
+                writer.write(render_overlay(pair.frame.bgr, out.stored_mask(pair.index)))
+            return
+        if out.fmt == "png":
+            write_atomic(out.frame_path(pair.index), encode_mask(pred.mask, "png"))
+        else:
+            entry = {"frame": pair.index, "time": round(pair.index / self.fps, 6), "rle": rle_encode(pred.mask)}
+            out.rles[pair.index] = entry
+            if pair.k not in self.partials:
+                self.partials[pair.k] = JsonlAppender(out.partial)
+            self.partials[pair.k].append(entry)
+        if writer is not None:
+            writer.write(render_overlay(pair.frame.bgr, pred.mask))
+
+    def row(self, r: ItemResult) -> dict[str, Any]:
+        pair, pred = r.item, r.prediction
+        time_ = None if pair.index is None else round(pair.index / self.fps, 6)
+        return results_row(video=self.video, frame=pair.index, time=time_, expression=pair.out.text,
+                           output=str(pair.output), score=None if pred is None else round(pred.score, 6),
+                           foreground=None if pred is None else round(float(pred.mask.mean()), 6),
+                           seconds=r.seconds, error=r.error)
+
+    def skipped_row(self, pair: FramePair) -> dict[str, Any]:
+        return self.row(ItemResult(pair, None, None, 0.0))
+
+    def failure(self, pair: FramePair, error: str) -> str:
+        return f"failed: {self.video} frame {pair.index} {pair.out.text!r}: {error}"
+
+    @staticmethod
+    def row_key(row: dict[str, Any]) -> Any:
+        """A video row's identity: one row per (video, instruction, output, frame) survives."""
+        return (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
+
+    def close(self) -> None:
+        for f in self.partials.values():
+            f.close()
+
+
 def run_video(
     predictor: Predictor | Callable[[], Predictor], source: VideoSource, texts: list[str], out_dir: str | Path, *,
     fmt: str = "png", overlay: bool = False, selection: FrameSelection | None = None, batch_size: int | None = None,
@@ -273,13 +421,14 @@ def run_video(
 ) -> VideoReport:
     """Segment `source` for every text and write each instruction's outputs under `out_dir` (see the module).
 
-    predictor: a Predictor, or a function making one (called unless every output is there
-    already). batch_size: frames per Swin batch (default 1 on CPU, 4 on a GPU). Returns what
-    was done; a video that stopped decoding early is in `.error` (its decodable frames are
-    written, rows logged, the JSON and overlay finished). registry: the job's claims so far
-    (e.g. its expression file; default: a new one); the video and every output are claimed
-    in it first, and one that would write over an input or another output raises a
-    UnilsegError before anything is read or written.
+    The frames stream through the job loop (`run_job` with a VideoStep, one item per frame
+    and instruction). predictor: a Predictor, or a function making one (called unless every
+    output is there already). batch_size: frames per Swin batch (default 1 on CPU, 4 on a
+    GPU). Returns what was done; a video that stopped decoding early is in `.error` (its
+    decodable frames are written, rows logged, the JSON and overlay finished). registry: the
+    job's claims so far (e.g. its expression file; default: a new one); the video and every
+    output are claimed in it first, and one that would write over an input or another
+    output raises a UnilsegError before anything is read or written.
     """
     selection = selection or FrameSelection()
     out_dir = Path(out_dir)
@@ -288,6 +437,10 @@ def run_video(
         results = confine(out_dir / "results.jsonl", out_dir)
         registry.reserve(out_dir, r"results\.jsonl", f"the results log {results}")
         outputs = plan_outputs(source.path, texts, out_dir, fmt, overlay, source.size, registry)
+        if batch_size is not None and batch_size < 1:
+            raise UnilsegError(f"batch size must be at least 1, not {batch_size}")
+        writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]
+        step = VideoStep(str(source.path), texts, source.fps, smooth, writers)
     except BaseException:
         source.close()
         raise
@@ -295,107 +448,47 @@ def run_video(
         for out in outputs:
             _load_rles(out, skip_existing, source.frame_count)
     report = VideoReport(outputs=outputs)
-    done = (lambda i, k: outputs[k].is_done(i)) if skip_existing else None
     indices = selection.indices(source.fps, source.frame_count)
-    finished = (done is not None and indices is not None and all(done(i, k) for i in indices for k in range(len(texts)))
-                and all(o.output.exists() and (not overlay or mp4_frames(o.overlay_path) == len(indices))
-                        for o in outputs))
-    if finished:
-        report.skipped = len(indices)
-        log = _open_log(results, keep=True)
-        for i in indices:  # rows an earlier run lost (or that were damaged and dropped)
-            for out in outputs:
-                log.note_skipped(_row(str(source.path), VideoFrame(i, i / source.fps, None, []), out, None))
-        log.finish()
-        source.close()
-        return report
-    if not isinstance(predictor, Predictor):
-        predictor = predictor()  # before anything is written: a model that fails to load leaves no files
-    log = _open_log(results, keep=skip_existing)
-    if batch_size is None:  # frames per Swin batch: as a batch of images does
-        batch_size = 1 if predictor.device.type == "cpu" else 4
-    writers = [_OverlayWriter(o.overlay_path, source.fps / selection.every) if overlay else None for o in outputs]
-    partials: list[JsonlAppender | None] = []
-    bar = progress_bar(len(indices) if indices is not None else None, "frame", enabled=progress)
+    if skip_existing and indices is not None:
+        planned = [FramePair(i, k, out) for i in indices for k, out in enumerate(outputs)]
+        if (all(p.is_done() for p in planned) and all(o.output.exists() and (not overlay or mp4_frames(
+                o.overlay_path) == len(indices)) for o in outputs)):  # all there: rows an earlier run lost are logged
+            source.close()
+            run_job(predictor, planned, step, results=results, skip_existing=True)
+            report.skipped = len(indices)
+            return report
+    computed: dict[int, bool] = {}  # frame -> whether one of its pairs was computed
+
+    def count(r: ItemResult) -> None:
+        if r.error is None:
+            computed[r.item.index] = computed.get(r.item.index, False) or not r.skipped
+
+    done = (lambda i, k: outputs[k].is_done(i)) if skip_existing else (lambda i, k: False)
     ok = False
     failures: list[str] = []  # overlays that could not be written
     try:
-        partials += [JsonlAppender(o.partial) if fmt == "rle-json" else None for o in outputs]
-        frames = segment_frames(predictor, source, texts, selection, batch_size, smooth, done,
-                                images_of_done=overlay)
-        try:
-            for frame in frames:
-                _write_frame(frame, outputs, writers, partials, log, str(source.path))
-                report.frames += any(p is not None for p in frame.predictions)
-                report.skipped += all(p is None for p in frame.predictions)
-                bar.update(1)
-        except VideoReadError as e:
-            report.error = str(e)
-            failed: list[tuple[int | None, str]] = [*source.failed]
-            if source.stopped:
-                failed.append((None, source.stopped))
-            for out in outputs:
-                for i, why in failed or [(None, str(e))]:  # a row per unreadable frame, one where decoding stopped
-                    log.append(results_row(video=str(source.path), frame=i, time=None if i is None else
-                                           round(i / source.fps, 6), expression=out.text, output=str(out.output),
-                                           score=None, foreground=None, seconds=0.0, error=why))
+        run_job(predictor, frame_pairs(source, outputs, selection, done, images_of_done=overlay), step,
+                results=results, skip_existing=skip_existing, batch_size=batch_size, load=lambda f: f.bgr,
+                progress=progress, report=lambda line: None, on_result=count)
         ok = True
     finally:
-        bar.close()
-        log.close()
-        for f in partials:
-            if f is not None:
-                f.close()
+        source.close()
+        step.close()
         for w in writers:  # every one, even if one fails: no temporary file stays
             if w is not None:
                 try:
                     w.finish(keep=ok)
                 except WriteError as e:
                     failures.append(str(e))
+    report.frames = sum(computed.values())
+    report.skipped = len(computed) - report.frames
+    report.error = source.problem()  # its frames' rows are logged (failed pairs)
     if fmt == "rle-json":
         for out in outputs:
             doc = {"video": str(source.path), "expression": out.text, "fps": source.fps,
                    "size": list(source.size), "frames": [out.rles[i] for i in sorted(out.rles)]}
             write_atomic(out.output, (json.dumps(doc) + "\n").encode())
             out.partial.unlink(missing_ok=True)
-    log.finish()
     if failures:  # the masks, JSON and rows are written; the overlay is not
         raise WriteError("; ".join(failures + ([report.error] if report.error else [])))
     return report
-
-
-def _write_frame(frame, outputs: list[VideoOutput], writers: list, partials: list, log: ResultsLog,
-                 video: str) -> None:
-    """One frame's files (mask PNG or RLE line, overlay frame) and its results rows."""
-    for k, (out, pred) in enumerate(zip(outputs, frame.predictions)):
-        if pred is None:  # done by an earlier run
-            log.note_skipped(_row(video, frame, out, None))
-            if writers[k] is not None:
-                writers[k].write(render_overlay(frame.image, out.stored_mask(frame.index)))
-            continue
-        if out.fmt == "png":
-            write_atomic(out.frame_path(frame.index), encode_mask(pred.mask, "png"))
-        else:
-            entry = {"frame": frame.index, "time": round(frame.time, 6), "rle": rle_encode(pred.mask)}
-            out.rles[frame.index] = entry
-            partials[k].append(entry)
-        if writers[k] is not None:
-            writers[k].write(render_overlay(frame.image, pred.mask))
-        log.append(_row(video, frame, out, pred))
-
-
-def _row(video: str, frame, out: VideoOutput, pred: Prediction | None) -> dict[str, Any]:
-    path = out.frame_path(frame.index) if out.fmt == "png" else out.output
-    return results_row(video=video, frame=frame.index, time=round(frame.time, 6), expression=out.text,
-                       output=str(path), score=None if pred is None else round(pred.score, 6),
-                       foreground=None if pred is None else round(float(pred.mask.mean()), 6),
-                       seconds=frame.seconds, error=None)
-
-
-def _video_key(row: dict[str, Any]) -> Any:
-    """A video row's identity: one row per (video, instruction, output, frame) survives."""
-    return (row.get("video"), row.get("expression"), row.get("output"), row.get("frame"))
-
-
-def _open_log(path: Path, keep: bool) -> ResultsLog:
-    return ResultsLog(path, keep_existing=keep, schema=VIDEO_ROW, key=_video_key)

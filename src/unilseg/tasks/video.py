@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.predictor import Prediction, Predictor
+from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Prediction, Predictor
 from unilseg.io.paths import check_regular, path_problem, shown, text_problem, user_path
 
 FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
@@ -52,12 +52,12 @@ class VideoReadError(UnilsegError):
 
 @dataclass
 class VideoFrame:
-    """One frame's results: a Prediction per instruction (None where skipped as already done)."""
+    """One frame's results: a Prediction per instruction."""
 
     index: int  # frame number in the video, from 0
     time: float  # seconds from the start (index / fps)
-    image: np.ndarray | None  # BGR uint8 (H, W, 3); None for a skipped frame whose pixels were not needed
-    predictions: list[Prediction | None]
+    image: np.ndarray  # BGR uint8 (H, W, 3)
+    predictions: list[Prediction]
     seconds: float = 0.0  # this frame's share of encode + decode time
 
 
@@ -263,65 +263,81 @@ class FrameSelection:
         return self.max_frames is not None and i >= first + self.max_frames * self.every
 
 
+class Smoother:
+    """Temporal smoothing of each instruction's soft map: s_t = alpha * s_(t-1) + (1 - alpha) * p_t.
+
+    A frame is known by `seq`, its place among the frames read; an instruction's average
+    restarts where its previous frame was not computed (a pair skipped as done). alpha 0: off.
+    """
+
+    def __init__(self, alpha: float, n: int) -> None:
+        if not 0.0 <= alpha < 1.0:
+            raise UnilsegError("{field} {value}: use 0 (off) <= ALPHA < 1", field="smooth", value=alpha)
+        self.alpha = alpha
+        self._state: list[tuple[int, np.ndarray] | None] = [None] * n  # per text: (seq, its average (H, W))
+
+    def apply(self, predictor: Predictor, k: int, seq: int, pred: Prediction) -> Prediction:
+        """Text k's Prediction at frame `seq`, from the running average of its soft maps."""
+        if self.alpha <= 0:
+            return pred
+        last = self._state[k]
+        prev = last[1] if last is not None and last[0] == seq - 1 else None
+        prob = pred.prob if prev is None else self.alpha * prev + (1 - self.alpha) * pred.prob
+        self._state[k] = (seq, prob)
+        mask = prob > predictor.threshold
+        return Prediction(pred.text, mask, prob, float(prob[mask].mean()) if mask.any() else 0.0)
+
+
+def segment_frame(predictor: Predictor, encoded: EncodedTexts, embedding: ImageEmbedding, ks: Sequence[int],
+                  smoother: Smoother, seq: int) -> list[Prediction]:
+    """One frame's Predictions (masks bool (H, W)) for the encoded texts `ks`, decoded as one batch, smoothed."""
+    from unilseg.inference.predictor import to_prediction
+
+    logits = predictor.pair_logits([embedding] * len(ks), encoded.take(list(ks)))
+    return [smoother.apply(predictor, k, seq, to_prediction(encoded.texts[k], lg, embedding, predictor.threshold))
+            for k, lg in zip(ks, logits)]
+
+
 def segment_frames(
     predictor: Predictor, source: VideoSource, texts: Sequence[str], selection: FrameSelection | None = None,
-    batch_size: int = 1, smooth: float = 0.0, done: Callable[[int, int], bool] | None = None,
-    images_of_done: bool = False,
+    batch_size: int = 1, smooth: float = 0.0,
 ) -> Iterator[VideoFrame]:
     """Segment the selected frames of `source` for every text -> one VideoFrame per selected frame, in order.
 
-    The texts are encoded once. done(frame, text_index): outputs already there (resume);
-    such pairs get prediction None and a frame whose pairs are all done skips the network
-    (its image is decoded only if `images_of_done`). smooth: EMA weight of the past soft
-    map (0: off); the average restarts after a skipped pair. Frames of another size are
-    resized to the first's (one warning). Raises VideoReadError at the end if the video
-    stopped early or frames of a folder could not be read (they are left out).
+    The texts are encoded once; `batch_size` frames share a Swin batch. smooth: EMA weight
+    of the past soft map (0: off). Frames of another size are resized to the first's (one
+    warning). Raises VideoReadError at the end if the video stopped early or frames of a
+    folder could not be read (they are left out).
     """
     selection = selection or FrameSelection()
-    if not 0.0 <= smooth < 1.0:
-        raise UnilsegError("{field} {value}: use 0 (off) <= ALPHA < 1", field="smooth", value=smooth)
+    smoother = Smoother(smooth, len(texts))
     if batch_size < 1:
         raise UnilsegError(f"batch size must be at least 1, not {batch_size}")
     encoded = predictor.encode_texts(list(texts))
     fps = source.fps
-    done = done or (lambda i, k: False)
-    n = len(encoded)
-    state: list[np.ndarray | None] = [None] * n  # the running average per text
-
-    def todo(i: int) -> list[int]:
-        return [k for k in range(n) if not done(i, k)]
-
-    def want(i: int) -> bool:
-        return selection.selects(i, fps) and (images_of_done or bool(todo(i)))
-
-    batch: list[tuple[int, np.ndarray | None]] = []
+    ks = range(len(encoded))
+    batch: list[tuple[int, int, np.ndarray]] = []  # (seq, frame index, BGR image)
 
     def flush() -> Iterator[VideoFrame]:
-        work = [(i, img) for i, img in batch if todo(i)]
+        if not batch:
+            return
         t0 = time.perf_counter()
-        embeddings = dict(zip((i for i, _ in work), predictor.embed([img for _, img in work])))
-        share = (time.perf_counter() - t0) / max(1, len(work))
-        for i, image in batch:
-            rows = todo(i)
-            preds: list[Prediction | None] = [None] * n
+        embeddings = predictor.embed([img for _, _, img in batch])
+        share = (time.perf_counter() - t0) / len(batch)
+        for (seq, i, image), emb in zip(batch, embeddings):
             t1 = time.perf_counter()
-            if rows:
-                emb = embeddings[i]
-                logits = predictor.pair_logits([emb] * len(rows), encoded.take(rows))
-                for k, lg in zip(rows, logits):
-                    preds[k] = _smoothed(predictor, encoded.texts[k], lg, emb, state, k, smooth)
-            for k in range(n):
-                if preds[k] is None:
-                    state[k] = None
-            yield VideoFrame(i, i / fps, image, preds, (share if rows else 0.0) + time.perf_counter() - t1)
+            preds = segment_frame(predictor, encoded, emb, ks, smoother, seq)
+            yield VideoFrame(i, i / fps, image, preds, share + time.perf_counter() - t1)
         batch.clear()
 
+    seq = 0
     try:
-        for i, image in source.frames(want, stop=lambda i: selection.past(i, fps)):
+        for i, image in source.frames(lambda i: selection.selects(i, fps), stop=lambda i: selection.past(i, fps)):
             if not selection.selects(i, fps):
                 continue
-            batch.append((i, image))
-            if sum(1 for j, _ in batch if todo(j)) >= batch_size:
+            batch.append((seq, i, image))
+            seq += 1
+            if len(batch) >= batch_size:
                 yield from flush()
         yield from flush()
     finally:
@@ -332,20 +348,6 @@ def segment_frames(
     problem = source.problem()
     if problem:
         raise VideoReadError(problem)
-
-
-def _smoothed(predictor: Predictor, text: str, logits, embedding, state: list, k: int, alpha: float) -> Prediction:
-    """One pair's Prediction; with alpha > 0 from the running average of its soft maps."""
-    from unilseg.inference.predictor import to_prediction
-
-    pred = to_prediction(text, logits, embedding, predictor.threshold)
-    if alpha <= 0:
-        return pred
-    prev = state[k]
-    prob = pred.prob if prev is None else alpha * prev + (1 - alpha) * pred.prob
-    state[k] = prob
-    mask = prob > predictor.threshold
-    return Prediction(text, mask, prob, float(prob[mask].mean()) if mask.any() else 0.0)
 
 
 def segment_video(
