@@ -28,9 +28,9 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"tasks", "data", "export"},
     {"batch"},
-    {"cli"},
     {"demo", "train", "eval"},
-    {"__main__", "__init__"},
+    {"cli"},
+    {"__main__", "__init__"},  # with every package's own __main__.py: the launchers
 ]
 # where `argparse` may be imported: the command-line layer and the launchers
 ARGPARSE_ALLOWED = ("cli/", "__main__.py", "demo/__main__.py", "train/__main__.py", "eval/__main__.py",
@@ -141,6 +141,8 @@ def graph() -> tuple[tuple[Import, ...], dict[str, tuple[int, ...]]]:
 
 def layer_name(module: str) -> str:
     parts = module.split(".")
+    if parts[-1] == "__main__":  # `python -m unilseg.train`: a launcher, above the command line it calls
+        return "__main__"
     return parts[1] if len(parts) > 1 else "__init__"
 
 

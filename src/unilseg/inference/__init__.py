@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.backends import PRECISIONS, RUNTIMES, TORCH_PRECISIONS
+from unilseg.inference.backends.info import PRECISIONS, RUNTIMES, TORCH_PRECISIONS
 
 if TYPE_CHECKING:
     from unilseg.inference.predictor import Predictor

@@ -16,10 +16,6 @@ from unilseg.inference.backends.info import default_export_dir, read_info
 from unilseg.io.paths import user_path
 from unilseg.model.registry import DEFAULT_MODEL, MODELS
 
-TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # what the torch runtime casts a network to
-PRECISIONS: tuple[str, ...] = (*TORCH_PRECISIONS, "int8")  # int8: an ONNX export made with --quantize int8
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "aoti")
-
 # runtime -> (module:class with .load(directory, info, device), the export format it runs)
 BACKENDS = {
     "onnx": ("unilseg.inference.backends.onnx:OnnxBackend", "onnx"),

@@ -1,6 +1,7 @@
 """What an export directory holds, as the runtimes read it: `unilseg-export.json` (ExportInfo,
-`read_info`), the cache folder an export of a registered model goes to, and the int8 schemes
-an ONNX export may record. `unilseg.export` writes these directories; this module reads them.
+`read_info`), the cache folder an export of a registered model goes to, the int8 schemes an
+ONNX export may record, and the precisions and runtimes there are. `unilseg.export` writes
+these directories; this module reads them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from unilseg.io.paths import SETTINGS_LIMIT, read_text_input
 from unilseg.model.spec import InferenceSpec, check_spec
 
 EXPORT_FILE = "unilseg-export.json"
+TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # what the torch runtime casts a network to
+PRECISIONS: tuple[str, ...] = (*TORCH_PRECISIONS, "int8")  # int8: an ONNX export made with --quantize int8
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "aoti")  # torch, and the runtimes that run an export
 FORMATS = ("onnx", "aoti")
 SCHEMA = 1
 TOKENIZER = {  # what tokenize() does, for runtimes that re-implement it

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.backends import TORCH_PRECISIONS
+from unilseg.inference.backends.info import TORCH_PRECISIONS
 
 Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS = TORCH_PRECISIONS  # defined once, in unilseg.inference.backends
+PRECISIONS = TORCH_PRECISIONS  # defined once, in unilseg.inference.backends.info
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Where Linear/Conv2d layers, and where nn.MultiheadAttention modules, go low precision
 # (module-name prefixes, the official checkpoint's names).
