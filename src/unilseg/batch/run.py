@@ -31,7 +31,6 @@ from unilseg.inference.transforms import read_image
 from unilseg.io.paths import check_regular, shown
 from unilseg.io.progress import progress_bar, progress_write
 from unilseg.io.writers import write_prediction
-from unilseg.tasks.masks import segment_pairs
 
 Loader = Callable[[Hashable], np.ndarray]  # an item's `image` -> BGR uint8 (H, W, 3)
 PredictorSource = Predictor | Callable[[], Predictor]  # a Predictor, or a factory called on first need
@@ -119,7 +118,7 @@ class MaskStep:
             part = pairs[start : start + predictor.max_batch]
             t1 = time.perf_counter()
             try:
-                preds = segment_pairs(predictor, [emb for emb, _, _ in part], [item.expression for _, _, item in part])
+                preds = predictor.predict_pairs([emb for emb, _, _ in part], [item.expression for _, _, item in part])
             except Exception as e:
                 for _, bgr, item in part:
                     yield ItemResult(item, None, describe(e), encode_share, bgr)
