@@ -185,9 +185,9 @@ def test_load_predictor_is_the_typed_constructor_and_speaks_in_its_keywords(tiny
         p.set_image(image)
     assert np.array_equal(predictor.predict(["a red circle"])[0].prob, reference.predict(["a red circle"])[0].prob)
     for kwargs, message in [
-        ({"precision": "int8"}, "precision='int8' runs on ONNX Runtime: `unilseg export --format onnx --quantize "
-                                "int8`, then add runtime='onnx'"),
-        ({"runtime": "onnx", "compile": True}, "compile=True applies to runtime='torch'"),
+        ({"precision": "int8"}, "precision int8 runs on ONNX Runtime: `unilseg export --format onnx --quantize "
+                                "int8`, then add runtime onnx"),
+        ({"runtime": "onnx", "compile": True}, "compile applies to runtime torch"),
         ({"runtime": "onnx", "opts": ["model.x", "1"]}, "opts model.x: an onnx export's network"),
         ({"runtime": "tpu"}, "unknown runtime 'tpu'"),
         ({"threads": 0}, "threads must be at least 1, not 0"),

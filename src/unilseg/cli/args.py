@@ -20,8 +20,6 @@ from unilseg.inference import PRECISIONS, RUNTIMES
 from unilseg.io.paths import path_problem, shown, text_problem
 
 # how messages name the settings of `unilseg.inference.check_settings` on the command line
-FLAG_NAMES = {"runtime": "--runtime {}", "precision": "--precision {}", "compile": "--compile", "config": "--config",
-              "opts": "--opts", "opts_key": "--opts {}", "threads": "--threads"}
 DEVICES = "auto, cpu, cuda, cuda:N or mps"  # the devices torch runs inference on (and auto)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
@@ -125,7 +123,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 
     runtime = getattr(args, "runtime", "torch")
     check_settings(runtime, getattr(args, "precision", "fp32"), getattr(args, "compile", False), args.config,
-                   args.opts or (), getattr(args, "threads", None), FLAG_NAMES)
+                   args.opts or (), getattr(args, "threads", None))
     opts = list(args.opts or [])
     if runtime != "torch" or not opts:
         return
@@ -154,7 +152,7 @@ def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predicto
                           runtime=getattr(args, "runtime", "torch"), precision=getattr(args, "precision", "fp32"),
                           compile=getattr(args, "compile", False), device=args.device,
                           threads=getattr(args, "threads", None), opts=args.opts or (),
-                          download=getattr(args, "download", False), names=FLAG_NAMES,
+                          download=getattr(args, "download", False),
                           threshold=getattr(args, "threshold", None), max_batch=getattr(args, "text_batch", None),
                           **kwargs)
 

@@ -28,4 +28,5 @@ FLAGS: dict[str, str] = {
     "precision": "--precision",
     "compile": "--compile",
     "runtime": "--runtime",
+    "threads": "--threads",
 }

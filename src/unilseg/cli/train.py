@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from unilseg.cli.args import FLAG_NAMES, add_data_args, device_arg, guarded_main
+from unilseg.cli.args import add_data_args, device_arg, guarded_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from unilseg.model.config import apply_overrides, load_config
     from unilseg.train.loop import train, with_train_defaults
 
-    check_settings(threads=args.threads, names=FLAG_NAMES)
+    check_settings(threads=args.threads)
     cfg = with_train_defaults(load_config(args.config))
     cfg = apply_overrides(cfg, args.opts)
     init = None if args.init is None else init_weights(args.init)

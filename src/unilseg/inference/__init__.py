@@ -13,7 +13,7 @@ Importing this package imports no torch: the command line's `--help` reads the n
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,50 +24,40 @@ if TYPE_CHECKING:
     from unilseg.inference.predictor import Predictor
 
 
-# How a caller spells each setting in a message: `load_predictor`'s keywords by default; the command line
-# passes its flags (`unilseg.cli.args.FLAG_NAMES`). "{}" is the value.
-API_NAMES: Mapping[str, str] = {
-    "runtime": "runtime={!r}", "precision": "precision={!r}", "compile": "compile=True", "config": "config",
-    "opts": "opts", "opts_key": "opts {}", "threads": "threads",
-}
-
-
 def check_settings(
     runtime: str = "torch", precision: str = "fp32", compile: bool = False, config: Any = None,
-    opts: Sequence[str] = (), threads: int | None = None, names: Mapping[str, str] = API_NAMES,
+    opts: Sequence[str] = (), threads: int | None = None,
 ) -> float | None:
     """The rules between the runtime and the other settings, checked before anything loads; one
-    UnilsegError naming the settings as `names` spells them. -> the threshold an export runtime's
-    `opts` set (`test.threshold`, the only key that applies to an export), or None."""
-    def say(key: str, value: Any = None) -> str:
-        return names[key].format(value)
-
+    UnilsegError whose field is the setting at fault. -> the threshold an export runtime's `opts`
+    set (`test.threshold`, the only key that applies to an export), or None."""
     if runtime not in RUNTIMES:
         raise UnilsegError(f"unknown runtime {runtime!r}; use {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise UnilsegError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if threads is not None and threads < 1:
-        raise UnilsegError(f"{say('threads')} must be at least 1, not {threads}")
+        raise UnilsegError("{field} must be at least 1, not {value}", field="threads", value=threads)
     if runtime == "torch":
         if precision == "int8":
-            raise UnilsegError(f"{say('precision', 'int8')} runs on ONNX Runtime: `unilseg export --format onnx "
-                               f"--quantize int8`, then add {say('runtime', 'onnx')}")
+            raise UnilsegError("{field} int8 runs on ONNX Runtime: `unilseg export --format onnx --quantize int8`, "
+                               "then add {runtime} onnx", field="precision")
         return None
     if compile:
-        raise UnilsegError(f"{say('compile')} applies to {say('runtime', 'torch')}; an {runtime} export is compiled "
-                           "already")
+        raise UnilsegError("{field} applies to {runtime} torch; an {export} export is compiled already",
+                           field="compile", export=runtime)
     if config is not None:
-        raise UnilsegError(f"{say('config')} applies to {say('runtime', 'torch')}; an {runtime} export holds its "
-                           f"own settings (give {say('config')} to `unilseg export`)")
+        raise UnilsegError("{field} applies to {runtime} torch; an {export} export holds its own settings (give "
+                           "{field} to `unilseg export`)", field="config", export=runtime)
     opts = list(opts)
     if len(opts) % 2:
-        raise UnilsegError(f"{say('opts')} takes KEY VALUE pairs; got an odd number of items: {' '.join(opts)}")
+        raise UnilsegError("{field} takes KEY VALUE pairs; got an odd number of items: {items}", field="opts",
+                           items=" ".join(opts))
     threshold = None
     for key, raw in zip(opts[0::2], opts[1::2]):
         if key != "test.threshold":
-            raise UnilsegError(f"{say('opts_key', key)}: an {runtime} export's network and input settings are fixed "
-                               f"when it is made; give {say('opts')} to `unilseg export` (only test.threshold "
-                               "applies here)")
+            raise UnilsegError("{field} {key}: an {export} export's network and input settings are fixed when it is "
+                               "made; give {field} to `unilseg export` (only test.threshold applies here)",
+                               field="opts", key=key, export=runtime)
         import yaml
 
         from unilseg.model.spec import check_spec
@@ -75,8 +65,12 @@ def check_settings(
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise UnilsegError(f"{say('opts_key', key)}: {raw!r} is not a valid YAML value") from None
-        threshold = check_spec({"threshold": value}, f"{say('opts')} ", {"threshold": key})["threshold"]
+            raise UnilsegError("{field} {key}: {raw} is not a valid YAML value", field="opts", key=key,
+                               raw=repr(raw)) from None
+        try:
+            threshold = check_spec({"threshold": value}, names={"threshold": key})["threshold"]
+        except UnilsegError as e:
+            raise UnilsegError("{field} {problem}", field="opts", problem=str(e)) from None
     return threshold
 
 
@@ -99,7 +93,6 @@ def load_predictor(
     threads: int | None = None,
     opts: Sequence[str] = (),
     download: bool = False,
-    names: Mapping[str, str] = API_NAMES,
     **predictor_kwargs: Any,
 ) -> Predictor:
     """A ready Predictor.
@@ -111,12 +104,12 @@ def load_predictor(
     (torch, aoti exports) | int8 (an onnx export made with --quantize int8). compile: torch.compile
     the network (torch only). device: auto | cpu | cuda[:N] | mps. threads: intra-op threads of
     torch and ONNX Runtime (None: their default, all cores). download: fetch `model`'s weights
-    first if they are not cached. names: how errors spell the settings (the CLI passes its flags).
+    first if they are not cached. Errors name the setting at fault in `UnilsegError.field`.
     predictor_kwargs: `Predictor`'s own (threshold, max_batch).
     """
     from unilseg.inference.predictor import Predictor, resolve_device
 
-    from_opts = check_settings(runtime, precision, compile, config, opts, threads, names)
+    from_opts = check_settings(runtime, precision, compile, config, opts, threads)
     set_threads(threads)
     if runtime != "torch":
         from unilseg.inference.backends import load_backend
