@@ -8,7 +8,7 @@ from tiny import write_images
 
 from unilseg.__main__ import main
 from unilseg.cli.fields import FLAGS
-from unilseg.errors import CheckpointError, UnilsegError, WriteError
+from unilseg.errors import CheckpointError, UnilsegError, WriteError, run_guarded, worded_as
 from unilseg.inference.transforms import read_image
 from unilseg.io.writers import check_file_target, mask_format_for
 from unilseg.model.checkpoint import read_weights
@@ -24,6 +24,20 @@ def test_message_is_the_api_s_and_worded_by_a_front_end():
                                                                   "drop --format")
     plain = UnilsegError("a {brace} stays as it is")  # no field: the text is not a template
     assert str(plain) == plain.worded(FLAGS) == "a {brace} stays as it is" and plain.field is None
+
+
+def test_text_made_of_an_error_inside_a_command_names_its_flags(capsys):
+    """A failed item's line and results row are str(error) made mid-job: inside the command (run_guarded with
+    its names) they name flags, as the command's own errors do; outside, the API's terms; nesting restores."""
+    e = UnilsegError("{field} m.png is outside; outputs stay inside {out_dir}", field="output")
+    seen = []
+    assert run_guarded(lambda: seen.append(str(e)), names=FLAGS) == 0
+    assert seen == ["output m.png is outside; outputs stay inside --sp"]
+    assert str(e) == "output m.png is outside; outputs stay inside out_dir"
+    with worded_as({"out_dir": "the folder"}):
+        with worded_as(FLAGS):
+            assert str(e).endswith("inside --sp")
+        assert str(e).endswith("inside the folder")
 
 
 def test_fields_and_exit_codes_survive_pickling():

@@ -2,7 +2,24 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+# What the running front end calls each field; str(error) words it so. The command line sets its flags for
+# the whole command (run_guarded), so text a library makes of an error mid-job (a failed item's line and
+# results row) names flags as the command's own errors do; API callers get the API's terms.
+_NAMES: ContextVar[Mapping[str, str] | None] = ContextVar("unilseg_error_names", default=None)
+
+
+@contextmanager
+def worded_as(names: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, `str(UnilsegError)` calls each field by `names` (field -> a front end's name)."""
+    token = _NAMES.set(names)
+    try:
+        yield
+    finally:
+        _NAMES.reset(token)
 
 
 class _Words(dict):
@@ -18,8 +35,9 @@ class UnilsegError(Exception):
     `field` names the argument at fault in the API's terms ("image", "output", "expression",
     "weights", "model", ...; None: no one argument). With a field the message is a template:
     `{field}` is the field's name, another bare slot (`{format}`) names that argument, the
-    other slots are `values`. `str(e)` says it in the API's terms; a front end that calls the
-    arguments something else (the CLI's flags) passes its names to `worded`:
+    other slots are `values`. `str(e)` says it in the API's terms (or, inside `worded_as`, in the
+    running front end's); a front end that calls the arguments something else (the CLI's flags)
+    passes its names to `worded`:
 
         e = UnilsegError("{field} {path} is a directory; give a file path", field="output", path="m")
         str(e)                        # 'output m is a directory; give a file path'
@@ -29,6 +47,9 @@ class UnilsegError(Exception):
     def __init__(self, message: str, *, field: str | None = None, **values: object) -> None:
         self.template, self.field, self.values = message, field, values
         super().__init__(self.worded({}))
+
+    def __str__(self) -> str:
+        return self.worded(_NAMES.get() or {})
 
     def worded(self, names: Mapping[str, str]) -> str:
         """The message with each argument called by `names` (field -> its name there), else its own name."""
@@ -81,7 +102,8 @@ def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
     mid-run) is one `error:` line too, with exit code 1: the run's own failure. `names`: what this
     front end calls each error field (UnilsegError.worded)."""
     try:
-        result = fn()
+        with worded_as(names or {}):
+            result = fn()
         return result if isinstance(result, int) else 0
     except UnilsegError as e:
         print(shown(f"error: {e.worded(names or {})}"), file=sys.stderr)

@@ -160,12 +160,8 @@ def plan_items(
             item.error = f"output {explicit!r} names no file; give a file name such as masks/a.png"
             continue
         if path.is_absolute() and not allow_absolute:
-            item.error = (f"output {explicit} is an absolute path; outputs go under --sp "
-                          "(--allow-absolute-output allows it)")
-            continue
-        problem = _format_problem(path, options.fmt)
-        if problem:
-            item.error = f"output {explicit} {problem}"
+            item.error = str(UnilsegError("{field} {path} is an absolute path; outputs go under {out_dir} "
+                                          "({allow_absolute} allows it)", field="output", path=explicit))
             continue
         key = _key(item.output.with_suffix(""))
         owners[item.index] = f"the output {item.output} of {describe_item(item)}"
@@ -175,6 +171,9 @@ def plan_items(
             raise UnilsegError(f"{owners[item.index]} {how} {owners[taken[key]]} (outputs, sidecars included, "
                                "need names of their own); give them different names")
         taken[key] = item.index
+        problem = _format_problem(path, options.fmt)  # after the job-wide name checks: those refuse the job
+        if problem:
+            item.error = f"output {explicit} {problem}"
     for item in items:
         if item.explicit and item.error is None:
             _finish(item, options, registry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 FLAGS: dict[str, str] = {
     "image": "--img",
     "out_dir": "--sp",
+    "allow_absolute": "--allow-absolute-output",
     "out": "--out",
     "format": "--format",
     "video": "--video",
