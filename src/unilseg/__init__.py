@@ -2,7 +2,7 @@
 
 Public surface (imported lazily, so `import unilseg` is instant):
     tokenize, preprocess, postprocess, read_image, build_model, load_model, load_predictor, Predictor,
-    Prediction, ImageEmbedding
+    Prediction, ImageEmbedding, InferenceSpec, UnilsegError, CheckpointError
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ _EXPORTS = {
     "Predictor": "unilseg.inference.predictor",
     "Prediction": "unilseg.inference.predictor",
     "ImageEmbedding": "unilseg.inference.predictor",
+    "InferenceSpec": "unilseg.model.spec",
     "load_predictor": "unilseg.inference",
     "UnilsegError": "unilseg.errors",
     "CheckpointError": "unilseg.errors",
