@@ -21,7 +21,6 @@ from unilseg.tasks.labelmap import (
     palette,
     parse_classes,
     read_classes_file,
-    read_label_png,
 )
 
 CLASSES = ["a red circle", "the blue thing", "background stuff: the big square"]
@@ -29,6 +28,14 @@ CLASSES = ["a red circle", "the blue thing", "background stuff: the big square"]
 # A little under what the demo model scores on synthetic:20:3 (mIoU 0.916; sky 0.991, ground 0.979,
 # house 0.928, tree 0.923, car 0.893, ball 0.855, sun 0.846; README, "Label maps").
 SEMANTIC_FLOOR = 0.88
+
+
+def read_label_png(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A label PNG -> (indices (H, W) uint8 or uint16, its palette RGB (N, 3) uint8 or None)."""
+    with Image.open(path) as image:
+        if image.mode == "P":
+            return np.asarray(image, np.uint8), np.asarray(image.getpalette() or [], np.uint8).reshape(-1, 3)
+        return np.asarray(image).astype(np.uint16), None
 
 
 @pytest.fixture(scope="module")

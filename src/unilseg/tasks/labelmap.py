@@ -9,7 +9,7 @@ Swin pass for all of them), merged; the rest is array code that merges, colours 
 - `merge_soft_maps`: K soft maps (H, W) -> class indices (H, W): argmax + 1, or 0
   (background) where no class scores above the threshold.
 - `palette`, `make_legend`, `legend_json`: colours and the legend (index 0 = background).
-- `encode_label_png` / `read_label_png`: up to 255 classes a palette PNG (uint8, Pillow mode
+- `encode_label_png`: up to 255 classes a palette PNG (uint8, Pillow mode
   'P', the colours embedded); more a 16-bit greyscale PNG of the indices (a PNG palette
   holds 256 entries), the colours then only in the legend.
 - `render_label_overlay`: the image tinted in class colours with a legend drawn on it.
@@ -197,17 +197,6 @@ def encode_label_png(labels: np.ndarray, num_classes: int) -> bytes:
         image = Image.fromarray(labels.astype(np.uint16))  # mode I;16: a 16-bit greyscale PNG
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
-
-
-def read_label_png(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """A label PNG -> (indices (H, W) uint8 or uint16, its palette RGB (N, 3) uint8 or None)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode == "P":
-            pal = np.asarray(image.getpalette() or [], np.uint8).reshape(-1, 3)
-            return np.asarray(image, np.uint8), pal
-        return np.asarray(image).astype(np.uint16), None
 
 
 def render_label_overlay(
