@@ -193,3 +193,27 @@ def test_default_actor_cpus_leave_room_for_decoding():
     assert default_cpus_per_actor([64.0], 8) == 7.9
     with pytest.raises(ValueError):
         default_cpus_per_actor([0.5], 1)
+
+
+def test_workers_word_failed_items_as_the_driver_s_front_end(tmp_path):
+    """Decode tasks and actors run in other processes: a failed item's text there is worded as the driver's
+    command words it (--img on the command line), so Ray's rows say what the local runner's say."""
+    import pickle
+
+    import numpy as np
+
+    from unilseg.batch.ray import Segmenter, decode_images
+    from unilseg.cli.fields import FLAGS
+    from unilseg.io.paths import json_text
+
+    config, weights = write_tiny_model(tmp_path)
+    image = str(tmp_path / "missing.png")
+    options = OutputOptions()
+    items = plan_items([(image, TEXTS[0], None)], tmp_path / "out", options)
+    batch = {"image": np.array([json_text(image)], object), "items": np.array([pickle.dumps(items)], object)}
+    for names, word in (({}, "check the image path"), (FLAGS, "check the --img path")):
+        decoded = decode_images(batch, names)
+        assert word in json.loads(decoded["error"][0])
+        segmenter = Segmenter(lambda: make_predictor(config, weights), MaskStep(options), 1, None, names)
+        row = json.loads(segmenter(decoded)["row"][0])
+        assert word in row["error"] and not (tmp_path / "out").exists()

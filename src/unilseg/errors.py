@@ -22,6 +22,11 @@ def worded_as(names: Mapping[str, str]) -> Iterator[None]:
         _NAMES.reset(token)
 
 
+def current_names() -> dict[str, str]:
+    """The names `worded_as` set here ({}: the API's terms), for work sent to other processes (Ray)."""
+    return dict(_NAMES.get() or {})
+
+
 class _Words(dict):
     """Slot values for a message template; a slot nobody names reads as its own name."""
 

@@ -35,16 +35,17 @@ DECODE_CPUS = 0.5  # what a decode task asks for; also left free on every node b
 # ---------------------------------------------------------------- workers
 
 
-def decode_images(batch: dict[str, Any]) -> dict[str, Any]:
+def decode_images(batch: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, Any]:
     """Read the images of a batch of rows, in a Ray task.
 
     In: `image` (paths as JSON text), `items` (each image's planned items, pickled). Adds
     `pixels`: BGR uint8 (H, W, 3) per row, (0, 0, 3) when unreadable or not needed, and
-    `error`: '' or why the image could not be read (the message the local runner gives).
+    `error`: '' or why the image could not be read (the message the local runner gives, its fields
+    called by `names`: the driver's front end's).
     """
     import numpy as np
 
-    from unilseg.errors import UnilsegError
+    from unilseg.errors import UnilsegError, worded_as
     from unilseg.inference.transforms import read_image
 
     pixels, errors = [], []
@@ -54,7 +55,8 @@ def decode_images(batch: dict[str, Any]) -> dict[str, Any]:
             try:
                 bgr = read_image(json.loads(key))
             except UnilsegError as e:
-                error = json_text(str(e))
+                with worded_as(names or {}):
+                    error = json_text(str(e))
         pixels.append(bgr)
         errors.append(error)
     return {"image": batch["image"], "items": batch["items"], "pixels": pixels, "error": np.array(errors, object)}
@@ -64,25 +66,27 @@ class Segmenter:
     """A Ray Data callable class: one Predictor per actor; each call runs the job loop over a batch of images.
 
     make_predictor: builds the Predictor (called once, in the actor). step: the task step
-    (`MaskStep`, `LabelStep`). threads: torch threads (the actor's CPUs). A call takes rows
+    (`MaskStep`, `LabelStep`). threads: torch threads (the actor's CPUs). names: what the driver's
+    front end calls error fields (failed items' text is worded so, as a local run's). A call takes rows
     of `decode_images` and returns `index` (int64, the items' plan positions) and `row`
     (their results rows as JSON), one entry per item.
     """
 
     def __init__(self, make_predictor: Callable[[], Any], step: Any, threads: int,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, names: dict[str, str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.predictor = make_predictor()
         self.step = step
         self.batch_size = batch_size
+        self.names = names or {}
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         from unilseg.batch.run import run_job
-        from unilseg.errors import UnilsegError
+        from unilseg.errors import UnilsegError, worded_as
 
         items: list[Any] = []
         images: dict[Any, tuple[Any, str]] = {}
@@ -98,8 +102,9 @@ class Segmenter:
             return bgr
 
         done: list[tuple[int, dict[str, Any]]] = []
-        run_job(self.predictor, items, self.step, load=load, report=lambda line: None,
-                on_result=lambda r: done.append((r.item.index, r.row)), batch_size=self.batch_size or len(images))
+        with worded_as(self.names):
+            run_job(self.predictor, items, self.step, load=load, report=lambda line: None,
+                    on_result=lambda r: done.append((r.item.index, r.row)), batch_size=self.batch_size or len(images))
         return {"index": np.array([index for index, _ in done], np.int64),
                 "row": np.array([json_text(row) for _, row in done], object)}
 
@@ -205,6 +210,9 @@ def _dataset(todo: Sequence[Any], make_predictor: Callable[[], Any], step: Any, 
     """The pipeline: one row per image (its items pickled) -> decode_images (tasks) -> Segmenter (actors)."""
     import ray
 
+    from unilseg.errors import current_names
+
+    names = current_names()  # the driver's front end's words for error fields, for the workers' rows
     if cpus_per_actor is None:
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         cpus_per_actor = default_cpus_per_actor(nodes, actors)
@@ -218,10 +226,10 @@ def _dataset(todo: Sequence[Any], make_predictor: Callable[[], Any], step: Any, 
     remote = {"max_restarts": -1, "max_task_retries": -1, **(ray_remote_args or {})}
     threads = max(1, int(cpus_per_actor))
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
-    ds = ds.map_batches(decode_images, batch_size=batch_size, num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(decode_images, fn_kwargs={"names": names}, batch_size=batch_size, num_cpus=DECODE_CPUS)
     with warnings.catch_warnings():  # Ray >= 2.51 sets these restarts itself and deprecates passing them
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-        return ds.map_batches(Segmenter, fn_constructor_args=(make_predictor, step, threads, batch_size),
+        return ds.map_batches(Segmenter, fn_constructor_args=(make_predictor, step, threads, batch_size, names),
                               batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                               num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, batch_format="numpy",
                               **remote)
