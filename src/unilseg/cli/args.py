@@ -1,7 +1,9 @@
-"""Command-line plumbing every subcommand shares: the model flags, the data flags, the error guard.
+"""Command-line plumbing every subcommand shares: every shared flag defined and checked once (the model
+flags, the job flags of segment / its batches, label maps and videos / ray, the data flags), and the
+error guard.
 
 `add_model_args` + `load_model_from_args` / `predictor_from_args` give `--model --weights
---config --opts --device --precision` one meaning everywhere: `--model NAME` picks a
+--config --opts --device --precision --runtime --compile --threads` one meaning everywhere: `--model NAME` picks a
 registered model (its config, and its weights unless `--weights PATH` names a file);
 `--config` replaces the config; `--opts KEY VALUE ...` overrides keys of whichever config
 is used. This module imports nothing heavy, so `--help` stays instant.
@@ -19,7 +21,6 @@ from typing import Any
 from unilseg.inference import PRECISIONS, RUNTIMES
 from unilseg.io.paths import path_problem, shown, text_problem
 
-# how messages name the settings of `unilseg.inference.check_settings` on the command line
 DEVICES = "auto, cpu, cuda, cuda:N or mps"  # the devices torch runs inference on (and auto)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
