@@ -56,7 +56,7 @@ from unilseg.io.writers import (
     rle_valid,
     write_atomic,
 )
-from unilseg.tasks.video import FrameSelection, Smoother, VideoSource, segment_frame
+from unilseg.tasks.video import FrameSelection, Smoother, VideoSource, frame_files, segment_frame
 
 VIDEO_FORMATS = ("png", "rle-json")
 # What a resumed run relies on in a results row, and in a frame's RLE entry (its `rle` is checked apart).
@@ -151,13 +151,10 @@ def plan_outputs(video: str | Path, texts: list[str], out_dir: Path, fmt: str, o
 
 def claim_video(registry: OutputRegistry, video: str | Path) -> OutputRegistry:
     """Claim a video file, or each frame image of a folder of frames, as an input; returns the registry."""
-    from unilseg.batch.inputs import IMAGE_EXTENSIONS
-
     path = Path(video)
     if path.is_dir():
-        for frame in sorted(path.iterdir()):
-            if frame.suffix.lower() in IMAGE_EXTENSIONS and frame.is_file():
-                registry.read(frame, f"the frame {frame} of --video {video}")
+        for frame in frame_files(path):  # the files the video reader will read
+            registry.read(frame, f"the frame {frame} of --video {video}")
     else:
         registry.read(path, f"--video {video}")
     return registry

@@ -66,6 +66,14 @@ def _quiet_ffmpeg() -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when a capture opens
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The frames of a folder of frames, in name order: its image files (not hidden ones)."""
+    from unilseg.io.paths import IMAGE_EXTENSIONS
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 class VideoSource:
     """Frames of a video file or a folder of images, decoded in order, one at a time.
 
@@ -86,10 +94,7 @@ class VideoSource:
         self._capture = None
         self._files: list[Path] | None = None
         if self.path.is_dir():
-            from unilseg.io.paths import IMAGE_EXTENSIONS
-
-            self._files = sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")
-                                 and p.suffix.lower() in IMAGE_EXTENSIONS)
+            self._files = frame_files(self.path)
             if not self._files:
                 raise UnilsegError("{field} {path}: the folder holds no frame images (.png, .jpg, ...)",
                                    field="video", path=path)
