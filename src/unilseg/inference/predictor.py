@@ -20,6 +20,7 @@ import torch
 
 from unilseg.errors import UnilsegError
 from unilseg.inference.backends.graphs import decode_pairs
+from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, Instances, split_instances
 from unilseg.inference.transforms import postprocess, preprocess, read_image
 from unilseg.model.spec import InferenceSpec
 from unilseg.model.tokenizer import tokenize
@@ -35,6 +36,11 @@ class Prediction:
     mask: np.ndarray  # bool (H, W)
     prob: np.ndarray  # float32 (H, W), the soft map (cubic warp: may overshoot [0, 1] slightly)
     score: float  # mean probability inside the mask (0 when the mask is empty)
+
+    def instances(self, min_area: int = DEFAULT_MIN_AREA, max_instances: int = DEFAULT_MAX_INSTANCES) -> Instances:
+        """The mask's 8-connected components (largest first), each with its box, area and mean probability
+        (see `unilseg.inference.instances`)."""
+        return split_instances(self.mask, self.prob, min_area, max_instances)
 
 
 @dataclass

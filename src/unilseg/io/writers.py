@@ -9,7 +9,7 @@
   `render_overlay`: bytes from arrays.
 - `OutputRegistry`: every file one job reads and writes, claimed while it is planned; two
   outputs on one file, or an output on an input, refuse the job before any work.
-- `write_atomic`: a temporary file beside the target, then a rename; a file appears
+- `write_atomic` / `atomic_writer`: a temporary file beside the target, then a rename; a file appears
   complete under its name or not at all, and a failed write leaves no temporary file.
   Temporaries (`new_temporary`) are created exclusively under a name only unilseg makes,
   and only the writer that made one removes it: no other file is ever deleted as stale.
@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,9 +29,9 @@ import struct
 import tempfile
 import unicodedata
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -447,13 +448,24 @@ def write_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None
     code 1) is raised. Only this call's own temporary is ever removed: a file that merely
     looks like one (a killed run's, or a user's) is left alone.
     """
+    with atomic_writer(path, mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: int | None = None) -> Iterator[IO[bytes]]:
+    """`write_atomic` for a file written in pieces: `with atomic_writer(p) as f: f.write(...)`.
+
+    The file appears under `path` whole when the block ends, or not at all: if the block
+    raises (a full disk included) the temporary is removed and `path` keeps what it held.
+    """
     path = Path(path)
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = new_temporary(path)
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
