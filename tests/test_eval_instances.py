@@ -16,9 +16,9 @@ from unilseg.data.synthetic.instructions import instructions
 from unilseg.eval.instances import annotate_options, coco_scores, plan_instances, write_truth
 from unilseg.io.writers import rle_decode
 
-# The demo model on synthetic:8:2 (31 instructions of held-out stream 2) measured AP 0.xx, AP50 0.xx, AR 0.xx;
-# the floors sit 0.15 below.
-AP_FLOOR, AP50_FLOOR, AR_FLOOR = 0.0, 0.0, 0.0
+# The demo model on synthetic:8:2 (32 instructions, 36 instances of held-out stream 2) measured AP 0.721,
+# AP50 0.940, AR 0.731 (CPU, fp32); the floors sit 0.15 below.
+AP_FLOOR, AP50_FLOOR, AR_FLOOR = 0.57, 0.79, 0.58
 
 
 def test_target_instances_split_groups_and_pieces_and_cover_the_target():
@@ -90,7 +90,6 @@ def test_demo_model_instance_ap_floor(tmp_path, capsys):
     summary = json.loads(report.read_text())
     assert summary["task"] == "instances" and summary["images"] == 8 and summary["min_area"] == 16
     overall = summary["overall"]
-    print(json.dumps(summary, indent=1))
     assert overall["AP"] >= AP_FLOOR and overall["AP50"] >= AP50_FLOOR and overall["AR"] >= AR_FLOOR
     assert set(summary["granularity"]) == {"object", "part", "group", "stuff"}
     assert "AP50" in text and "granularity=part" in text

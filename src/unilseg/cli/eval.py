@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from unilseg.cli.args import add_data_args, add_model_args, check_settings, finite_float, guarded_main, read_classes
+from unilseg.cli.sinks import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,9 +35,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-source", choices=("mp4", "png"), default="mp4",
                    help="--task video: read the clips back from mp4 (lossy, default) or from PNG frames")
     g = p.add_argument_group("--task instances")
-    g.add_argument("--min-area", type=int, metavar="PX", help="smaller components are no instance (default: "
-                   "segment --instances' default, 16)")
-    g.add_argument("--max-instances", type=int, metavar="N", help="at most N instances per mask (default 100)")
+    g.add_argument("--min-area", type=int, metavar="PX", help="components smaller than PX pixels are no instance "
+                   f"(default {DEFAULT_MIN_AREA}, as segment --instances)")
+    g.add_argument("--max-instances", type=int, metavar="N",
+                   help=f"at most N instances per mask, the largest (default {DEFAULT_MAX_INSTANCES})")
     g.add_argument("--out", metavar="DIR", help="keep the job's files there: images/, masks/ (+ results.jsonl), "
                    "annotations.jsonl, truth.json (COCO ground truth), predictions.json (COCO results); "
                    "default: a temporary folder")
