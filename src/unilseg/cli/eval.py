@@ -4,6 +4,7 @@
     unilseg eval --weights runs/small/model.pth --data synthetic:250:1
     unilseg eval --model unilseg-demo --task semantic --data synthetic:250:2   (label maps: per-class IoU, mIoU)
     unilseg eval --task video --model unilseg-demo [--data synthetic-video:8:5]   per-frame mIoU and J
+    unilseg eval --task instances --model unilseg-demo --data synthetic:100:2   COCO mask AP, AP50, AR
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from unilseg.cli.args import add_data_args, add_model_args, check_settings, finite_float, guarded_main, read_classes
+from unilseg.cli.sinks import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -21,15 +23,25 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]; "
                    "--task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] (default synthetic-video:8:5)")
-    p.add_argument("--task", choices=("referring", "semantic", "video"), default="referring",
+    p.add_argument("--task", choices=("referring", "semantic", "video", "instances"), default="referring",
                    help="referring (default): a mask per text; semantic: a label map per image, per-class IoU and "
                         "mIoU against label-map ground truth (synthetic:... has it); video: generated clips "
-                        "segmented through the video path, per-frame mIoU and J")
+                        "segmented through the video path, per-frame mIoU and J; instances: each mask split into "
+                        "instances (as segment --instances) against the scenes' instances (synthetic:... has "
+                        "them), COCO mask AP, AP50, AP75 and AR through pycocotools")
     p.add_argument("--classes", metavar="A,B,...", help="semantic: classes (NAME or NAME: INSTRUCTION); default "
                    "for synthetic data: sky, ground, house, tree, car, ball, sun with their default instructions")
     p.add_argument("--classes-file", metavar="FILE", help="semantic: classes, one per line")
     p.add_argument("--video-source", choices=("mp4", "png"), default="mp4",
                    help="--task video: read the clips back from mp4 (lossy, default) or from PNG frames")
+    g = p.add_argument_group("--task instances")
+    g.add_argument("--min-area", type=int, metavar="PX", help="components smaller than PX pixels are no instance "
+                   f"(default {DEFAULT_MIN_AREA}, as segment --instances)")
+    g.add_argument("--max-instances", type=int, metavar="N",
+                   help=f"at most N instances per mask, the largest (default {DEFAULT_MAX_INSTANCES})")
+    g.add_argument("--out", metavar="DIR", help="keep the job's files there: images/, masks/ (+ results.jsonl), "
+                   "annotations.jsonl, truth.json (COCO ground truth), predictions.json (COCO results); "
+                   "default: a temporary folder")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per encoder batch")
@@ -65,6 +77,8 @@ def run(args: argparse.Namespace) -> dict:
             check_file_target(path, flag)
     if args.task == "semantic":
         return run_semantic(args)
+    if args.task == "instances":
+        return run_instances(args)
     if args.classes is not None or args.classes_file is not None:
         raise UnilsegError("--classes applies to --task semantic")
     samples = open_samples(args.data, args.refer_root, args.coco_images)
@@ -107,6 +121,45 @@ def run_semantic(args: argparse.Namespace) -> dict:
     print(format_semantic_table(summary))
     report = {"data": args.data, "task": "semantic", "model": args.model or args.weights, "config": args.config,
               "threshold": predictor.threshold, **summary}
+    if args.json:
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def run_instances(args: argparse.Namespace) -> dict:
+    """--task instances: a segment job with instances on generated scenes, COCOeval(segm) of its results file
+    -> the summary (printed, and --json)."""
+    import json
+    import tempfile
+
+    from unilseg.cli.args import predictor_from_args
+    from unilseg.errors import UnilsegError
+    from unilseg.eval.instances import annotate_options, evaluate_instances, format_table, instance_samples
+    from unilseg.io.writers import check_dir_target, write_atomic
+
+    if args.per_sample:
+        raise UnilsegError("--per-sample applies to --task referring; --out DIR keeps the COCO files")
+    if args.classes is not None or args.classes_file is not None:
+        raise UnilsegError("--classes applies to --task semantic")
+    for flag, value in (("--min-area", args.min_area), ("--max-instances", args.max_instances)):
+        if value is not None and value < 1:
+            raise UnilsegError(f"{flag} must be at least 1, not {value}")
+    options = annotate_options(args.min_area, args.max_instances)
+    samples = instance_samples(args.data)
+    if args.out:
+        check_dir_target(args.out, "--out")
+    predictor = predictor_from_args(args)
+    with tempfile.TemporaryDirectory(prefix="unilseg-eval-") as tmp:
+        summary = evaluate_instances(predictor, samples, args.out or tmp, options, args.batch_size, args.limit,
+                                     progress=not args.no_progress)
+    overall = summary["overall"]
+    print(f"{args.data}: {summary['images']} images, {overall['instructions']} instructions, "
+          f"{overall['instances']} instances, {overall['detections']} detections, threshold {predictor.threshold}, "
+          f"min area {options.min_area} px")
+    print(format_table(summary))
+    report = {"data": args.data, "task": "instances", "model": args.model or args.weights or _default_name(predictor),
+              "config": args.config, "threshold": predictor.threshold, "min_area": options.min_area,
+              "max_instances": options.max_instances, **summary}
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return report

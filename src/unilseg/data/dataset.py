@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 from unilseg.data.manifest import Sample, load_image, load_mask
 from unilseg.data.synthetic import (
     GRANULARITIES,
+    Instruction,
+    Scene,
     SceneConfig,
     generate_scene,
     instructions,
@@ -96,6 +98,17 @@ class SyntheticSamples(Sequence):
         return self.num_scenes * self.per_scene
 
     def __getitem__(self, k: int) -> Sample:  # type: ignore[override]
+        scene, image, labels, inst = self.instruction(k)
+        index, slot = divmod(k, self.per_scene)
+        return Sample(
+            image=image, mask=synthetic_mask(scene, labels, inst.target), expressions=[inst.text],
+            granularity=inst.granularity, source="synthetic", id=f"{self.seed}/{index}/{slot}",
+            origin=f"synthetic seed {self.seed} scene {index}",
+        )
+
+
+    def instruction(self, k: int) -> tuple[Scene, np.ndarray, np.ndarray, Instruction]:
+        """Sample k's scene, image RGB uint8 (S, S, 3), labels uint16 (S, S) and instruction (with its target)."""
         if not 0 <= k < len(self):
             raise IndexError(k)
         index, slot = divmod(k, self.per_scene)
@@ -106,12 +119,7 @@ class SyntheticSamples(Sequence):
         scene, image, labels, options = self._cache[1]
         granularity = GRANULARITIES[slot % len(GRANULARITIES)]
         rng = np.random.default_rng([self.seed, index, slot, 2])
-        inst = sample_instruction(options, rng, granularity if options.get(granularity) else None)
-        return Sample(
-            image=image, mask=synthetic_mask(scene, labels, inst.target), expressions=[inst.text],
-            granularity=inst.granularity, source="synthetic", id=f"{self.seed}/{index}/{slot}",
-            origin=f"synthetic seed {self.seed} scene {index}",
-        )
+        return scene, image, labels, sample_instruction(options, rng, granularity if options.get(granularity) else None)
 
 
 class EvalDataset(Dataset):

@@ -24,6 +24,7 @@ from unilseg.data.synthetic.instructions import (
     instructions,
     object_phrases,
     sample_instruction,
+    target_instances,
     target_mask,
 )
 from unilseg.data.synthetic.scene import (
@@ -67,5 +68,6 @@ def make_sample(
 __all__ = [
     "GRANULARITIES", "OBJECT_COLORS", "SEMANTIC_CLASSES", "SEMANTIC_INSTRUCTIONS", "Instruction", "Scene",
     "SceneConfig", "SceneObject", "SyntheticLabelMaps", "SyntheticSample", "Target", "generate_scene", "instructions",
-    "label_table", "make_sample", "object_phrases", "render", "sample_instruction", "semantic_labels", "target_mask",
+    "label_table", "make_sample", "object_phrases", "render", "sample_instruction", "semantic_labels",
+    "target_instances", "target_mask",
 ]

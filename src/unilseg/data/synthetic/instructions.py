@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from unilseg.data.synthetic.scene import FIRST_SHAPE, GROUND, SKY, Scene, SceneObject, label_table
@@ -176,6 +177,22 @@ def target_mask(scene: Scene, labels: np.ndarray, target: Target) -> np.ndarray:
     ]
     return np.isin(labels, ids)
 
+
+def target_instances(scene: Scene, labels: np.ndarray, target: Target) -> list[np.ndarray]:
+    """The instances of what `target` names, each a bool (S, S) mask; together they make `target_mask`.
+
+    An instance is a connected (8-neighbour) piece of one object's mask, or of its named
+    part, or of the stuff region, as a labeller would draw them: "all houses" is each
+    house, "the wheels of the car" each wheel, a car's body (two shapes that touch) one,
+    and a sky cut in two by a tall tree two. Whole objects are always one piece here.
+    """
+    regions = ([target_mask(scene, labels, target)] if target.stuff is not None
+               else [target_mask(scene, labels, Target((i,), target.part)) for i in target.objects])
+    out = []
+    for mask in regions:
+        count, pieces = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+        out += [pieces == k for k in range(1, count)]
+    return out
 
 def sample_instruction(
     options: dict[str, list[list[Instruction]]], rng: np.random.Generator, granularity: str | None = None,
