@@ -9,6 +9,17 @@ cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
 [ -x "$venv/bin/python" ] || python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt -e '.[all]'
+# label-studio-sdk (extra 'label-studio': --label-studio's brush RLE encoder) pins opencv-python-headless < 4.13
+# for image tools unilseg does not use; it goes in beside unilseg's pins: itself without dependencies, then the
+# rest of its requirements under requirements.txt's constraints.
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps label-studio-sdk==2.1.2
+"$venv/bin/python" -c "
+import re; from importlib.metadata import requires
+for r in requires('label-studio-sdk'):
+    name = re.split(r'[ <>=!~;(\[]', r, maxsplit=1)[0].lower()
+    if 'extra ==' not in r and name not in ('opencv-python-headless', 'numpy'):
+        print(r.replace(' (', '').replace(')', ''))" > "$venv/label-studio-sdk.txt"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -c requirements.txt -r "$venv/label-studio-sdk.txt"
 need=()  # system packages the tests drive: the browser, and QEMU's user-mode emulator for the AVX2 int8 test
 command -v chromium >/dev/null || [ -n "${UNILSEG_CHROMIUM:-}" ] || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || [ "$(uname -m)" != x86_64 ] || need+=(qemu-user)

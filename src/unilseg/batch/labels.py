@@ -23,6 +23,7 @@ import numpy as np
 from unilseg.batch.plan import UniqueNames, claim_images, safe_stem
 from unilseg.batch.results import results_row
 from unilseg.batch.run import BatchReport, ItemResult, PredictorSource, describe, embed_chunk, run_job
+from unilseg.batch.sinks import AnnotateOptions, make_record
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
 from unilseg.io.paths import path_problem, shown, user_path
@@ -31,7 +32,7 @@ from unilseg.tasks.labelmap import (
     LEGEND_SUFFIX,
     ClassSpec,
     encode_label_png,
-    label_map,
+    label_map_confidence,
     legend_json,
     render_label_overlay,
 )
@@ -119,12 +120,13 @@ def read_manifest_images(path: str | Path) -> list[str]:
 
 @dataclass
 class LabelStep:
-    """Label maps: each image's item -> (class indices, legend), written as legend, overlay, label PNG.
+    """Label maps: each image's item -> (class indices, legend, confidence), written as legend, overlay, label PNG.
 
     The classes' instructions go through the text encoder once (`prepare`), for the whole run.
     """
 
     classes: Sequence[ClassSpec]
+    annotate: AnnotateOptions | None = None  # make each result's record for the job's sinks (COCO, ...)
     unit: str = "image"
     _encoded: Any = field(default=None, repr=False)
     _threshold: float = field(default=0.0, repr=False)
@@ -145,14 +147,14 @@ class LabelStep:
             for item in todo:
                 t1 = time.perf_counter()
                 try:
-                    result = label_map(predictor, self.classes, embedding, encoded=self._encoded)
+                    result = label_map_confidence(predictor, self.classes, embedding, encoded=self._encoded)
                 except Exception as e:
                     yield ItemResult(item, None, describe(e), share + time.perf_counter() - t1, bgr)
                     continue
                 yield ItemResult(item, result, None, share + time.perf_counter() - t1, bgr)
 
     def write(self, r: ItemResult) -> None:
-        item, (labels, legend) = r.item, r.prediction
+        item, (labels, legend, _) = r.item, r.prediction
         meta = {"image": str(item.image), "size": list(labels.shape), "threshold": self._threshold,
                 "png": "palette" if labels.dtype == np.uint8 else "uint16"}
         write_atomic(item.legend_path, legend_json(legend, **meta))
@@ -160,6 +162,12 @@ class LabelStep:
             overlay = render_label_overlay(r.image, labels, legend)
             write_atomic(item.overlay_path, encode_image(item.overlay_path, overlay))
         write_atomic(item.output, encode_label_png(labels, len(self.classes)))
+
+    def record(self, r: ItemResult) -> dict[str, Any]:
+        """One category per class present: its pixels, scored by its mean confidence there."""
+        labels, _, confidence = r.prediction
+        masks = ((c.name, labels == k, confidence) for k, c in enumerate(self.classes, start=1))
+        return make_record(r.item, labels.shape, masks, self.annotate or AnnotateOptions())
 
     def row(self, r: ItemResult) -> dict[str, Any]:
         if r.prediction is None:
@@ -179,14 +187,16 @@ def run_label_maps(
     predictor: PredictorSource,
     items: Sequence[LabelItem],
     classes: Sequence[ClassSpec],
+    annotate: AnnotateOptions | None = None,
     **job: Any,
 ) -> BatchReport:
     """Make and write each item's label map -> what was done, skipped and failed (the run goes on).
 
-    `run_job` with a LabelStep; its keywords (results, skip_existing, batch_size, load,
-    progress, report) pass through.
+    `run_job` with a LabelStep (annotate: how its results become records for the job's
+    sinks); its keywords (results, skip_existing, batch_size, load, progress, report,
+    annotations) pass through.
     """
-    return run_job(predictor, items, LabelStep(classes), **job)
+    return run_job(predictor, items, LabelStep(classes, annotate), **job)
 
 
 def _row(item: LabelItem, classes: dict[str, float] | None = None, background: float | None = None,

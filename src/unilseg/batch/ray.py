@@ -68,8 +68,9 @@ class Segmenter:
     make_predictor: builds the Predictor (called once, in the actor). step: the task step
     (`MaskStep`, `LabelStep`). threads: torch threads (the actor's CPUs). names: what the driver's
     front end calls error fields (failed items' text is worded so, as a local run's). A call takes rows
-    of `decode_images` and returns `index` (int64, the items' plan positions) and `row`
-    (their results rows as JSON), one entry per item.
+    of `decode_images` and returns `index` (int64, the items' plan positions), `row`
+    (their results rows as JSON) and `record` (their annotations for the job's sinks as
+    JSON, '' when the step makes none or the item failed), one entry per item.
     """
 
     def __init__(self, make_predictor: Callable[[], Any], step: Any, threads: int,
@@ -101,12 +102,14 @@ class Segmenter:
                 raise UnilsegError(error)
             return bgr
 
-        done: list[tuple[int, dict[str, Any]]] = []
+        done: list[tuple[int, dict[str, Any], dict[str, Any] | None]] = []
         with worded_as(self.names):
             run_job(self.predictor, items, self.step, load=load, report=lambda line: None,
-                    on_result=lambda r: done.append((r.item.index, r.row)), batch_size=self.batch_size or len(images))
-        return {"index": np.array([index for index, _ in done], np.int64),
-                "row": np.array([json_text(row) for _, row in done], object)}
+                    on_result=lambda r: done.append((r.item.index, r.row, r.record)),
+                    batch_size=self.batch_size or len(images))
+        return {"index": np.array([index for index, _, _ in done], np.int64),
+                "row": np.array([json_text(row) for _, row, _ in done], object),
+                "record": np.array(["" if rec is None else json_text(rec) for _, _, rec in done], object)}
 
 
 # ---------------------------------------------------------------- driver
@@ -143,6 +146,7 @@ def run_ray(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     address: str | None = None,
     ray_remote_args: dict[str, Any] | None = None,
+    annotations: Any = None,
 ) -> Any:  # -> BatchReport
     """`run_job` on Ray Data: run `step` (`MaskStep(options)`, `LabelStep(classes)`) over `items` (from
     `plan_items` / `plan_label_items`, `image` = a path) in `actors` actors.
@@ -154,21 +158,24 @@ def run_ray(
     default 1, 4 with GPUs). on_row: called with each results row as it reaches the
     driver. address: the cluster to join if Ray is not initialised yet (None: $RAY_ADDRESS,
     else a new local cluster, shut down at the end). ray_remote_args: more actor options
-    (default: restart forever, retry the batch of a dead actor). Ray is started only if
-    some item has work left.
+    (default: restart forever, retry the batch of a dead actor). annotations: the job's
+    annotation log (`batch.sinks`, the step's `annotate` set), fed on the driver as records
+    arrive, its files written at the end. Ray is started only if some item has work left.
     Returns a BatchReport; results.jsonl holds the local runner's rows, in plan order.
     """
     import ray.data
 
     from unilseg.batch.plan import OutputOptions
     from unilseg.batch.run import BatchReport, MaskStep, open_log, run_job, split_done
+    from unilseg.batch.sinks import failed_record
 
     if step is None or isinstance(step, OutputOptions):
         step = MaskStep(step or OutputOptions())
     say = report or (lambda line: print(line, file=sys.stderr))
-    skipped, todo = split_done(items, skip_existing)
+    skipped, todo = split_done(items, skip_existing, annotations)
     if not any(item.error is None for item in todo):  # nothing for a model: the local loop logs it all
-        return run_job(make_predictor, items, step, results=results, skip_existing=skip_existing, report=say)
+        return run_job(make_predictor, items, step, results=results, skip_existing=skip_existing, report=say,
+                       annotations=annotations)
     for item in todo:
         if not isinstance(item.image, (str, Path)):
             raise TypeError(f"run_ray reads images from paths; item {item.index} has image={item.image!r}")
@@ -186,6 +193,9 @@ def run_ray(
                       ray_remote_args)
         for rec in ds.iter_rows():  # as the actors finish batches, in no particular order
             row = json.loads(rec["row"])
+            if annotations is not None:
+                item = by_index[int(rec["index"])]
+                annotations.add(json.loads(rec["record"]) if rec["record"] else failed_record(item, row["error"]))
             if log is not None:
                 log.append(row)
             if row["error"]:
@@ -199,8 +209,12 @@ def run_ray(
     finally:
         if log is not None:
             log.finish(items)
+        if annotations is not None:
+            annotations.close()
         if started:
             ray.shutdown()
+    if annotations is not None:
+        annotations.finish(items)
     return out
 
 

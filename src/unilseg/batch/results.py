@@ -46,9 +46,10 @@ RESULT_ROW: Schema = {"output": is_text, "error": is_opt_text}
 #   masks:      image, expression, output, score, foreground, seconds, error
 #   label maps: image, output, legend, overlay, classes, background, seconds, error
 #   video:      video, frame, time, expression, output, score, foreground, seconds, error
-# and a row logged for an item found done is marked "skipped": true.
+# a row logged for an item found done is marked "skipped": true; with --instances (masks and label
+# maps) a row also counts its instances and those cut by --max-instances (instances, instances_cut).
 ROW_FIELDS = ("video", "frame", "time", "image", "expression", "output", "legend", "overlay", "classes", "score",
-              "foreground", "background", "seconds", "error", "skipped")
+              "foreground", "background", "instances", "instances_cut", "seconds", "error", "skipped")
 _ORDER = {name: i for i, name in enumerate(ROW_FIELDS)}
 
 

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from unilseg.batch.plan import Item, OutputOptions
-from unilseg.batch.results import RESULT_ROW, ResultsLog, by_output, row_of
+from unilseg.batch.results import RESULT_ROW, ResultsLog, by_output, results_row, row_of
+from unilseg.batch.sinks import AnnotateOptions, AnnotationLog, failed_record, make_record
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import ImageEmbedding, Predictor
 from unilseg.inference.transforms import read_image
@@ -47,6 +48,7 @@ class ItemResult:
     image: np.ndarray | None = None  # BGR (H, W, 3), for overlays
     row: dict[str, Any] | None = None  # its results row, once run_job has written it
     skipped: bool = False  # a streamed item found done (prediction None)
+    record: dict[str, Any] | None = None  # its annotations for the job's sinks (batch.sinks), once written
 
 
 class StopJob(Exception):
@@ -79,8 +81,9 @@ class Step(Protocol):
     the row of an item found done; `failure` the line that tells an item failed. With
     streamed items, `write` also gets each item found done (`skipped`, prediction None), for
     files that follow every item (a video's overlay). Optional: `row_schema` (what a
-    resumed run relies on in a row; default RESULT_ROW) and `row_key` (a row's identity;
-    default its output).
+    resumed run relies on in a row; default RESULT_ROW), `row_key` (a row's identity;
+    default its output), and `annotate` (AnnotateOptions or None) with `record(r)`: a
+    written result's annotations for the job's sinks (COCO, Label Studio).
     """
 
     unit: str  # what the progress bar counts
@@ -103,6 +106,7 @@ class MaskStep:
     """Masks: each (image, expression) item -> a Prediction, written as its mask (+ soft map, overlay) files."""
 
     options: OutputOptions = field(default_factory=OutputOptions)
+    annotate: AnnotateOptions | None = None  # make each result's record for the job's sinks (COCO, ...)
     unit: str = "item"
 
     def prepare(self, predictor: Predictor) -> None:
@@ -133,6 +137,11 @@ class MaskStep:
         r.item.check_confined()  # again: a symlink may have appeared since planning
         write_prediction(r.item.output, r.prediction.mask, self.options.fmt, prob=r.prediction.prob,
                          prob_path=r.item.prob_path, image_bgr=r.image, overlay_path=r.item.overlay_path)
+
+    def record(self, r: ItemResult) -> dict[str, Any]:
+        pred = r.prediction
+        return make_record(r.item, pred.mask.shape, [(r.item.expression, pred.mask, pred.prob)],
+                           self.annotate or AnnotateOptions())
 
     def row(self, r: ItemResult) -> dict[str, Any]:
         return result_row(r)
@@ -266,6 +275,7 @@ def run_job(
     progress: bool = False,
     report: Callable[[str], None] | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    annotations: AnnotationLog | None = None,
 ) -> BatchReport:
     """The job loop: run `step` over `items`, write each one's outputs -> what was done, skipped, failed.
 
@@ -277,10 +287,15 @@ def run_job(
     (its `row` set). A failing item is reported and the run goes on; finished work is on
     disk (atomic files) and in the log as each item ends. items: a Sequence (planned), or an
     iterator streaming them (the predictor is then made first; see `stream_results`).
+    annotations: the job's annotation log (`batch.sinks`; the step must have `annotate`
+    set): each written item's record goes in it, an item counts as done only once it is
+    there, and its sinks' files are written when the job ends.
     """
     say = report or (lambda line: print(line, file=sys.stderr))
     streamed = not isinstance(items, Sequence)
-    skipped, todo = ([], items) if streamed else split_done(items, skip_existing)
+    if annotations is not None and (streamed or getattr(step, "annotate", None) is None):
+        raise ValueError("annotations need planned items and a step with `annotate` set")
+    skipped, todo = ([], items) if streamed else split_done(items, skip_existing, annotations)
     out = BatchReport(skipped=len(skipped), results=Path(results) if results is not None else None)
     if results is not None and skip_existing and os.path.lexists(results):
         check_regular(results, "results log")  # before the model loads: a FIFO there would block the run
@@ -301,11 +316,15 @@ def run_job(
                     t0 = time.perf_counter()
                     try:
                         step.write(r)
+                        if r.prediction is not None and getattr(step, "annotate", None) is not None:
+                            r.record = step.record(r)
                     except StopJob as e:
                         raise e.error from e.error.__cause__
                     except Exception as e:
                         r.error, r.prediction, r.skipped = describe(e), None, False
                     r.seconds += time.perf_counter() - t0
+                if annotations is not None and not r.skipped:
+                    annotations.add(r.record if r.error is None else failed_record(r.item, r.error))
                 if r.error is not None:
                     out.failed.append((r.item, r.error))
                     tell(shown(step.failure(r.item, r.error)))
@@ -314,6 +333,9 @@ def run_job(
                 else:
                     out.done += 1
                 r.row = step.skipped_row(r.item) if r.skipped else step.row(r)
+                if r.record is not None and step.annotate.instances:  # type: ignore[attr-defined]
+                    r.row = results_row(**r.row, instances=len(r.record["annotations"]),
+                                        instances_cut=r.record["dropped"])
                 if log is not None and r.skipped:
                     log.note_skipped(r.row)  # unless a row already says so
                 elif log is not None:
@@ -324,8 +346,12 @@ def run_job(
     finally:
         if log is not None:
             log.close()
+        if annotations is not None:
+            annotations.close()
     if log is not None:
         log.finish(() if streamed else items)
+    if annotations is not None:
+        annotations.finish(items)  # type: ignore[arg-type]
     return out
 
 
@@ -333,14 +359,16 @@ def run_batch(
     predictor: PredictorSource,
     items: Sequence[Item],
     options: OutputOptions | None = None,
+    annotate: AnnotateOptions | None = None,
     **job: Any,
 ) -> BatchReport:
     """Segment mask `items` (see `plan_items`) and write each one's outputs -> what was done, skipped, failed.
 
-    `run_job` with a MaskStep; its keywords (results, skip_existing, batch_size, load,
-    progress, report, on_result) pass through.
+    `run_job` with a MaskStep (annotate: how its results become records for the job's
+    sinks); its keywords (results, skip_existing, batch_size, load, progress, report,
+    on_result, annotations) pass through.
     """
-    return run_job(predictor, items, MaskStep(options or OutputOptions()), **job)
+    return run_job(predictor, items, MaskStep(options or OutputOptions(), annotate), **job)
 
 
 def open_log(results: str | Path | None, skipped: Sequence[Any], keep_existing: bool, step: Step) -> ResultsLog | None:
@@ -354,9 +382,12 @@ def open_log(results: str | Path | None, skipped: Sequence[Any], keep_existing: 
     return log
 
 
-def split_done(items: Sequence[Any], skip_existing: bool) -> tuple[list[Any], list[Any]]:
-    """-> (skipped, todo): with skip_existing, items whose outputs all exist are skipped."""
-    done = [skip_existing and item.error is None and item.is_done() for item in items]
+def split_done(items: Sequence[Any], skip_existing: bool,
+               annotations: AnnotationLog | None = None) -> tuple[list[Any], list[Any]]:
+    """-> (skipped, todo): with skip_existing, items whose outputs all exist (and, with `annotations`, whose
+    record is in that log) are skipped."""
+    done = [skip_existing and item.error is None and item.is_done()
+            and (annotations is None or annotations.has(item)) for item in items]
     return [i for i, d in zip(items, done) if d], [i for i, d in zip(items, done) if not d]
 
 

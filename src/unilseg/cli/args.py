@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from unilseg.cli.sinks import add_sink_args
 from unilseg.inference import PRECISIONS, RUNTIMES
 from unilseg.io.paths import path_problem, shown, text_problem
 
@@ -227,6 +228,7 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
                    help="(image, text) pairs per decoder batch (default: 1 on CPU, where batching is slower; "
                         "16 on GPU)")
     p.add_argument("--skip-existing", action="store_true", help="skip items whose outputs all exist (resume)")
+    add_sink_args(p, path_arg)
 
 
 def add_progress_arg(p: argparse.ArgumentParser, what: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unilseg.cli.args import batch_overlay, predictor_from_args, read_classes, show_progress
+from unilseg.cli.sinks import annotation_log, reserve_sinks
 from unilseg.errors import UnilsegError
 from unilseg.io.paths import shown, user_path
 
@@ -37,16 +38,19 @@ class LabelJob:
     results: Path | None = None
     load: Callable[[object], np.ndarray] | None = None  # one image: the image read at planning
     single: bool = False
+    annotations: object = None  # unilseg.batch.sinks.AnnotationLog: the job's --coco / --label-studio files
 
 
 def run_labels(args: argparse.Namespace) -> int:
     """Check, plan and run label maps; returns the exit code (2 for bad arguments, before any model work)."""
     from unilseg.batch.labels import run_label_maps
+    from unilseg.cli.sinks import annotate_options
 
     job = plan_labels(args)
     show = show_progress(args, len(job.items) > 1)
     extra = {"load": job.load} if job.load is not None else {}
-    report = run_label_maps(partial(predictor_from_args, args), job.items, job.classes, results=job.results,
+    report = run_label_maps(partial(predictor_from_args, args), job.items, job.classes,
+                            annotate=annotate_options(args), annotations=job.annotations, results=job.results,
                             skip_existing=args.skip_existing, batch_size=args.batch_size,
                             progress=bool(show) and not job.single,
                             report=(lambda line: None) if job.single else None, **extra)
@@ -85,9 +89,11 @@ def plan_labels(args: argparse.Namespace, batch_only: bool = False) -> LabelJob:
               f"{MAX_PALETTE_CLASSES} classes); the colours are in the legend", file=sys.stderr)
     single = (not batch_only and not args.manifest and not args.shard and len(args.img) == 1
               and _is_file_arg(args.img[0]))
+    names = [c.name for c in classes]
     if single:
         items, load = _plan_single(args)
-        return LabelJob(items, classes, load=load, single=True)
+        return LabelJob(items, classes, load=load, single=True,
+                        annotations=annotation_log(args, items, None, None, names))
     if args.sp is None:
         raise UnilsegError("a batch writes a label map per image: pass --sp DIR, the directory to write them into")
     overlay = batch_overlay(args.overlay)
@@ -97,10 +103,12 @@ def plan_labels(args: argparse.Namespace, batch_only: bool = False) -> LabelJob:
         images = without_own_outputs(expand_images(args.img), args.img, user_path(args.sp))
     shard = parse_shard(args.shard) if args.shard else None
     out_dir = check_output_dir(args.sp, len(images))
-    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
-    items = plan_label_items(images, out_dir, overlay, registry)
-    items = select_shard(items, *shard) if shard else items  # type: ignore[arg-type]
-    return LabelJob(items, classes, results=confine(out_dir / results_name(shard), out_dir))
+    registry = reserve_sinks(reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard), args, out_dir,
+                             shard)
+    plan = plan_label_items(images, out_dir, overlay, registry)
+    items = select_shard(plan, *shard) if shard else plan  # type: ignore[arg-type]
+    return LabelJob(items, classes, results=confine(out_dir / results_name(shard), out_dir),
+                    annotations=annotation_log(args, items, out_dir, shard, names, plan))
 
 
 def _is_file_arg(value: str) -> bool:
@@ -129,7 +137,7 @@ def _plan_single(args: argparse.Namespace) -> tuple[list, Callable[[object], np.
     if overlay is not None:
         check_file_target(overlay, "--overlay")
     item = label_item(0, args.img[0], sp, overlay)
-    registry = claim_inputs(OutputRegistry(), args)
+    registry = reserve_sinks(claim_inputs(OutputRegistry(), args), args, None, None)
     registry.write(sp, output_label(args.sp, sp, in_dir, "the label map"))
     registry.write(item.legend_path, f"its legend {item.legend_path}")
     if overlay is not None:

@@ -24,6 +24,7 @@ from unilseg.cli.args import (
     show_progress,
 )
 from unilseg.cli.segment import plan_batch
+from unilseg.cli.sinks import annotate_options
 
 INSTALL_HINT = "Ray is not installed: pip install 'unilseg[ray]'"
 DECODE_CPUS = 0.5  # unilseg.batch.ray.DECODE_CPUS; repeated so --help imports no numpy/cv2
@@ -73,12 +74,15 @@ def run(args: argparse.Namespace) -> int:
         from unilseg.cli.labels import plan_labels
 
         job = plan_labels(args, batch_only=True)
-        items, step, results, what = job.items, LabelStep(job.classes), job.results, "images"
+        items, step, results, what = job.items, LabelStep(job.classes, annotate_options(args)), job.results, "images"
+        annotations = job.annotations
     else:
         from unilseg.batch import MaskStep
 
         mask_job = plan_batch(args)
-        items, step, results, what = mask_job.items, MaskStep(mask_job.options), mask_job.results, "items"
+        items, step, results, what = (mask_job.items, MaskStep(mask_job.options, annotate_options(args)),
+                                      mask_job.results, "items")
+        annotations = mask_job.annotations
     if not args.download:  # a wrong model flag: one line now, not a failure in every actor
         from unilseg.model.build import resolve_model
 
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_ray(partial(predictor_from_args, args), items, step, results=results,
                      skip_existing=args.skip_existing, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                      gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, progress=bool(show),
-                     address=args.address)
+                     address=args.address, annotations=annotations)
     print(f"{report.done} done, {report.skipped} skipped, {len(report.failed)} failed in "
           f"{time.perf_counter() - t0:.1f} s; rows in {report.results}", file=sys.stderr)
     if report.failed:

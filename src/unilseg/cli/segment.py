@@ -35,6 +35,7 @@ from unilseg.cli.args import (
     predictor_from_args,
     show_progress,
 )
+from unilseg.cli.sinks import annotate_options, annotation_log, reserve_sinks
 from unilseg.cli.targets import claim_inputs, output_label, reserve_results, sidecar_arg
 from unilseg.io.paths import shown, user_path
 
@@ -79,6 +80,7 @@ class Job:
     results: Path | None = None
     single: bool = False
     load: Any = None  # the item loader; None: read_image
+    annotations: Any = None  # unilseg.batch.sinks.AnnotationLog: the job's --coco / --label-studio files
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     job = plan_single(args) if _is_single(args) else plan_batch(args)
     show = show_progress(args, len(job.items) > 1)
     extra = {"load": job.load} if job.load is not None else {}
-    report = run_batch(partial(predictor_from_args, args), job.items, job.options, results=job.results,
+    report = run_batch(partial(predictor_from_args, args), job.items, job.options, annotate=annotate_options(args),
+                       annotations=job.annotations, results=job.results,
                        skip_existing=args.skip_existing, batch_size=args.batch_size,
                        progress=bool(show) and not job.single, report=(lambda line: None) if job.single else None,
                        on_result=_note_empty_mask if job.single else None, **extra)
@@ -155,14 +158,15 @@ def plan_single(args: argparse.Namespace) -> Job:
     for path, flag in ((prob_path, "--save-prob"), (overlay_path, "--overlay")):
         if path is not None:
             check_file_target(path, flag)
-    registry = claim_inputs(OutputRegistry(), args)
+    registry = reserve_sinks(claim_inputs(OutputRegistry(), args), args, None, None)
     registry.write(sp, output_label(args.sp, sp, in_dir))
     for path, flag, given in ((prob_path, "--save-prob", args.save_prob), (overlay_path, "--overlay", args.overlay)):
         if path is not None:
             registry.write(path, f"{flag} {path}" if given is not True else f"the {flag} file {path}")
     image = read_image(args.img[0])  # an unreadable image is bad input (exit 2), found before the model loads
     item = Item(0, args.img[0], exp, sp, prob_path, overlay_path, explicit=True)
-    return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image)
+    return Job([item], OutputOptions(fmt=fmt), single=True, load=lambda _key: image,
+               annotations=annotation_log(args, [item], None, None, [exp]))
 
 
 def plan_batch(args: argparse.Namespace) -> Job:
@@ -179,6 +183,7 @@ def plan_batch(args: argparse.Namespace) -> Job:
         select_shard,
     )
     from unilseg.batch.plan import without_own_outputs
+    from unilseg.batch.sinks import mask_categories
     from unilseg.errors import UnilsegError
     from unilseg.io.writers import OutputRegistry, confine
 
@@ -197,11 +202,13 @@ def plan_batch(args: argparse.Namespace) -> Job:
     out_dir = check_output_dir(args.sp, len(requests))
     options = OutputOptions(fmt=args.format or "png", save_prob=bool(args.save_prob), overlay=overlay)
     results = confine(out_dir / results_name(shard), out_dir)
-    registry = reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard)
+    registry = reserve_sinks(reserve_results(claim_inputs(OutputRegistry(), args), out_dir, shard), args, out_dir,
+                             shard)
     plan = plan_items(requests, out_dir, options, allow_absolute=args.allow_absolute_output, reserved=[results],
                       registry=registry)
     items = select_shard(plan, *shard) if shard else plan
-    return Job(items, options, results=results)
+    return Job(items, options, results=results,
+               annotations=annotation_log(args, items, out_dir, shard, mask_categories(plan), plan))
 
 
 def _note_empty_mask(result) -> None:

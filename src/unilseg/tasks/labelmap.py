@@ -123,12 +123,19 @@ def label_dtype(num_classes: int) -> type[np.unsignedinteger]:
 
 
 def merge_soft_maps(probs: Iterable[np.ndarray], threshold: float, num_classes: int | None = None) -> np.ndarray:
+    """K soft maps -> class indices (H, W); see `merge_with_confidence`."""
+    return merge_with_confidence(probs, threshold, num_classes)[0]
+
+
+def merge_with_confidence(probs: Iterable[np.ndarray], threshold: float,
+                          num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """K soft maps, each float (H, W) -> class indices (H, W) uint8 (K <= 255) or uint16.
 
     Pixel value = 1 + argmax_k probs[k] (the first class wins a tie), or 0 where no class
     is above `threshold` (a class's own mask is prob > threshold). `probs` may be a
     generator: the maps are folded in one at a time, so K full-size maps are never held.
     `num_classes` (default: counted) picks the dtype before the first map arrives.
+    Also returns the confidence: float32 (H, W), each pixel's winning probability.
     """
     best: np.ndarray | None = None
     labels: np.ndarray | None = None
@@ -148,7 +155,7 @@ def merge_soft_maps(probs: Iterable[np.ndarray], threshold: float, num_classes: 
     if best is None or labels is None:
         raise ValueError("no soft maps to merge")
     labels[best <= threshold] = 0
-    return labels if num_classes is not None else labels.astype(label_dtype(count))
+    return (labels if num_classes is not None else labels.astype(label_dtype(count))), best
 
 
 def palette(count: int) -> np.ndarray:
@@ -259,6 +266,15 @@ def label_map(
     predictor: Predictor, classes: Sequence[str | tuple[str, str] | ClassSpec],
     embedding: ImageEmbedding | None = None, threshold: float | None = None, encoded: EncodedTexts | None = None,
 ) -> tuple[np.ndarray, list[LegendEntry]]:
+    """Several classes at once -> (class indices (H, W), legend); see `label_map_confidence`."""
+    labels, legend, _ = label_map_confidence(predictor, classes, embedding, threshold, encoded)
+    return labels, legend
+
+
+def label_map_confidence(
+    predictor: Predictor, classes: Sequence[str | tuple[str, str] | ClassSpec],
+    embedding: ImageEmbedding | None = None, threshold: float | None = None, encoded: EncodedTexts | None = None,
+) -> tuple[np.ndarray, list[LegendEntry], np.ndarray]:
     """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
 
     classes: names ('sky'), 'name: instruction' strings, (name, instruction) pairs or
@@ -267,6 +283,8 @@ def label_map(
     pixel takes 1 + the index of its most probable class, or 0 (background) where none is
     above the threshold. legend: a `LegendEntry` per index (0 = background) with colour and
     pixel share. `encoded`: the classes' instructions already through `predictor.encode_texts`.
+    confidence: float32 (H, W), each pixel's winning class probability (a class's score is its
+    mean over the class's pixels).
     """
     from unilseg.inference.transforms import soft_map
 
@@ -282,5 +300,5 @@ def label_map(
     logits = predictor.pair_logits([embedding] * len(specs), encoded)
     probs = (soft_map(lg, embedding.inverse, embedding.image_size) for lg in logits)
     threshold = predictor.threshold if threshold is None else threshold
-    labels = merge_soft_maps(probs, threshold, len(specs))
-    return labels, make_legend(labels, specs)
+    labels, confidence = merge_with_confidence(probs, threshold, len(specs))
+    return labels, make_legend(labels, specs), confidence

@@ -32,7 +32,6 @@ from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA,
 from unilseg.io.paths import MANIFEST_LIMIT, check_regular, json_text
 from unilseg.io.writers import atomic_writer, rle_encode
 
-ANNOTATIONS_NAME = "annotations"  # the log's stem: annotations.jsonl (annotations.shard-I-of-N.jsonl)
 SCORE_DIGITS = 6
 
 
@@ -165,10 +164,13 @@ class AnnotationLog:
 
     keep_existing: start from the records already there (a resumed run), else afresh. A
     damaged line (a killed run's torn tail, a foreign line) is ignored: its item is redone.
+    temporary: the log lives in a folder of its own, removed once the files are written (a job
+    with no output folder to keep it in).
     """
 
-    def __init__(self, path: str | Path, sinks: Sequence[Sink], catalog: Catalog, keep_existing: bool = False) -> None:
-        self.path, self.sinks, self.catalog = Path(path), list(sinks), catalog
+    def __init__(self, path: str | Path, sinks: Sequence[Sink], catalog: Catalog, keep_existing: bool = False,
+                 temporary: bool = False) -> None:
+        self.path, self.sinks, self.catalog, self.temporary = Path(path), list(sinks), catalog, temporary
         self._offsets: dict[str, int] = {}  # key -> offset of its latest record
         self._ok: set[str] = set()
         if keep_existing and os.path.lexists(self.path):
@@ -217,6 +219,11 @@ class AnnotationLog:
         """Close the log, then write every sink's file atomically from the planned items' records."""
         self.close()
         records = Records(self.path, self._offsets, items, self.catalog)
-        for sink in self.sinks:
-            with atomic_writer(sink.path) as f:
-                sink.write(f, records)
+        try:
+            for sink in self.sinks:
+                with atomic_writer(sink.path) as f:
+                    sink.write(f, records)
+        finally:
+            if self.temporary:
+                self.path.unlink(missing_ok=True)
+                self.path.parent.rmdir()
