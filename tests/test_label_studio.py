@@ -1,15 +1,16 @@
 """Label Studio tasks (`unilseg.batch.sinks.label_studio`) and the labeling config, up to a real server.
 
-The demo model segments generated scenes; its records go through the annotation log into
-the Label Studio sink. Offline: every brush RLE decodes (label-studio-sdk's decoder) to
-the mask it came from, and the file is byte-deterministic. Online: a real Label Studio
-(its own virtual environment, `scripts/install_label_studio.sh`, found at
-$VIRTUAL_ENV/label-studio/bin/label-studio or $UNILSEG_LABEL_STUDIO) is started once on
-127.0.0.1 with sqlite in a temporary directory; the SDK creates a project from
-`label_studio_config`, a local-files storage for the images, imports the tasks, and the
-predictions read back from the API decode to the same masks; headless Chromium opens a
-task's labeling page and finds the image and the prediction regions. Without the server
-the online tests fail under CI (env CI set) and are skipped elsewhere.
+`unilseg segment --model unilseg-demo --classes ... --instances --label-studio` runs over
+generated scenes. Offline: every brush RLE decodes (label-studio-sdk's decoder) to the mask
+of its annotation and to a piece of the label map on disk, and the file is
+byte-deterministic. Online: a real Label Studio (its own virtual environment, made by
+`scripts/install_label_studio.sh`, found at VENV/label-studio/bin/label-studio for the
+test's VENV = sys.prefix, or at $UNILSEG_LABEL_STUDIO) is started once on 127.0.0.1 with
+sqlite in a temporary directory; the SDK creates a project from `label_studio_config`, a
+local-files storage for the images, imports the tasks, and the predictions read back from
+the API decode to the same masks; headless Chromium opens a task's labeling page and finds
+the image and the prediction regions. Without the server the online tests fail under CI
+(env CI set) and are skipped elsewhere.
 
 Authentication: the server is started with `--enable-legacy-api-token` and a
 `--user-token` made for the session, so the SDK uses that legacy token (1.23 refuses
@@ -36,12 +37,24 @@ import cv2
 import numpy as np
 import pytest
 
+from unilseg.data.synthetic import SEMANTIC_INSTRUCTIONS
+
 CLASSES = ["house", "tree", "car", "sky"]
 SCENES = 3
 SCENE_SEED = 7
 START_TIMEOUT_S = 300  # a first start initialises the database: ~40 s here, minutes on a loaded machine
 PAGE_TIMEOUT_MS = 60_000
 USER, PASSWORD = "unilseg@example.com", "unilseg-test-password"
+
+
+def sdk_brush():
+    """label-studio-sdk's brush converter, or a failure saying how to install it (`.ci/run` installs it)."""
+    try:
+        from label_studio_sdk.converter import brush
+    except ImportError:
+        pytest.fail("the Label Studio tests need label-studio-sdk: pip install 'unilseg[label-studio]' "
+                    "(scripts/install.sh installs it)", pytrace=False)
+    return brush
 
 
 def render_scenes(directory: Path) -> list[tuple[Path, np.ndarray]]:
@@ -58,47 +71,20 @@ def render_scenes(directory: Path) -> list[tuple[Path, np.ndarray]]:
     return out
 
 
-def predict_scenes(images: list[tuple[Path, np.ndarray]]) -> list[tuple[Path, tuple[int, int], list]]:
-    """The demo model on each image: (path, (H, W), [(class, mask bool (H, W), soft map float (H, W))])."""
-    from unilseg import load_predictor
-    from unilseg.data.synthetic import SEMANTIC_INSTRUCTIONS
+def segment(images: Path, out: Path, documents: Path, *extra: str) -> int:
+    """`unilseg segment` of CLASSES (label maps, instances) over a folder, writing Label Studio tasks."""
+    from unilseg.__main__ import main
 
-    predictor = load_predictor("unilseg-demo", device="cpu", threads=2)
-    out = []
-    for path, rgb in images:
-        predictor.set_image(rgb, color="RGB")
-        preds = predictor.predict([SEMANTIC_INSTRUCTIONS[c] for c in CLASSES])
-        out.append((path, rgb.shape[:2], [(c, p.mask, p.prob) for c, p in zip(CLASSES, preds)]))
-    return out
+    classes = ",".join(f"{c}: {SEMANTIC_INSTRUCTIONS[c]}" for c in CLASSES)
+    return main(["segment", "--model", "unilseg-demo", "--device", "cpu", "--threads", "2", "--img", str(images),
+                 "--classes", classes, "--sp", str(out / "maps"), "--instances", "--label-studio",
+                 str(out / "tasks.json"), "--image-root", str(documents), "--ls-image-root", "/data/local-files/?d=",
+                 *extra])
 
 
-def write_tasks(predicted: list, out: Path, image_root: Path, empty: Path | None = None):
-    """Records of the predictions (instances) through the annotation log into the Label Studio sink
-    -> (tasks.json, records in plan order).
-
-    `empty`: one more image whose only item is an empty mask (it gets a task with no result).
-    """
-    from unilseg.batch.plan import Item
-    from unilseg.batch.sinks import AnnotateOptions, AnnotationLog, Catalog, make_record
-    from unilseg.batch.sinks.label_studio import LabelStudioSink
-
-    out.mkdir(parents=True, exist_ok=True)
-    items, records = [], []
-    for path, shape, masks in predicted:
-        item = Item(index=len(items), image=path, expression="classes", output=out / f"{path.stem}.png")
-        items.append(item)
-        records.append(make_record(item, shape, masks, AnnotateOptions(instances=True)))
-    if empty is not None:
-        item = Item(index=len(items), image=empty, expression="classes", output=out / "empty.png")
-        items.append(item)
-        records.append(make_record(item, (9, 7), [("car", np.zeros((9, 7), bool), None)], AnnotateOptions()))
-    tasks = out / "tasks.json"
-    log = AnnotationLog(out / "annotations.jsonl", [LabelStudioSink(tasks, image_root=image_root)],
-                        Catalog.of(items, CLASSES))
-    for rec in records:
-        log.add(rec)
-    log.finish(items)
-    return tasks, records
+def read_records(log: Path) -> list[dict]:
+    """The annotation log's records in plan order (one per item in a run never resumed)."""
+    return sorted((json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()), key=lambda r: r["index"])
 
 
 def results_by_image(tasks: list[dict]) -> dict[str, list[dict]]:
@@ -167,22 +153,21 @@ def scenes(documents):
 
 
 @pytest.fixture(scope="session")
-def predicted(scenes):
-    return predict_scenes(scenes)
+def job(scenes, documents, tmp_path_factory):
+    """(tasks.json, records, job folder) of `unilseg segment --label-studio` on the scenes, data.image relative to
+    the document root."""
+    out = tmp_path_factory.mktemp("ls-job")
+    assert segment(documents / "scenes", out, documents) == 0
+    return out / "tasks.json", read_records(out / "maps" / "annotations.jsonl"), out
 
 
-@pytest.fixture(scope="session")
-def job(predicted, documents, tmp_path_factory):
-    """(tasks.json, records) of the scenes, data.image relative to the document root."""
-    return write_tasks(predicted, tmp_path_factory.mktemp("ls-job"), documents)
-
-
-def test_tasks_decode_to_the_masks(job, predicted, documents, tmp_path):
-    from label_studio_sdk.converter import brush
+def test_tasks_decode_to_the_masks(job, documents):
+    from PIL import Image
 
     from unilseg.io.writers import rle_decode
 
-    tasks_path, records = job
+    brush = sdk_brush()
+    tasks_path, records, out = job
     tasks = json.loads(tasks_path.read_bytes())
     assert [t["data"]["image"] for t in tasks] == [f"/data/local-files/?d=scenes/scene%20{i}.png"
                                                    for i in range(SCENES)]
@@ -190,8 +175,9 @@ def test_tasks_decode_to_the_masks(job, predicted, documents, tmp_path):
     ids = set()
     for task, rec in zip(tasks, records):
         (pred,) = task["predictions"]
-        assert pred["model_version"] == "unilseg"
+        assert pred["model_version"] == "unilseg-demo"
         assert len(pred["result"]) == len(rec["annotations"])
+        union = {c: np.zeros((rec["height"], rec["width"]), bool) for c in CLASSES}
         for res, ann in zip(pred["result"], rec["annotations"]):
             assert (res["type"], res["from_name"], res["to_name"], res["image_rotation"]) == (
                 "brushlabels", "label", "image", 0)
@@ -202,19 +188,63 @@ def test_tasks_decode_to_the_masks(job, predicted, documents, tmp_path):
             mask = rle_decode(ann["rle"])
             assert np.array_equal(rgba[..., 3] > 0, mask)
             assert set(np.unique(rgba)) <= {0, 255} and (rgba == rgba[..., :1]).all()  # 0/255 in all four channels
+            union[ann["category"]] |= mask
             ids.add(res["id"])
         scores = [a["score"] for a in rec["annotations"]]
         assert pred["score"] == pytest.approx(sum(scores) / len(scores) if scores else 0.0, abs=1e-6)
+        # the regions are the label map's: each 8-connected piece of a class is a region, or under --min-area (16)
+        labels = np.array(Image.open(rec["key"]))
+        for k, name in enumerate(CLASSES, start=1):
+            n, pieces, stats, _ = cv2.connectedComponentsWithStats((labels == k).astype(np.uint8), connectivity=8)
+            for j in range(1, n):
+                inside = union[name][pieces == j]
+                assert inside.all() or (not inside.any() and stats[j, cv2.CC_STAT_AREA] < 16)
+            assert not (union[name] & (labels != k)).any()
     assert len(ids) == sum(len(r["annotations"]) for r in records)  # region ids are unique
 
-    # another job on the same images (a fresh log elsewhere, an image with nothing found added): the same tasks
-    again, _ = write_tasks(predicted, tmp_path / "again", documents, empty=tmp_path / "empty.png")
-    second = json.loads(again.read_bytes())
-    assert second[:-1] == tasks
-    assert second[-1]["predictions"] == [{"model_version": "unilseg", "score": 0.0, "result": []}]
-    first_bytes = again.read_bytes()
-    write_tasks(predicted, tmp_path / "again", documents, empty=tmp_path / "empty.png")
-    assert again.read_bytes() == first_bytes  # byte-deterministic
+    # written again from the log (a resumed job with nothing left to do): the same bytes
+    first = tasks_path.read_bytes()
+    tasks_path.unlink()
+    assert segment(documents / "scenes", out, documents, "--skip-existing") == 0
+    assert tasks_path.read_bytes() == first
+
+
+def test_sink_writes_one_task_per_image(tmp_path):
+    """Two images (one with nothing found), one of them asked twice: one task each, in plan order, the same
+    bytes every time; region ids depend on the image and the region's place, not on the output paths."""
+    from unilseg.batch.plan import Item
+    from unilseg.batch.sinks import AnnotateOptions, AnnotationLog, Catalog, make_record
+    from unilseg.batch.sinks.label_studio import LabelStudioSink, brush_mask
+
+    disc = cv2.circle(np.zeros((30, 40), np.uint8), (12, 14), 8, 1, -1).astype(bool)
+    bars = np.zeros((30, 40), bool)
+    bars[2:6, 25:39] = bars[20:28, 30:33] = True
+    plan = [("a.png", "car", disc), ("a.png", "road", bars), ("b.png", "car", np.zeros((30, 40), bool))]
+
+    def write(out: Path) -> bytes:
+        items = [Item(index=i, image=tmp_path / "images" / img, expression=exp, output=out / f"{i}.png")
+                 for i, (img, exp, _) in enumerate(plan)]
+        log = AnnotationLog(out / "annotations.jsonl", [LabelStudioSink(out / "tasks.json", tmp_path / "images",
+                                                                       "https://example.org/data/", "m1")],
+                            Catalog.of(items, ["car", "road"]))
+        for item, (_, exp, mask) in reversed(list(zip(items, plan))):  # finished in another order than planned
+            log.add(make_record(item, mask.shape, [(exp, mask, mask * 0.75 + 0.1)], AnnotateOptions(instances=True)))
+        log.finish(items)
+        return (out / "tasks.json").read_bytes()
+
+    first = write(tmp_path / "one")
+    assert write(tmp_path / "one") == first and write(tmp_path / "two") == first
+    a, b = json.loads(first)
+    assert (a["data"], b["data"]) == ({"image": "https://example.org/data/a.png"},
+                                      {"image": "https://example.org/data/b.png"})
+    assert b["predictions"] == [{"model_version": "m1", "score": 0.0, "result": []}]
+    (pred,) = a["predictions"]
+    assert [r["value"]["brushlabels"] for r in pred["result"]] == [["car"], ["road"], ["road"]]
+    assert pred["score"] == pytest.approx(0.85) and all(r["score"] == pytest.approx(0.85) for r in pred["result"])
+    assert len({r["id"] for r in pred["result"]}) == 3
+    decoded = [brush_mask(r["value"]["rle"], 30, 40) for r in pred["result"]]
+    assert np.array_equal(decoded[0], disc) and np.array_equal(decoded[1] | decoded[2], bars)
+    assert not (decoded[1] & decoded[2]).any()
 
 
 def test_image_urls(tmp_path):
@@ -298,6 +328,7 @@ def server(documents, tmp_path_factory):
 @pytest.fixture(scope="session")
 def project(server, job, documents):
     """(client, project id, our tasks) after the SDK imported the tasks into a project of our config."""
+    sdk_brush()
     from label_studio_sdk.client import LabelStudio
 
     from unilseg.batch.sinks.label_studio import label_studio_config
@@ -311,15 +342,15 @@ def project(server, job, documents):
     tasks = json.loads(job[0].read_bytes())
     imported = client.projects.import_tasks(proj.id, request=tasks, return_task_ids=True)
     assert imported.task_count == len(tasks) and imported.prediction_count == len(tasks)
-    client.projects.update(proj.id, model_version="unilseg")  # the page prelabels from these predictions
+    # the page prelabels from these predictions
+    client.projects.update(proj.id, model_version=tasks[0]["predictions"][0]["model_version"])
     return client, proj.id, tasks
 
 
 def test_server_predictions_decode_to_our_masks(project, server, job):
-    from label_studio_sdk.converter import brush
-
     from unilseg.io.writers import rle_decode
 
+    brush = sdk_brush()
     client, pid, tasks = project
     ours = results_by_image(tasks)
     records = {f"/data/local-files/?d=scenes/{Path(r['image']).name.replace(' ', '%20')}": r for r in job[1]}
@@ -329,7 +360,7 @@ def test_server_predictions_decode_to_our_masks(project, server, job):
     for task in served:
         (pred,) = client.predictions.list(task=task.id)
         rec = records[task.data["image"]]
-        assert pred.model_version == "unilseg"
+        assert pred.model_version == "unilseg-demo"
         assert [r["id"] for r in pred.result] == [r["id"] for r in ours[task.data["image"]]]
         assert [r["score"] for r in pred.result] == [a["score"] for a in rec["annotations"]]
         # the SDK's own decoder of brush results (it reads them flat: value's keys beside type and sizes)
