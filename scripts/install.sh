@@ -20,6 +20,9 @@ for r in requires('label-studio-sdk'):
     if 'extra ==' not in r and name not in ('opencv-python-headless', 'numpy'):
         print(r.replace(' (', '').replace(')', ''))" > "$venv/label-studio-sdk.txt"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -c requirements.txt -r "$venv/label-studio-sdk.txt"
+# the Label Studio server tests/test_label_studio.py starts: an application with its own pins (Django, numpy
+# < 2.3, ...), so in a venv of its own inside this one, where the test finds it
+bash scripts/install_label_studio.sh "$venv/label-studio"
 need=()  # system packages the tests drive: the browser, and QEMU's user-mode emulator for the AVX2 int8 test
 command -v chromium >/dev/null || [ -n "${UNILSEG_CHROMIUM:-}" ] || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || [ "$(uname -m)" != x86_64 ] || need+=(qemu-user)
