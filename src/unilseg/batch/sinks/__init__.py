@@ -117,35 +117,32 @@ class Records:
         self._order = [(str(item.output), item.index, str(item.image)) for item in items]
         self._offsets = offsets
 
+    def _read(self, f: IO[bytes], key: str, index: int, image: str) -> dict[str, Any] | None:
+        """The latest record of a planned item, if it has annotations (not a failure) and is that item's."""
+        at = self._offsets.get(key)
+        if at is None:
+            return None
+        f.seek(at)
+        rec = json.loads(f.readline())
+        ok = "error" not in rec and rec.get("index") == index and rec.get("image") == image
+        return rec if ok else None
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Each planned item's record with annotations (failed and missing items are left out)."""
         with open(self.path, "rb") as f:
-            for key, index, image in self._order:
-                at = self._offsets.get(key)
-                if at is None:
-                    continue
-                f.seek(at)
-                rec = json.loads(f.readline())
-                if "error" not in rec and rec.get("index") == index and rec.get("image") == image:
+            for planned in self._order:
+                rec = self._read(f, *planned)
+                if rec is not None:
                     yield rec
 
     def by_image(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """(the image's first record, every record of it) per image, in image-id order."""
-        offsets: dict[str, list[str]] = {}
-        for key, _, image in self._order:
-            offsets.setdefault(image, []).append(key)
-        plan = {key: (index, image) for key, index, image in self._order}
+        per_image: dict[str, list[tuple[str, int, str]]] = {}
+        for planned in self._order:
+            per_image.setdefault(planned[2], []).append(planned)
         with open(self.path, "rb") as f:
-            for keys in offsets.values():
-                recs = []
-                for key in keys:
-                    at = self._offsets.get(key)
-                    if at is None:
-                        continue
-                    f.seek(at)
-                    rec = json.loads(f.readline())
-                    if "error" not in rec and (rec.get("index"), rec.get("image")) == plan[key]:
-                        recs.append(rec)
+            for planned_items in per_image.values():
+                recs = [rec for rec in (self._read(f, *p) for p in planned_items) if rec is not None]
                 if recs:
                     yield recs[0], recs
 
