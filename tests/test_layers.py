@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"modeling"},
     {"model"},
     {"inference"},
-    {"tasks", "data", "export"},
+    {"tasks", "data", "export", "integrations"},
     {"batch"},
     {"demo", "train", "eval"},
     {"cli"},

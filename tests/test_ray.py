@@ -156,19 +156,27 @@ def test_a_killed_driver_resumes_with_skip_existing(cluster, tmp_path, capsys):
 
 
 def test_label_maps_on_ray_are_the_local_batch_bytes(cluster, tmp_path, capsys):
-    """`unilseg ray --classes` writes the label maps, legends, overlays and rows `unilseg segment --classes` does."""
+    """`unilseg ray --classes` writes the label maps, legends, overlays, rows and COCO files (instances) that
+    `unilseg segment --classes` does, byte for byte, though the actors finish in their own order."""
     common = ["--img", str(cluster["images"][0].parent), "--classes", "circle: the red circle,rest: the background",
               "--overlay", "png", "--config", str(cluster["config"]), "--weights", str(cluster["weights"]),
-              "--device", "cpu"]
+              "--device", "cpu", "--instances"]
+    coco = {side: ["--coco", str(tmp_path / f"{side}.json"), "--coco-results", str(tmp_path / f"{side}-dt.json")]
+            for side in ("local", "ray")}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each actor: float soft maps are bit-equal at equal thread counts only
     try:
-        assert segment_main([*common, "--sp", str(tmp_path / "local")]) == 0
+        assert segment_main([*common, *coco["local"], "--sp", str(tmp_path / "local")]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert main([*common, "--sp", str(tmp_path / "ray"), "--address", ray.get_runtime_context().gcs_address,
-                 "--actors", "2", "--cpus-per-actor", "0.5"]) == 0
+    assert main([*common, *coco["ray"], "--sp", str(tmp_path / "ray"), "--address",
+                 ray.get_runtime_context().gcs_address, "--actors", "2", "--cpus-per-actor", "0.5"]) == 0
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("12 done, 0 skipped, 0 failed")
+    for name in ("{}.json", "{}-dt.json"):
+        assert (tmp_path / name.format("ray")).read_bytes() == (tmp_path / name.format("local")).read_bytes()
+    assert len(json.loads((tmp_path / "ray.json").read_text())["images"]) == 12
+    for side in ("local", "ray"):
+        (tmp_path / side / "annotations.jsonl").unlink()  # the log: in the order items finished
     ours, theirs = files_of(tmp_path / "ray"), files_of(tmp_path / "local")
     assert len(ours) == 12 * 3 and ours.keys() == theirs.keys()
     assert [name for name in ours if ours[name] != theirs[name]] == []

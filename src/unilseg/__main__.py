@@ -8,6 +8,7 @@
     unilseg data SPEC --out manifest.jsonl                write any data spec as a manifest
     unilseg export --model NAME --format onnx|aoti          write a model for another runtime (--runtime runs it)
     unilseg ray --img DIR --exp TEXT --sp DIR ...          the batch job on Ray Data (segment's batch flags)
+    unilseg label-studio-config --classes A,B             the Label Studio labeling config for --label-studio tasks
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ SUBCOMMANDS = {
                "runs them)"),
     "ray": ("unilseg.cli.ray:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "
             "'unilseg[ray]')"),
+    "label-studio-config": ("unilseg.cli.label_studio:main", "print the Label Studio labeling config for "
+                            "--label-studio tasks"),
 }
 
 
@@ -41,8 +44,9 @@ def segment_main(argv: Sequence[str]) -> int:
 def print_help() -> None:
     print("usage: unilseg [COMMAND] ...\n\nSegment whatever a language instruction names in an image (UniLSeg).\n")
     print("commands:")
+    width = max(map(len, SUBCOMMANDS))
     for name, (_, summary) in SUBCOMMANDS.items():
-        print(f"  {name:10s} {summary}")
+        print(f"  {name:{width}s} {summary}")
     print("\nWithout a command, the arguments are segment's: unilseg --img IMG --exp TEXT --sp OUT.png")
     print("unilseg COMMAND --help shows a command's flags.")
 

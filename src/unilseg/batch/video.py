@@ -172,21 +172,19 @@ def mp4_frames(path: Path) -> int:
     """How many frames an mp4 declares and whose first decodes (0 if it cannot be opened or read)."""
     import cv2
 
-    from unilseg.tasks.video import _quiet_ffmpeg
+    from unilseg.tasks.video import _quiet_ffmpeg, opencv_silenced
 
     if not path.is_file():
         return 0
     _quiet_ffmpeg()
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its own "can't open" warning
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    try:
-        if not capture.isOpened() or not capture.read()[0]:
-            return 0
-        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-    finally:
-        capture.release()
-        cv2.utils.logging.setLogLevel(level)
+    with opencv_silenced():  # its own "can't open" warning
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        try:
+            if not capture.isOpened() or not capture.read()[0]:
+                return 0
+            return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        finally:
+            capture.release()
 
 
 class _OverlayWriter:

@@ -149,7 +149,7 @@ def annotation_log(args: argparse.Namespace, items: list, log_dir: Path | None, 
         from unilseg.batch.sinks.label_studio import LabelStudioSink
 
         sinks.append(LabelStudioSink(user_path(args.label_studio), root, args.ls_image_root,
-                                     model_version=model_version(args)))
+                                     model_version=model_version(args), what=f"--label-studio {args.label_studio}"))
     catalog = Catalog.of(plan if plan is not None else items, categories)
     if log_dir is None:
         path = Path(tempfile.mkdtemp(prefix="unilseg-annotations-")) / log_name(None)

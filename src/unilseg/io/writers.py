@@ -307,7 +307,9 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """Bool (H, W) -> COCO compressed RLE {'size': [H, W], 'counts': str} (pycocotools)."""
     from pycocotools import mask as coco_mask
 
-    rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+    with warnings.catch_warnings():  # pycocotools' NumPy-2 `copy=` DeprecationWarning; harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 

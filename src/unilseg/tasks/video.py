@@ -27,6 +27,7 @@ RLE and overlay frame of a video has one size.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -59,6 +60,21 @@ class VideoFrame:
     image: np.ndarray  # BGR uint8 (H, W, 3)
     predictions: list[Prediction]
     seconds: float = 0.0  # this frame's share of encode + decode time
+
+
+@contextlib.contextmanager
+def opencv_silenced() -> Iterator[None]:
+    """OpenCV's own log off for the block (`cv2.utils.logging` in OpenCV 5, `cv2.setLogLevel` in 4.x)."""
+    import cv2
+
+    log = getattr(cv2.utils, "logging", None)
+    get, put = (log.getLogLevel, log.setLogLevel) if log is not None else (cv2.getLogLevel, cv2.setLogLevel)
+    level = get()
+    put(0)  # LOG_LEVEL_SILENT in both
+    try:
+        yield
+    finally:
+        put(level)
 
 
 def _quiet_ffmpeg() -> None:
@@ -114,13 +130,9 @@ class VideoSource:
             import cv2
 
             _quiet_ffmpeg()
-            level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its "can't open" warning
-            try:
+            with opencv_silenced():  # its "can't open" warning
                 capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
                 ok, first = capture.read() if capture.isOpened() else (False, None)
-            finally:
-                cv2.utils.logging.setLogLevel(level)
             if not ok or first is None:
                 capture.release()
                 raise UnilsegError(f"cannot read {path} as a video (not a video, truncated before its first frame, "
