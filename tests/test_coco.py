@@ -176,6 +176,7 @@ def test_bad_targets_are_refused_before_any_model_work(scenes, tmp_path, capsys,
         (["--coco", str(tmp_path / "a.json"), "--min-area", "4"], "applies to --instances"),
         (["--coco", str(tmp_path / "a.json"), "--instances", "--max-instances", "0"], "at least 1"),
         (["--coco", str(tmp_path / "a.json"), "--image-root", str(tmp_path / "taken.json")], "is not inside it"),
+        (["--coco", str(tmp_path / "a.json"), "--video", str(scenes)], "takes images"),
     ]
     for extra, said in cases:
         capsys.readouterr()

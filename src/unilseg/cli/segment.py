@@ -35,7 +35,7 @@ from unilseg.cli.args import (
     predictor_from_args,
     show_progress,
 )
-from unilseg.cli.sinks import annotate_options, annotation_log, reserve_sinks
+from unilseg.cli.sinks import annotate_options, annotation_log, check_sink_args, reserve_sinks
 from unilseg.cli.targets import claim_inputs, output_label, reserve_results, sidecar_arg
 from unilseg.io.paths import shown, user_path
 
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from unilseg.errors import UnilsegError
 
     check_settings(args)
+    check_sink_args(args)  # here, before the video hand-over: --video takes no annotation file
     labels = args.classes is not None or args.classes_file is not None
     if args.video is not None:
         if labels:
