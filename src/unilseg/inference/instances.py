@@ -49,6 +49,13 @@ class Instances:
     dropped_over_cap: int = 0  # components past max_instances (the smallest ones)
 
 
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """bool (H, W) -> one polygon per outer contour, each [x0, y0, x1, y1, ...] in pixels (holes fill in;
+    contours of fewer than 3 points are dropped): COCO's and CVAT's polygon form."""
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+
+
 def check_instance_limits(min_area: int, max_instances: int) -> None:
     """Refuse limits that make no sense (a ValueError naming the limit)."""
     if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:

@@ -29,11 +29,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, check_instance_limits
+from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, check_instance_limits, mask_polygons
 from unilseg.tasks.labelmap import ClassSpec, check_classes, read_classes_file
 
 if TYPE_CHECKING:
@@ -49,12 +48,6 @@ def import_cvataa() -> Any:
     except ImportError:
         raise UnilsegError("the CVAT function needs the cvat-sdk package: pip install 'unilseg[cvat]'") from None
     return cvataa
-
-
-def mask_polygons(mask: np.ndarray) -> list[list[float]]:
-    """bool (H, W) -> one polygon per outer contour, each [x0, y0, x1, y1, ...] in pixels (at least 3 points)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
 
 
 class UnilsegFunction:

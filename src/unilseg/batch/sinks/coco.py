@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO, Any
 
-import cv2
-import numpy as np
-
 from unilseg.batch.sinks import Records
+from unilseg.inference.instances import mask_polygons
 from unilseg.io.paths import json_text
 from unilseg.io.writers import rle_decode
 
@@ -32,15 +30,8 @@ def file_name(image: str, root: Path | None) -> str:
     return PurePath(path).as_posix()
 
 
-def polygons(rle: dict[str, Any]) -> list[list[float]]:
-    """A mask's outer contours as COCO polygons [x0, y0, x1, y1, ...] (holes fill in; specks of fewer than
-    3 points are dropped)."""
-    mask = rle_decode(rle).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
-
-
-def _array(f: IO[bytes], entries: Iterator[dict[str, Any]]) -> None:
+def write_json_array(f: IO[bytes], entries: Iterator[dict[str, Any]]) -> None:
+    """Stream `entries` into `f` as one JSON array (each entry encoded as it comes, none held)."""
     f.write(b"[")
     for n, entry in enumerate(entries):
         f.write((", " if n else "").encode() + json_text(entry).encode())
@@ -53,7 +44,7 @@ def _annotations(records: Records, use_polygons: bool, results: bool) -> Iterato
     n = 0
     for rec in records:
         for ann in rec["annotations"]:
-            segmentation = polygons(ann["rle"]) if use_polygons else ann["rle"]
+            segmentation = mask_polygons(rle_decode(ann["rle"])) if use_polygons else ann["rle"]
             if use_polygons and not segmentation:
                 continue
             n += 1
@@ -77,10 +68,11 @@ class CocoSink:
         head = {"info": {"description": self.description}, "licenses": [],
                 "categories": [{"id": i, "name": name, "supercategory": ""} for name, i in catalog.categories.items()]}
         f.write(json_text(head)[:-1].encode() + b', "images": ')
-        _array(f, ({"id": catalog.images[first["image"]], "file_name": file_name(first["image"], self.image_root),
-                    "width": first["width"], "height": first["height"]} for first, _ in records.by_image()))
+        images = ({"id": catalog.images[first["image"]], "file_name": file_name(first["image"], self.image_root),
+                   "width": first["width"], "height": first["height"]} for first, _ in records.by_image())
+        write_json_array(f, images)
         f.write(b', "annotations": ')
-        _array(f, _annotations(records, self.use_polygons, results=False))
+        write_json_array(f, _annotations(records, self.use_polygons, results=False))
         f.write(b"}\n")
 
 
@@ -93,6 +85,6 @@ class CocoResultsSink:
     what: str = "the COCO results file"
 
     def write(self, f: IO[bytes], records: Records) -> None:
-        _array(f, _annotations(records, self.use_polygons, results=True))
+        write_json_array(f, _annotations(records, self.use_polygons, results=True))
         f.write(b"\n")
 

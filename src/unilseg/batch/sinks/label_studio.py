@@ -23,7 +23,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from unilseg.batch.sinks import SCORE_DIGITS, Records
-from unilseg.batch.sinks.coco import _array, file_name
+from unilseg.batch.sinks.coco import file_name, write_json_array
 from unilseg.errors import UnilsegError
 from unilseg.io.writers import rle_decode
 
@@ -94,7 +94,7 @@ class LabelStudioSink:
 
     def write(self, f: IO[bytes], records: Records) -> None:
         _sdk_brush()
-        _array(f, self._tasks(records))
+        write_json_array(f, self._tasks(records))
         f.write(b"\n")
 
 
