@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"inference"},
     {"tasks", "data", "export", "integrations"},
     {"batch"},
-    {"demo", "train", "eval"},
+    {"demo", "serve", "train", "eval"},
     {"cli"},
     {"__main__", "__init__"},  # with every package's own __main__.py: the launchers
 ]

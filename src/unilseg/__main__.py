@@ -8,6 +8,7 @@
     unilseg data SPEC --out manifest.jsonl                write any data spec as a manifest
     unilseg export --model NAME --format onnx|aoti          write a model for another runtime (--runtime runs it)
     unilseg ray --img DIR --exp TEXT --sp DIR ...          the batch job on Ray Data (segment's batch flags)
+    unilseg serve [--host H --port P]                      the HTTP API: POST /v1/segment, Label Studio's ML backend
     unilseg label-studio-config --classes A,B             the Label Studio labeling config for --label-studio tasks
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ SUBCOMMANDS = {
                "runs them)"),
     "ray": ("unilseg.cli.ray:main", "segment many pairs on Ray Data, one machine or a cluster (pip install "
             "'unilseg[ray]')"),
+    "serve": ("unilseg.cli.serve:main", "serve the model over HTTP: /v1/segment, Label Studio's ML backend, "
+              "--ray for Ray Serve (pip install 'unilseg[serve]')"),
     "label-studio-config": ("unilseg.cli.label_studio:main", "print the Label Studio labeling config for "
                             "--label-studio tasks"),
 }
