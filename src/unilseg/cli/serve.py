@@ -77,7 +77,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="a task data field whose lines are the instructions (`label: instruction` or an "
                         "instruction); default: one instruction per Label of the BrushLabels control")
     g = p.add_argument_group("Ray Serve")
-    g.add_argument("--ray", action="store_true", help="run the same app on Ray Serve (pip install 'unilseg[serve,ray]')")
+    g.add_argument("--ray", action="store_true",
+                   help="run the same app on Ray Serve (pip install 'unilseg[serve,ray]')")
     g.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a new local one)")
     g.add_argument("--replicas", type=int, default=1, metavar="N", help="model replicas (default 1)")
     g.add_argument("--cpus-per-replica", type=finite_float, default=1.0, metavar="C",
