@@ -210,8 +210,9 @@ async def segment_request(service: Service, request: Request, arrived: float) ->
     return await answer(service, parsed, arrived)
 
 
-async def answer(service: Service, parsed: SegmentRequest, arrived: float) -> dict[str, Any]:
-    """Run a checked request through the model and build its JSON (timings included)."""
+async def run_job(service: Service, parsed: SegmentRequest, arrived: float) -> JobResult:
+    """A checked request's model work: its image decoded (unless its embedding is cached), queued, awaited
+    until `timeout_s` after `arrived` (perf_counter). RequestError 503 (loading, queue full) or 504."""
     if not service.ready or service.run is None:
         raise RequestError(503, "the model is still loading; retry shortly" if not service.error else
                            f"the model failed to load: {service.error}", {"Retry-After": "5"})
@@ -222,12 +223,17 @@ async def answer(service: Service, parsed: SegmentRequest, arrived: float) -> di
     job = Job(key, parsed.data, parsed.instructions, parsed.image)
     left = limits.timeout_s - (time.perf_counter() - arrived)
     try:
-        result = await asyncio.wait_for(service.run(job), timeout=max(left, 0.001))
+        return await asyncio.wait_for(service.run(job), timeout=max(left, 0.001))
     except Busy as e:
         raise RequestError(503, str(e), {"Retry-After": str(e.retry_after)}) from None
     except asyncio.TimeoutError:
         raise RequestError(504, f"the request took over {limits.timeout_s:g} s; retry, or ask for fewer "
                                 "instructions") from None
+
+
+async def answer(service: Service, parsed: SegmentRequest, arrived: float) -> dict[str, Any]:
+    """Run a checked request through the model and build its JSON (timings included)."""
+    result = await run_job(service, parsed, arrived)
     threshold = service.threshold if parsed.threshold is None else parsed.threshold
     started = time.perf_counter()
     out = await asyncio.to_thread(segment_answer, parsed, result, threshold)
