@@ -178,11 +178,11 @@ def label_studio_backend(args: argparse.Namespace) -> Any:  # -> unilseg.serve.l
 
 
 def run(args: argparse.Namespace) -> int:
+    key = check_args(args)  # before the imports below (torch, FastAPI): a bad flag is refused at once
+    backend = label_studio_backend(args)
     from unilseg.cli.args import predictor_from_args
     from unilseg.serve.app import Service
 
-    key = check_args(args)
-    backend = label_studio_backend(args)
     service = Service(limits=limits_of(args), api_key=key, label_studio=backend)
     name, runtime = model_name(args), getattr(args, "runtime", "torch")
     if args.ray:
