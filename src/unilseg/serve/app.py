@@ -109,13 +109,17 @@ async def parse_form(request: Request, body: bytes, limits: Limits) -> SegmentRe
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=limits.max_instructions + 16,
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=limits.max_instructions + 16,
                                                          max_part_size=limits.max_body_bytes)
     except MultiPartException as e:
         raise RequestError(400, f"the multipart body is malformed ({e.message})") from None
+    except StarletteHTTPException as e:  # Starlette's wording of a MultiPartException inside an app
+        raise RequestError(400, f"the multipart body is malformed ({e.detail})") from None
     except (ValueError, KeyError, AssertionError):
         raise RequestError(400, "the multipart body is malformed") from None
     try:
+        if not form:
+            raise RequestError(400, "the multipart body holds no parts; check its boundary and encoding")
         image = form.get("image")
         if image is None or isinstance(image, str):
             raise RequestError(400, "image missing; send the image file as the form's `image` part")

@@ -184,7 +184,7 @@ def parse_json(body: bytes, limits: Limits) -> SegmentRequest:
     if not isinstance(fields, dict):
         raise RequestError(400, "the JSON body must be an object with image and instructions")
     image = fields.get("image")
-    if not isinstance(image, str) or not image:
+    if not isinstance(image, str):
         raise RequestError(400, "image missing; give the image file base64-encoded as a string")
     try:
         data = base64.b64decode(image, validate=True)
