@@ -54,13 +54,14 @@ class Service:
 
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
-    run: Callable[[Job], Awaitable[JobResult]] | None = None
+    run: Callable[[Job], Awaitable[JobResult]] | None = None  # may raise Busy, at the call or when awaited
     has_image: Callable[[str], bool] = lambda key: False  # an embedding for this image key is cached
     stats: Callable[[], dict[str, Any]] = dict
     model: dict[str, Any] = field(default_factory=dict)  # name, runtime, precision, device, input_size, threshold
     threshold: float = 0.35  # the model's default
     ready: bool = False
     error: str | None = None
+    arriving: int = 0  # requests being read and checked, not yet queued (the batcher waits for them)
     label_studio: Any = None  # unilseg.serve.label_studio.Backend, or None: its routes answer 404
 
     def __post_init__(self) -> None:
@@ -209,25 +210,40 @@ async def segment_request(service: Service, request: Request, arrived: float) ->
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "multipart/form-data"):
         raise RequestError(415, f"content type {kind or 'none'!r}: send application/json or multipart/form-data")
-    body = await read_body(request, limits.max_body_bytes)
-    parsed = parse_json(body, limits) if kind == "application/json" else await parse_form(request, body, limits)
-    return await answer(service, parsed, arrived)
+    service.arriving += 1
+    try:
+        body = await read_body(request, limits.max_body_bytes)
+        parsed = parse_json(body, limits) if kind == "application/json" else await parse_form(request, body, limits)
+    except BaseException:
+        service.arriving -= 1
+        raise
+    return await answer(service, parsed, arrived, counted=True)
 
 
-async def run_job(service: Service, parsed: SegmentRequest, arrived: float) -> JobResult:
+async def run_job(service: Service, parsed: SegmentRequest, arrived: float, counted: bool = False) -> JobResult:
     """A checked request's model work: its image decoded (unless its embedding is cached), queued, awaited
-    until `timeout_s` after `arrived` (perf_counter). RequestError 503 (loading, queue full) or 504."""
-    if not service.ready or service.run is None:
-        raise RequestError(503, "the model is still loading; retry shortly" if not service.error else
-                           f"the model failed to load: {service.error}", {"Retry-After": "5"})
-    limits = service.limits
-    key = image_key(parsed.data)
-    if not service.has_image(key):  # decoded (and checked) here, off the model's thread
-        parsed.image = await asyncio.to_thread(check_image, parsed.data, limits)
-    job = Job(key, parsed.data, parsed.instructions, parsed.image)
+    until `timeout_s` after `arrived` (perf_counter). RequestError 503 (loading, queue full) or 504.
+    counted: the request is in `service.arriving` (taken out here once it is queued or refused)."""
+    try:
+        if not service.ready or service.run is None:
+            raise RequestError(503, "the model is still loading; retry shortly" if not service.error else
+                               f"the model failed to load: {service.error}", {"Retry-After": "5"})
+        limits = service.limits
+        key = image_key(parsed.data)
+        if not service.has_image(key):  # decoded (and checked) here, off the model's thread
+            parsed.image = await asyncio.to_thread(check_image, parsed.data, limits)
+        job = Job(key, parsed.data, parsed.instructions, service.threshold if parsed.threshold is None else
+                  parsed.threshold, parsed.image)
+        try:
+            running = service.run(job)  # the local Batcher queues the job here (Ray Serve's batch: when awaited)
+        except Busy as e:
+            raise RequestError(503, str(e), {"Retry-After": str(e.retry_after)}) from None
+    finally:
+        if counted:
+            service.arriving -= 1
     left = limits.timeout_s - (time.perf_counter() - arrived)
     try:
-        return await asyncio.wait_for(service.run(job), timeout=max(left, 0.001))
+        return await asyncio.wait_for(running, timeout=max(left, 0.001))
     except Busy as e:
         raise RequestError(503, str(e), {"Retry-After": str(e.retry_after)}) from None
     except asyncio.TimeoutError:
@@ -235,9 +251,9 @@ async def run_job(service: Service, parsed: SegmentRequest, arrived: float) -> J
                                 "instructions") from None
 
 
-async def answer(service: Service, parsed: SegmentRequest, arrived: float) -> dict[str, Any]:
+async def answer(service: Service, parsed: SegmentRequest, arrived: float, counted: bool = False) -> dict[str, Any]:
     """Run a checked request through the model and build its JSON (timings included)."""
-    result = await run_job(service, parsed, arrived)
+    result = await run_job(service, parsed, arrived, counted)
     threshold = service.threshold if parsed.threshold is None else parsed.threshold
     started = time.perf_counter()
     out = await asyncio.to_thread(segment_answer, parsed, result, threshold)

@@ -4,14 +4,20 @@ A `Job` is one request's image (its bytes, decoded unless its embedding is cache
 instructions. `Engine.run_batch(jobs)` runs several jobs as one step: the images whose
 Swin maps are not in the `EmbeddingCache` go through Swin as one batch, every job's
 instructions through the text encoder as one batch, and all (image, instruction) pairs
-through fusion and the decoders in `Predictor.max_batch`-sized batches. It returns the
-logits; masks, formats and JSON are the request handler's (`unilseg.serve.schema`).
+through fusion and the decoders in `Predictor.max_batch`-sized batches; each pair's logits
+are then warped back and thresholded there too. It returns Predictions; formats and JSON
+are the request handler's (`unilseg.serve.schema`).
+
+All torch work stays on the one thread that calls `run_batch`: torch ops on a second
+thread (a request handler's) start a second OpenMP pool, and the two pools contending
+for the same cores made the decoder run at half speed.
 
 `Batcher` feeds `run_batch` from a bounded queue on one worker thread: the first waiting
 job opens a batch, which takes further jobs for up to `wait_s` or until it holds
-`max_images` distinct images. A full queue refuses at once (`Busy`), so memory stays
-bounded however many clients call. Ray Serve replaces the Batcher with `serve.batch`
-(`unilseg.serve.ray_serve`) around the same `run_batch`.
+`max_images` distinct images (it waits only while other requests are being read). A full
+queue refuses at once (`Busy`), so memory stays bounded however many clients call. Ray
+Serve replaces the Batcher with `serve.batch` (`unilseg.serve.ray_serve`) around the same
+`run_batch`.
 """
 from __future__ import annotations
 
@@ -22,14 +28,13 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from unilseg.inference.predictor import ImageEmbedding, Predictor
+from unilseg.inference.predictor import ImageEmbedding, Prediction, Predictor, to_prediction
 from unilseg.inference.transforms import decode_image
 
 log = logging.getLogger(__name__)
@@ -55,22 +60,23 @@ class Job:
     key: str  # image_key(data)
     data: bytes  # the image file's bytes (decoded by the worker if `image` is None and the key is not cached)
     texts: list[str]
+    threshold: float | None = None  # None: the model's
     image: np.ndarray | None = None  # BGR uint8 (H, W, 3), decoded by the request handler
     queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
 class JobResult:
-    """A job's logits, and where its time went."""
+    """A job's predictions (one per text, in the image's frame), and where its time went."""
 
-    logits: torch.Tensor  # (len(texts), 1, size/4, size/4) float32
-    embedding: ImageEmbedding  # the letterbox (inverse, image_size); `features` left empty
+    predictions: list[Prediction]
+    image_size: tuple[int, int]  # (H, W)
     cache_hit: bool
     batch_jobs: int  # jobs in the batch this one ran in
     batch_images: int  # distinct images in it
     queue_ms: float
     encode_ms: float  # Swin (0 on a cache hit), the batch's
-    decode_ms: float  # text encoder, fusion and decoders, the batch's
+    decode_ms: float  # text encoder, fusion, decoders and thresholding, the batch's
 
 
 class EmbeddingCache:
@@ -157,7 +163,7 @@ class Engine:
 
     def run_batch(self, jobs: Sequence[Job]) -> list[JobResult]:
         """The model work of `jobs`, shared: one Swin batch for the uncached images, one text batch, the
-        pairs' decoder batches. -> one JobResult per job, in order."""
+        pairs' decoder batches, then each pair thresholded. -> one JobResult per job, in order."""
         start = time.perf_counter()
         embeddings, hits = self.embeddings(jobs)
         encoded_at = time.perf_counter()
@@ -167,6 +173,9 @@ class Engine:
         pairs = [(job, t) for job in jobs for t in job.texts]
         logits = self.predictor.pair_logits([embeddings[job.key] for job, _ in pairs],
                                             encoded.take([row[t] for _, t in pairs]))
+        default = self.predictor.threshold
+        preds = [to_prediction(t, lg, embeddings[job.key], default if job.threshold is None else job.threshold)
+                 for (job, t), lg in zip(pairs, logits)]
         done = time.perf_counter()
         self.batches += 1
         self.pairs_decoded += len(pairs)
@@ -175,7 +184,7 @@ class Engine:
             embedding = embeddings[job.key]
             n = len(job.texts)
             results.append(JobResult(
-                logits=logits[at : at + n], embedding=ImageEmbedding([], embedding.inverse, embedding.image_size),
+                predictions=preds[at : at + n], image_size=embedding.image_size,
                 cache_hit=job.key in hits, batch_jobs=len(jobs), batch_images=len(embeddings),
                 queue_ms=(start - job.queued_at) * 1e3, encode_ms=(encoded_at - start) * 1e3,
                 decode_ms=(done - encoded_at) * 1e3))
@@ -198,9 +207,11 @@ class Batcher:
     for company; queue_size: jobs waiting at most (`submit` raises Busy past it).
     """
 
-    def __init__(self, engine: Engine, max_images: int = 4, wait_s: float = 0.01, queue_size: int = 32) -> None:
+    def __init__(self, engine: Engine, max_images: int = 4, wait_s: float = 0.01, queue_size: int = 32,
+                 coming: Callable[[], bool] = lambda: True) -> None:
         self.engine = engine
         self.max_images, self.wait_s = max_images, wait_s
+        self.coming = coming  # whether more requests are on their way (read, not yet queued): worth waiting for
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._last_batch_s = 1.0  # a first guess for Retry-After
         self._held: tuple[Job, Future] | object | None = None
@@ -221,9 +232,10 @@ class Batcher:
             raise Busy(max(1, round(batches_ahead * self._last_batch_s))) from None
         return future
 
-    async def run(self, job: Job) -> JobResult:
-        """`submit` for an async handler: awaits the result; cancelling the await drops a job not yet started."""
-        return await asyncio.wrap_future(self.submit(job))
+    def run(self, job: Job) -> Awaitable[JobResult]:
+        """`submit` for an async handler (on its event loop): queues the job now (Busy if full) -> an awaitable of
+        its result; cancelling the await drops a job that has not started."""
+        return asyncio.wrap_future(self.submit(job))
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -239,9 +251,16 @@ class Batcher:
         while True:
             left = deadline - time.perf_counter()
             try:
-                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                if left <= 0:
+                    nxt = self._queue.get_nowait()
+                elif self._queue.empty() and not self.coming():
+                    return batch  # nobody else on the way: waiting would only add latency
+                else:
+                    nxt = self._queue.get(timeout=min(left, 0.002))
             except queue.Empty:
-                return batch
+                if left <= 0:
+                    return batch
+                continue
             if nxt is _STOP or (nxt[0].key not in keys and len(keys) >= self.max_images):
                 self._held = nxt  # opens the next batch (or stops the worker after this one)
                 return batch

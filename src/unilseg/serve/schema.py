@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, mask_polygons, split_instances
-from unilseg.inference.predictor import Prediction, to_prediction
 from unilseg.inference.transforms import decode_image
 from unilseg.io.paths import text_problem
 from unilseg.io.writers import encode_mask, rle_encode
@@ -246,16 +245,11 @@ def mask_fields(mask: np.ndarray, outputs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def predictions(request: SegmentRequest, result: JobResult, threshold: float) -> list[Prediction]:
-    """A job's logits -> one Prediction per instruction, in the image's frame."""
-    return [to_prediction(text, lg, result.embedding, threshold) for text, lg in zip(request.instructions,
-                                                                                       result.logits)]
-
-
 def segment_answer(request: SegmentRequest, result: JobResult, threshold: float) -> dict[str, Any]:
-    """The JSON of a finished request, without the `model` and `timings` the handler adds."""
-    preds = predictions(request, result, threshold)
-    height, width = result.embedding.image_size
+    """The JSON of a finished request (thresholded at `threshold`), without the `model` and `timings` the
+    handler adds."""
+    preds = result.predictions
+    height, width = result.image_size
     answer: dict[str, Any] = {"image": {"height": int(height), "width": int(width)}, "threshold": threshold}
     if request.classes is not None:
         labels, confidence = merge_with_confidence((p.prob for p in preds), threshold, len(request.classes))

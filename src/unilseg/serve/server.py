@@ -32,7 +32,7 @@ def attach(service: Service, predictor: Predictor, name: str, runtime: str, batc
            queue_size: int) -> Batcher:
     """Make `service` run jobs on `predictor` through a new Engine and Batcher; -> the Batcher."""
     engine = Engine(predictor, service.limits.cache_bytes)
-    batcher = Batcher(engine, batch_images, wait_s, queue_size)
+    batcher = Batcher(engine, batch_images, wait_s, queue_size, coming=lambda: service.arriving > 0)
     service.run = batcher.run
     service.has_image = engine.cache.__contains__
     service.stats = lambda: {**engine.stats(), "queued": batcher.waiting}
