@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as coco_mask
 from serving import EXAMPLES, Server, example, json_body
 
@@ -124,10 +125,7 @@ def test_classes_give_the_clis_label_map(server, tmp_path):
                     "--sp", str(out)], check=True, capture_output=True)
     answer = segment(server, "demo_scene.png", list(CLASSES), classes=True, outputs=["rle"])
     assert base64.b64decode(answer["label_map"]) == out.read_bytes()
-    labels = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
-    from PIL import Image
-
-    labels = np.asarray(Image.open(out))
+    labels = np.asarray(Image.open(out))  # palette indices
     for row in answer["classes"]:
         assert np.array_equal(rle_mask(row["rle"]), labels == row["index"])
     assert [r["name"] for r in answer["classes"]] == ["sky", "tree", "house"]

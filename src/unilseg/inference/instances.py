@@ -49,6 +49,12 @@ class Instances:
     dropped_over_cap: int = 0  # components past max_instances (the smallest ones)
 
 
+def mask_bbox(mask: np.ndarray) -> list[int]:
+    """bool (H, W) -> its box [x, y, w, h] in pixels ([0, 0, 0, 0] for an empty mask): COCO's box form."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)] if len(xs) else [0, 0, 0, 0]
+
+
 def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     """bool (H, W) -> one polygon per outer contour, each [x0, y0, x1, y1, ...] in pixels (holes fill in;
     contours of fewer than 3 points are dropped): COCO's and CVAT's polygon form."""

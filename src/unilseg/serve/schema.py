@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, mask_polygons, split_instances
+from unilseg.inference.instances import (
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MIN_AREA,
+    mask_bbox,
+    mask_polygons,
+    split_instances,
+)
 from unilseg.inference.transforms import decode_image
 from unilseg.io.paths import text_problem
 from unilseg.io.writers import encode_mask, rle_encode
@@ -228,11 +234,6 @@ def check_image(data: bytes, limits: Limits) -> np.ndarray:
         raise RequestError(400, str(e)) from None
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)] if len(xs) else [0, 0, 0, 0]
-
-
 def mask_fields(mask: np.ndarray, outputs: Sequence[str]) -> dict[str, Any]:
     """A bool (H, W) mask in each of `outputs`' forms."""
     out: dict[str, Any] = {}
@@ -259,14 +260,14 @@ def segment_answer(request: SegmentRequest, result: JobResult, threshold: float)
             mask = labels == k
             score = float(confidence[mask].mean()) if mask.any() else 0.0
             rows.append({"name": spec.name, "instruction": spec.instruction, "index": k, "color": list(entry.color),
-                         "score": round(score, 6), "area": int(mask.sum()), "bbox": _bbox(mask),
+                         "score": round(score, 6), "area": int(mask.sum()), "bbox": mask_bbox(mask),
                          **mask_fields(mask, request.outputs)})
         answer["classes"] = rows
         answer["label_map"] = base64.b64encode(encode_label_png(labels, len(request.classes))).decode("ascii")
         return answer
     rows = []
     for p in preds:
-        row = {"instruction": p.text, "score": round(p.score, 6), "area": int(p.mask.sum()), "bbox": _bbox(p.mask),
+        row = {"instruction": p.text, "score": round(p.score, 6), "area": int(p.mask.sum()), "bbox": mask_bbox(p.mask),
                **mask_fields(p.mask, request.outputs)}
         if request.instances:
             found = split_instances(p.mask, p.prob, request.min_area, request.max_instances)

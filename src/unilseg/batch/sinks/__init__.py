@@ -28,7 +28,13 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from unilseg.batch.results import JsonlAppender
-from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, check_instance_limits, split_instances
+from unilseg.inference.instances import (
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MIN_AREA,
+    check_instance_limits,
+    mask_bbox,
+    split_instances,
+)
 from unilseg.io.paths import MANIFEST_LIMIT, check_regular, json_text
 from unilseg.io.writers import atomic_writer, rle_encode
 
@@ -49,9 +55,7 @@ class AnnotateOptions:
 
 def annotation(category: str, mask: np.ndarray, score: float, instance: int | None = None) -> dict[str, Any]:
     """One annotation of a bool (H, W) mask: its COCO RLE, box [x, y, w, h], pixel area and score."""
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    bbox = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)] if len(xs) else [0, 0, 0, 0]
-    return {"category": category, "rle": rle_encode(mask), "bbox": bbox, "area": int(mask.sum()),
+    return {"category": category, "rle": rle_encode(mask), "bbox": mask_bbox(mask), "area": int(mask.sum()),
             "score": round(float(score), SCORE_DIGITS), "instance": instance}
 
 
