@@ -42,5 +42,6 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 wait "$ls_install" || { echo "install: the Label Studio server did not install; see above" >&2; exit 1; }
-"$venv/bin/python" -c "import unilseg, torch, cv2, gradio; print('installed: unilseg', unilseg.__version__, \
-'| torch', torch.__version__, '| opencv', cv2.__version__, '| gradio', gradio.__version__)"
+"$venv/bin/python" -c "import unilseg, torch, cv2, gradio, fastapi, ray.serve; print('installed: unilseg', \
+unilseg.__version__, '| torch', torch.__version__, '| opencv', cv2.__version__, '| gradio', gradio.__version__, \
+'| fastapi', fastapi.__version__, '| ray', ray.__version__)"
