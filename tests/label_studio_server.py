@@ -4,7 +4,8 @@ The server runs from its own virtual environment (made by `scripts/install_label
 found at VENV/label-studio/bin/label-studio for the test's VENV = sys.prefix, or at
 $UNILSEG_LABEL_STUDIO) on 127.0.0.1 with sqlite in a temporary directory, local-files
 serving on (document root: the session's `ls_documents`), ML backends on loopback allowed
-(ML_BLOCK_LOCAL_IP=false: the tests' `unilseg serve` listens on 127.0.0.1). Without it the
+(the tests' `unilseg serve` listens on 127.0.0.1: ML_BLOCK_LOCAL_IP=false, and
+SSRF_PROTECTION_ENABLED=false for the webhook Label Studio registers with a backend). Without it the
 tests that need it fail under CI (env CI set) and are skipped elsewhere.
 
 Authentication: started with `--enable-legacy-api-token` and a `--user-token` made for the
@@ -81,7 +82,10 @@ def running_label_studio(documents: Path, home: Path) -> Iterator[tuple[str, str
     env = {**os.environ, "HOME": str(home), "LABEL_STUDIO_BASE_DATA_DIR": str(home / "data"),
            "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(documents),
            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-           "LABEL_STUDIO_SENTRY_DSN": "", "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "", "ML_BLOCK_LOCAL_IP": "false"}
+           "LABEL_STUDIO_SENTRY_DSN": "", "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "",
+           # an ML backend on loopback: allowed (ML_BLOCK_LOCAL_IP), and so is the webhook Label Studio then
+           # makes for it (webhook URLs are checked against local addresses unless SSRF_PROTECTION_ENABLED is off)
+           "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false"}
     for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):  # the server runs in its own environment
         env.pop(name, None)
     log = open(home / "server.log", "wb")
