@@ -3,7 +3,8 @@
 Offline: the labeling config's BrushLabels become instructions (or a task's text field
 does), hostile configs are refused, image URLs off Label Studio are refused (another host
 or port, file://, data:, ../ and symlink escapes from the local-files root), and bad
-/predict bodies are one JSON sentence. Online: the session's Label Studio
+/predict bodies are one JSON sentence; in process (the demo model, no Label Studio), a task
+field's lines and local-files images give the masks /v1/segment gives. Online: the session's Label Studio
 (tests/label_studio_server.py) gets a project of `label_studio_config`, a local-files
 storage and its tasks; a `unilseg serve` process is connected to it through Label Studio's
 API (POST /api/ml), Label Studio is asked for predictions (the Data Manager action
@@ -197,6 +198,61 @@ def test_protocol_refusals_are_one_json_sentence():
     r = client.post("/setup", json={"schema": '<View><Image name="i" value="$image"/></View>'})
     assert r.status_code == 400 and "no BrushLabels" in r.json()["error"]
     assert client.post("/train", json={}).status_code == 400
+
+
+def test_text_field_and_local_files_in_process(tmp_path, caplog):
+    """/predict with instructions from a task field and images from the local-files root: each labelled mask is
+    the one /v1/segment gives for its instruction on the same service; failing tasks are empty and logged."""
+    from fastapi.testclient import TestClient
+    from torchthreads import torch_threads
+
+    from unilseg.batch.sinks.label_studio import brush_mask
+    from unilseg.inference import load_predictor
+    from unilseg.io.writers import rle_decode
+    from unilseg.serve.app import Service, create_app
+    from unilseg.serve.server import attach
+
+    (tmp_path / "documents" / "a").mkdir(parents=True)
+    shutil.copyfile(EXAMPLES / "demo_scene_2.png", tmp_path / "documents" / "a" / "scene.png")
+    prompts = "car: the blue car\nsky: the sky\nall the trees\n"
+    expected = [("car", "the blue car"), ("sky", "the sky"), ("all the trees", "all the trees")]
+    image = "/data/local-files/?d=a/scene.png"
+    tasks = [{"id": 1, "data": {"image": image, "prompts": prompts}},
+             {"id": 2, "data": {"image": "/data/local-files/?d=../outside.png", "prompts": prompts}},
+             {"id": 3, "data": {"image": image}}]
+    with torch_threads(1):
+        service = Service(label_studio=Backend(local_files_root=str(tmp_path / "documents"), text_field="prompts"))
+        batcher = attach(service, load_predictor("unilseg-demo", device="cpu"), "unilseg-demo", "torch", 4, 0.01, 32)
+        try:
+            client = TestClient(create_app(service))
+            r = client.post("/predict", json={"tasks": tasks, "label_config": label_studio_config(["car", "sky"]),
+                                              "project": "1.1", "params": {}})
+            assert r.status_code == 200, r.text
+            first, escaped, no_prompts = r.json()["results"]
+            b64 = base64.b64encode((tmp_path / "documents" / "a" / "scene.png").read_bytes()).decode()
+            answer = client.post("/v1/segment", json={"image": b64, "instructions": [t for _, t in expected]}).json()
+        finally:
+            batcher.close()
+    assert escaped["result"] == [] == no_prompts["result"] and escaped["score"] == 0.0
+    assert first["model_version"] == model_version_of(service)
+    wanted = [(label, row) for (label, _), row in zip(expected, answer["results"]) if row["area"]]
+    assert len(wanted) >= 2
+    assert [r["value"]["brushlabels"] for r in first["result"]] == [[label] for label, _ in wanted]
+    for res, (_, row) in zip(first["result"], wanted):
+        h, w = row["rle"]["size"]
+        assert np.array_equal(brush_mask(res["value"]["rle"], h, w), rle_decode(row["rle"]))
+        assert res["score"] == row["score"]
+    assert first["score"] == pytest.approx(sum(row["score"] for _, row in wanted) / len(wanted), abs=1e-6)
+    warnings = [rec.getMessage() for rec in caplog.records if rec.name == "unilseg.serve.label_studio"]
+    assert len(warnings) == 2 and "task 2" in warnings[0] and "outside the local-files root" in warnings[0]
+    assert "task 3" in warnings[1] and "no text field 'prompts'" in warnings[1]
+
+
+def model_version_of(service) -> str:
+    from unilseg import __version__
+
+    assert service.model["version"] == __version__
+    return f"unilseg-demo@{__version__}"
 
 
 # ------------------------------------------------------------------ a real Label Studio asks unilseg serve
