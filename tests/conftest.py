@@ -52,3 +52,18 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(unilseg.model.build, "load_model", counting)
     return calls
+
+
+@pytest.fixture(scope="session")
+def ls_documents(tmp_path_factory) -> Path:
+    """Label Studio's local-files document root (each test module uses a sub-folder of its own)."""
+    return tmp_path_factory.mktemp("ls-documents")
+
+
+@pytest.fixture(scope="session")
+def label_studio(ls_documents, tmp_path_factory):
+    """(base URL, legacy API token) of the one Label Studio server of the session (tests/label_studio_server.py)."""
+    from label_studio_server import running_label_studio
+
+    with running_label_studio(ls_documents, tmp_path_factory.mktemp("ls-server")) as server:
+        yield server

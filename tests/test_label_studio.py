@@ -3,18 +3,12 @@
 `unilseg segment --model unilseg-demo --classes ... --instances --label-studio` runs over
 generated scenes. Offline: every brush RLE decodes (label-studio-sdk's decoder) to the mask
 of its annotation and to a piece of the label map on disk, and the file is
-byte-deterministic. Online: a real Label Studio (its own virtual environment, made by
-`scripts/install_label_studio.sh`, found at VENV/label-studio/bin/label-studio for the
-test's VENV = sys.prefix, or at $UNILSEG_LABEL_STUDIO) is started once on 127.0.0.1 with
-sqlite in a temporary directory; the SDK creates a project from `label_studio_config`, a
+byte-deterministic. Online: the session's real Label Studio (tests/label_studio_server.py, shared with
+tests/test_serve_label_studio.py); the SDK creates a project from `label_studio_config`, a
 local-files storage for the images, imports the tasks, and the predictions read back from
 the API decode to the same masks; headless Chromium opens a task's labeling page and finds
 the image and the prediction regions. Without the server the online tests fail under CI
 (env CI set) and are skipped elsewhere.
-
-Authentication: the server is started with `--enable-legacy-api-token` and a
-`--user-token` made for the session, so the SDK uses that legacy token (1.23 refuses
-legacy tokens unless so enabled); the browser logs in with the user's password.
 
 Set UNILSEG_LS_SCREENSHOT=imgs/label_studio_page.png to also write the README's screenshot.
 """
@@ -22,13 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -36,15 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from label_studio_server import brush_regions_shown, chromium_path, log_in, sync_playwright
 
 from unilseg.data.synthetic import SEMANTIC_INSTRUCTIONS
 
 CLASSES = ["house", "tree", "car", "sky"]
 SCENES = 3
 SCENE_SEED = 7
-START_TIMEOUT_S = 300  # a first start initialises the database: ~40 s here, minutes on a loaded machine
-PAGE_TIMEOUT_MS = 60_000
-USER, PASSWORD = "unilseg@example.com", "unilseg-test-password"
 
 
 def sdk_brush():
@@ -142,9 +129,9 @@ def test_sink_without_sdk_says_how_to_install(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ the tasks file, offline
 
 @pytest.fixture(scope="session")
-def documents(tmp_path_factory) -> Path:
-    """Label Studio's local-files document root; the scenes are in its `scenes/` folder."""
-    return tmp_path_factory.mktemp("ls-documents")
+def documents(ls_documents) -> Path:
+    """Label Studio's local-files document root (the session's); the scenes are in its `scenes/` folder."""
+    return ls_documents
 
 
 @pytest.fixture(scope="session")
@@ -259,70 +246,10 @@ def test_image_urls(tmp_path):
 
 # ------------------------------------------------------------------ a real Label Studio server
 
-def label_studio_executable() -> Path:
-    """The server's executable, or a failure (CI) / skip (elsewhere) saying how to install it."""
-    named = os.environ.get("UNILSEG_LABEL_STUDIO")
-    path = Path(named) if named else Path(sys.prefix) / "label-studio" / "bin" / "label-studio"
-    if not path.is_file():
-        why = (f"the Label Studio test needs the server at {path}: bash scripts/install_label_studio.sh "
-               f"{Path(sys.prefix) / 'label-studio'} (scripts/install.sh does it), or set UNILSEG_LABEL_STUDIO "
-               "to a label-studio executable")
-        if os.environ.get("CI"):
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-            return json.loads(r.read()).get("status") == "UP"
-    except (OSError, ValueError):
-        return False
-
-
 @pytest.fixture(scope="session")
-def server(documents, tmp_path_factory):
-    """(base URL, API token) of a Label Studio started for the session; stopped (terminate, wait) at the end."""
-    executable = label_studio_executable()
-    home = tmp_path_factory.mktemp("ls-server")
-    token, port = secrets.token_hex(20), free_port()
-    env = {**os.environ, "HOME": str(home), "LABEL_STUDIO_BASE_DATA_DIR": str(home / "data"),
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(documents),
-           "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-           "LABEL_STUDIO_SENTRY_DSN": "", "LABEL_STUDIO_FRONTEND_SENTRY_DSN": ""}
-    for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):  # the server runs in its own environment
-        env.pop(name, None)
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(executable), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
-         "--data-dir", str(home / "data"), "--username", USER, "--password", PASSWORD, "--user-token", token,
-         "--enable-legacy-api-token"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=home, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (home / "server.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"Label Studio did not come up on {url} (exit {proc.poll()}):\n{tail}", pytrace=False)
-            time.sleep(1)
-        yield url, token
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and anything it started
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+def server(label_studio):
+    """(base URL, API token) of the session's Label Studio (tests/conftest.py)."""
+    return label_studio
 
 
 @pytest.fixture(scope="session")
@@ -376,29 +303,7 @@ def test_server_predictions_decode_to_our_masks(project, server, job):
             assert r.read() == Path(rec["image"]).read_bytes()
 
 
-def chromium_path() -> str:
-    path = os.environ.get("UNILSEG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path or not Path(path).is_file():
-        pytest.fail("the Label Studio page test needs Chromium: `apt-get install -y chromium` (as root), "
-                    "or set UNILSEG_CHROMIUM to a Chromium binary", pytrace=False)
-    return path
-
-
-# how many of the page's brush-region canvases hold painted pixels (Konva draws each region on a canvas)
-PAINTED_CANVASES = """() => [...document.querySelectorAll('canvas')].filter(c => {
-    if (!c.width || !c.height || c.style.opacity !== '0.6') return false;
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    for (let i = 3; i < d.length; i += 4) if (d[i]) return true;
-    return false;
-}).length"""
-
-
 def test_labeling_page_shows_the_predictions(project, server, tmp_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Label Studio page test needs Playwright for Python: pip install playwright "
-                    "(the system Chromium is used)", pytrace=False)
     client, pid, tasks = project
     url, _ = server
     served = {t.data["image"]: t.id for t in client.tasks.list(project=pid)}
@@ -412,21 +317,12 @@ def test_labeling_page_shows_the_predictions(project, server, tmp_path):
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            page.goto(f"{url}/user/login/")
-            page.fill("input[name=email]", USER)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(lambda u: "/user/login" not in u)
+            log_in(page, url)
             page.goto(f"{url}/projects/{pid}/data?task={served[image]}")
-            page.wait_for_function("() => { const i = document.querySelector('img[alt=image]');"
-                                   " return i && i.complete && i.naturalWidth > 0; }")
+            brush_regions_shown(page, len(results))
             regions = page.locator(".lsf-tree__node_type_brushregion")
-            page.wait_for_function(f"() => document.querySelectorAll('.lsf-tree__node_type_brushregion').length"
-                                   f" === {len(results)}")
             named = sorted(name for text in regions.all_inner_texts() for name in CLASSES if name in text.split())
             assert named == sorted(r["value"]["brushlabels"][0] for r in results)
-            page.wait_for_function(f"() => ({PAINTED_CANVASES})() >= {len(results)}")
             natural = page.evaluate("() => { const i = document.querySelector('img[alt=image]');"
                                     " return [i.naturalHeight, i.naturalWidth]; }")
             assert natural == [results[0]["original_height"], results[0]["original_width"]]

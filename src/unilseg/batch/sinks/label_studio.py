@@ -56,6 +56,16 @@ def region_id(image: str, n: int) -> str:
     return hashlib.sha1(f"{image}\0{n}".encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
+def brush_result(mask: np.ndarray, label: str, score: float, region: str, from_name: str = "label",
+                 to_name: str = "image") -> dict[str, Any]:
+    """One Label Studio `brushlabels` result: bool (H, W) `mask` labelled `label`, as a task's prediction holds it
+    (the batch sink and the ML backend both build theirs here)."""
+    height, width = mask.shape
+    return {"id": region, "from_name": from_name, "to_name": to_name, "type": "brushlabels",
+            "original_width": int(width), "original_height": int(height), "image_rotation": 0,
+            "value": {"format": "rle", "rle": brush_rle(mask), "brushlabels": [label]}, "score": score}
+
+
 @dataclass
 class LabelStudioSink:
     """`--label-studio PATH.json`: a JSON list of Label Studio tasks with brush predictions."""
@@ -78,12 +88,8 @@ class LabelStudioSink:
     def _results(self, recs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         anns = ((rec, ann) for rec in recs for ann in rec["annotations"])
         for n, (rec, ann) in enumerate(anns):
-            height, width = rec["height"], rec["width"]
-            yield {"id": region_id(rec["image"], n), "from_name": self.from_name, "to_name": self.to_name,
-                   "type": "brushlabels", "original_width": width, "original_height": height, "image_rotation": 0,
-                   "value": {"format": "rle", "rle": brush_rle(rle_decode(ann["rle"])),
-                             "brushlabels": [ann["category"]]},
-                   "score": ann["score"]}
+            yield brush_result(rle_decode(ann["rle"]), ann["category"], ann["score"], region_id(rec["image"], n),
+                               self.from_name, self.to_name)
 
     def _tasks(self, records: Records) -> Iterator[dict[str, Any]]:
         for first, recs in records.by_image():
