@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 from fastapi import Request  # resolved by FastAPI from this module's names (the annotations are strings)
 
-from unilseg.serve.schema import RequestError, SegmentRequest, check_instructions, predictions
+from unilseg.serve.schema import RequestError, SegmentRequest, check_instructions
 
 log = logging.getLogger(__name__)
 
@@ -363,10 +363,10 @@ class Backend:
             request = SegmentRequest(data=images[ref], instructions=[w.text for w in wanted])
             result = await run_job(service, request, arrived)
 
-            def build(request: SegmentRequest = request, result: Any = result, wanted: list = wanted,
+            def build(result: Any = result, wanted: list = wanted,
                       target: Target = target, ref: str = ref) -> list[dict[str, Any]]:
                 out = []
-                for w, p in zip(wanted, predictions(request, result, service.threshold)):
+                for w, p in zip(wanted, result.predictions):
                     if p.mask.any():
                         out.append(brush_result(p.mask, w.label, round(p.score, 6),
                                                 region_id(f"{target.from_name}\0{ref}", len(out)),
