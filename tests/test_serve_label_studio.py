@@ -19,17 +19,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from label_studio_server import brush_regions_shown, chromium_path, log_in, stop, sync_playwright
+from label_studio_server import brush_regions_shown, chromium_path, log_in, sync_playwright
+from serving import Server
 
 from unilseg.batch.sinks.label_studio import label_studio_config
 from unilseg.serve.label_studio import (
@@ -257,43 +256,6 @@ def model_version_of(service) -> str:
 
 # ------------------------------------------------------------------ a real Label Studio asks unilseg serve
 
-class Serve:
-    """`unilseg serve` (demo model) as a subprocess: its URL once ready, its output kept."""
-
-    def __init__(self, *flags: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "unilseg", "serve", "--model", "unilseg-demo",
-                                      "--device", "cpu", "--threads", "1", "--port", "0", *flags],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self.url = ""
-        got: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, args=(got,), daemon=True).start()
-        try:
-            while True:
-                line = got.get(timeout=READY_TIMEOUT_S)
-                if line is None:
-                    pytest.fail("unilseg serve exited before it was ready:\n" + self.output, pytrace=False)
-                if "listening on " in line:
-                    self.url = line.split("listening on ", 1)[1].split()[0]
-                if ": ready: " in line:
-                    break
-        except BaseException:
-            stop(self.proc)
-            raise
-
-    def _read(self, got: queue.Queue) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            got.put(line)
-        got.put(None)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
 @pytest.fixture(scope="module")
 def images(ls_documents) -> dict[str, Path]:
     """The tasks' images in the document root's `backend/` folder: two examples, one cropped (not square)."""
@@ -329,8 +291,7 @@ def predicted(label_studio, images, tmp_path_factory):
     url, token = label_studio
     key = tmp_path_factory.mktemp("keys") / "ls.key"
     key.write_text(token + "\n")
-    server = Serve("--label-studio-url", url, "--label-studio-api-key-file", str(key))
-    try:
+    with Server("--label-studio-url", url, "--label-studio-api-key-file", str(key)) as server:
         client = LabelStudio(base_url=url, api_key=token)
         proj = client.projects.create(title="unilseg ML backend", label_config=label_studio_config(LABELS))
         folder = next(iter(images.values())).parent
@@ -348,8 +309,6 @@ def predicted(label_studio, images, tmp_path_factory):
             ids["elsewhere" if ref.startswith("http://example.org") else ref.rsplit("/", 1)[1].replace("%20", " ")] = (
                 task.id)
         yield client, proj.id, ids, server
-    finally:
-        stop(server.proc)
 
 
 def test_label_studio_gets_the_clis_masks(predicted, images, cli_masks):
