@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import Predictor
 from unilseg.serve.app import Service, create_app
-from unilseg.serve.engine import Batcher, Engine
+from unilseg.serve.engine import Batcher, Engine, Job, JobResult
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,26 @@ def describe(predictor: Predictor, name: str, runtime: str) -> dict[str, Any]:
             "input_size": predictor.spec.size, "threshold": predictor.threshold, "version": __version__}
 
 
+def connect(service: Service, engine: Engine, run: Callable[[Job], Awaitable[JobResult]], waiting: Callable[[], int],
+            name: str, runtime: str) -> None:
+    """Make `service` serve `engine`'s predictor: jobs go to `run` (batched), `waiting` counts the jobs queued.
+
+    The local Batcher and each Ray Serve replica (`unilseg.serve.ray_serve`) both call it; then it is ready."""
+    predictor = engine.predictor
+    service.run = run
+    service.has_image = engine.cache.__contains__
+    service.stats = lambda: {**engine.stats(), "queued": waiting()}
+    service.model = describe(predictor, name, runtime)
+    service.threshold = predictor.threshold
+    service.ready = True
+
+
 def attach(service: Service, predictor: Predictor, name: str, runtime: str, batch_images: int, wait_s: float,
            queue_size: int) -> Batcher:
     """Make `service` run jobs on `predictor` through a new Engine and Batcher; -> the Batcher."""
     engine = Engine(predictor, service.limits.cache_bytes)
     batcher = Batcher(engine, batch_images, wait_s, queue_size, coming=lambda: service.arriving > 0)
-    service.run = batcher.run
-    service.has_image = engine.cache.__contains__
-    service.stats = lambda: {**engine.stats(), "queued": batcher.waiting}
-    service.model = describe(predictor, name, runtime)
-    service.threshold = predictor.threshold
-    service.ready = True
+    connect(service, engine, batcher.run, lambda: batcher.waiting, name, runtime)
     return batcher
 
 
