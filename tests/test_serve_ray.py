@@ -237,3 +237,19 @@ def test_a_replica_that_cannot_load_is_one_error_line(tmp_path):
     while session_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert session_members(proc.pid) == []
+
+
+def test_what_the_cluster_cannot_hold_and_an_address_without_ray_are_one_error_each():
+    """Both checked before Serve starts: a wait without end (or ray.init's minutes of retries) otherwise."""
+    require_ray_serve()
+    from unilseg.errors import UnilsegError
+    from unilseg.serve.ray_serve import check_reachable, check_resources
+
+    with pytest.raises(UnilsegError, match=r"--replicas 3 x --cpus-per-replica 1 needs 3 CPUs; the Ray cluster has 2"):
+        check_resources(3, 1.0, 0.0, {"CPU": 2.0})
+    with pytest.raises(UnilsegError, match=r"--gpus-per-replica 0.5 needs 1 GPUs; the Ray cluster has 0"):
+        check_resources(2, 0.5, 0.5, {"CPU": 2.0})
+    check_resources(2, 1.0, 0.0, {"CPU": 2.0})
+    port = free_port()
+    with pytest.raises(UnilsegError, match=rf"--address 127.0.0.1:{port}: no Ray cluster answers there"):
+        check_reachable(f"127.0.0.1:{port}")

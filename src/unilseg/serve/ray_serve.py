@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import time
 from typing import Any
 
@@ -111,13 +112,25 @@ def deployment(args: Any, service: Service, name: str, runtime: str) -> Any:
     limits = service.limits
     ongoing = limits.queue_size + SPARE_REQUESTS
     wrapped = serve.ingress()(Replica)
-    wrapped.__name__ = wrapped.__qualname__ = "Replica"
     bound = serve.deployment(
         wrapped, name=APP, num_replicas=args.replicas,
         ray_actor_options={"num_cpus": args.cpus_per_replica, "num_gpus": args.gpus_per_replica},
         max_ongoing_requests=ongoing, max_queued_requests=ongoing * args.replicas,
         max_constructor_retry_count=1, graceful_shutdown_timeout_s=5, graceful_shutdown_wait_loop_s=0.5)
     return bound.bind(predictor_settings(args), limits, service.api_key, service.label_studio, name, runtime)
+
+
+def check_reachable(address: str) -> None:
+    """A HOST:PORT address where nothing listens is one error at once (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # ray://..., auto: Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise UnilsegError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); give the head "
+                           "node's GCS address (HOST:6379 by default), or leave --address and $RAY_ADDRESS out for "
+                           "a local cluster") from None
 
 
 def start_ray(address: str | None, verbose: bool) -> None:
@@ -129,6 +142,7 @@ def start_ray(address: str | None, verbose: bool) -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, logging_level=level, log_to_driver=verbose)
         else:
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=level,
