@@ -2,8 +2,8 @@
 beside the single-process server: the same requests get the same answers; Serve's batching shares a
 batch between concurrent requests and a full replica refuses with our 503; SIGTERM stops it all.
 
-Both servers run as `python -m unilseg serve` subprocesses, once for the module: Ray Serve's
-start-up is the slow part (tens of seconds on 2 cores)."""
+Both servers are `serving.Server` processes (`python -m unilseg serve`), once for the module: Ray
+Serve's start-up is the slow part (tens of seconds on 2 cores)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,21 +14,20 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from serving import EXAMPLES, Server
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "src" / "unilseg" / "demo" / "examples"
 CASES = [("demo_scene.png", ["the roof of the red house", "the sky"]),
          ("demo_scene_2.png", ["the blue car", "all the trees"]),
          ("demo_scene_3.png", ["the pink tree"])]
-START_S = 300  # a guard against a server that never comes up, not a measurement
-RAY_FLAGS = ["--batch-images", "2", "--batch-wait-ms", "300", "--queue-size", "2"]
+RAY_FLAGS = ["--ray", "--cpus-per-replica", "1", "--batch-images", "2", "--batch-wait-ms", "300", "--queue-size", "2"]
+FAIL_TIMEOUT_S = 300  # a guard against a start that never ends, not a measurement
 
 
 def require_ray_serve() -> None:
@@ -45,86 +44,77 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def session_members(sid: int) -> list[str]:
-    """The processes (pid and command) left in session `sid`: the server's Ray processes (raylet, GCS, workers)
-    share the session the server was started in."""
-    left = []
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` now (a local Ray cluster's GCS, raylet and workers are the server's)."""
+    children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                left.append(f"{stat.parent.name} {(stat.parent / 'cmdline').read_bytes()[:120]!r}")
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return left
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
-class Server:
-    """`python -m unilseg serve ARGS`, started in its own session; `wait` for its ready line."""
-
-    def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
-                                                                           os.environ.get("PYTHONPATH")]))}
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "unilseg", "serve", *argv], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     text=True, start_new_session=True)
-        self.argv, self.lines, self.ready = argv, [], threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def wait(self) -> None:
-        """Until the ready line (its URL -> `url`, the time it took -> `start_s`); a failure if it never comes."""
-        if not self.ready.wait(START_S) or self.proc.poll() is not None:
-            self.stop()
-            pytest.fail(f"unilseg serve {' '.join(self.argv)} did not become ready:\n" + "".join(self.lines))
-        self.start_s = time.perf_counter() - self.started
-        ready = next(line for line in self.lines if line.startswith("unilseg serve: ready: "))
-        self.url = ready.split()[3].removesuffix("/v1/segment")
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("unilseg serve: ready: "):
-                self.ready.set()
-        self.ready.set()  # it ended
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; -> its exit code. Its whole session is gone after."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+def session_members(sid: int) -> set[int]:
+    """The processes in session `sid` (a server started in a session of its own, and its Ray processes)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-            return -9
-        finally:
-            deadline = time.monotonic() + 20
-            while session_members(self.proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if session_members(self.proc.pid):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                found.add(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (zombies count as gone), after up to 20 s for them to end."""
+    def running() -> set[int]:
+        left = set()
+        for pid in pids:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    left.add(pid)
+            except OSError:
+                pass
+        return left
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return running()
+
+
+def stop_all(server: Server, pids: set[int]) -> None:
+    """Stop the server; kill whatever of its processes outlived it (a failed test must not leave a cluster)."""
+    server.__exit__(None, None, None)
+    for pid in alive(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, Server]]:
+def servers() -> Iterator[dict]:
     require_ray_serve()
-    ray = Server(["--ray", "--model", "unilseg-demo", "--device", "cpu", "--cpus-per-replica", "1",
-                  "--port", str(free_port()), *RAY_FLAGS])
-    local = Server(["--model", "unilseg-demo", "--device", "cpu", "--threads", "1", "--port", "0"])
+    started = time.perf_counter()
+    ray = Server(*RAY_FLAGS).__enter__()
+    start_s = time.perf_counter() - started
+    ray_pids = descendants(ray.proc.pid)
     try:
-        local.wait()
-        ray.wait()
-    except BaseException:
-        local.stop()
-        ray.stop()
-        raise
-    print(f"\nray serve start-up to ready: {ray.start_s:.1f} s (local server: {local.start_s:.1f} s)")
-    try:
-        yield {"local": local, "ray": ray}
+        with Server() as local:
+            print(f"\nray serve: start-up to ready {start_s:.1f} s")
+            yield {"local": local, "ray": ray, "ray_pids": ray_pids}
     finally:
-        local.stop()
-        ray.stop()
+        stop_all(ray, ray_pids | descendants(ray.proc.pid))
 
 
 def without_timings(answer: dict) -> dict:
@@ -157,7 +147,8 @@ def test_same_answers_as_the_local_server(servers, form):
 
 def test_ready_and_models(servers):
     answers = {}
-    for which, server in servers.items():
+    for which in ("local", "ray"):
+        server = servers[which]
         ready, models = httpx.get(f"{server.url}/readyz"), httpx.get(f"{server.url}/v1/models")
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}
         answers[which] = models.json()
@@ -166,7 +157,7 @@ def test_ready_and_models(servers):
 
 
 def test_the_two_lines_the_local_server_prints(servers):
-    for server in servers.values():
+    for server in (servers["local"], servers["ray"]):
         printed = [line for line in server.lines if line.startswith("unilseg serve: ")]
         url = server.url
         assert printed[:2] == [f"unilseg serve: listening on {url} (model unilseg-demo loading; /readyz says when "
@@ -206,8 +197,11 @@ def test_sigterm_stops_serve_and_ray(servers):
     """Last (the module's servers are stopped here, and again harmlessly by the fixture): exit code 0,
     no Ray process left behind."""
     ray = servers["ray"]
-    assert ray.stop() == 0, "".join(ray.lines)
-    assert session_members(ray.proc.pid) == []
+    pids = servers["ray_pids"] | descendants(ray.proc.pid)
+    assert len(pids) > 3  # GCS, raylet, Serve's controller, proxy and replica at least
+    ray.proc.send_signal(signal.SIGTERM)
+    assert ray.proc.wait(60) == 0, ray.output
+    assert alive(pids) == set()
     assert not any(line.startswith("error:") for line in ray.lines)
 
 
@@ -217,13 +211,12 @@ def test_a_replica_that_cannot_load_is_one_error_line(tmp_path):
     require_ray_serve()
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {swin: 7}\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "unilseg", "serve", "--ray", "--model", "unilseg-demo", "--config",
                              str(bad), "--device", "cpu", "--cpus-per-replica", "1", "--port", str(free_port())],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=START_S)
+        out, err = proc.communicate(timeout=FAIL_TIMEOUT_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -233,10 +226,7 @@ def test_a_replica_that_cannot_load_is_one_error_line(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("error: the model did not load: the config does not build a "
                                                      "network"), err
     assert "ready:" not in out
-    deadline = time.monotonic() + 20
-    while session_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert session_members(proc.pid) == []
+    assert alive(session_members(proc.pid)) == set()
 
 
 def test_what_the_cluster_cannot_hold_and_an_address_without_ray_are_one_error_each():

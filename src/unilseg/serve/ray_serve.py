@@ -2,8 +2,8 @@
 
 Each replica (`Replica`, a Serve FastAPI ingress whose app is built on the replica, after
 its constructor) loads its own predictor and builds its own Service and `Engine`. Serve's
-`serve.batch` takes the local `Batcher`'s place around `Engine.run_batch` (run on a
-thread, off the replica's event loop): a batch holds at most `--batch-images` distinct
+`serve.batch` takes the local `Batcher`'s place around `Engine.run_batch` (run on one
+thread of its own, off the replica's event loop): a batch holds at most `--batch-images` distinct
 images (its `batch_size_fn`) and waits `--batch-wait-ms` for them. Past `--queue-size`
 jobs in flight a replica refuses with `Busy` (the app's 503 JSON with Retry-After);
 Serve's `max_ongoing_requests` (--queue-size + 16) leaves room for that refusal and the
@@ -29,6 +29,7 @@ import re
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from unilseg.errors import UnilsegError
@@ -80,9 +81,12 @@ class Replica:
         self.in_flight = 0  # jobs waiting for or in a batch (one event loop: no lock)
         self.last_batch_s = 1.0  # a first guess for Retry-After
 
+        # one thread for all torch work (a second one would start a second OpenMP pool on the same cores)
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unilseg-model")
+
         async def batch_of_jobs(jobs: list[Job]) -> list[JobResult]:
             start = time.perf_counter()
-            results = await asyncio.to_thread(self.engine.run_batch, jobs)
+            results = await asyncio.get_running_loop().run_in_executor(self.model_thread, self.engine.run_batch, jobs)
             self.last_batch_s = time.perf_counter() - start
             return results
 
