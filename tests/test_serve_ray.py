@@ -145,15 +145,17 @@ def test_same_answers_as_the_local_server(servers, form):
     assert any(r["area"] > 0 for r in ray["results"])  # a real mask, not an empty one on both sides
 
 
-def test_ready_and_models(servers):
+def test_ready_models_and_health(servers):
     answers = {}
     for which in ("local", "ray"):
         server = servers[which]
         ready, models = httpx.get(f"{server.url}/readyz"), httpx.get(f"{server.url}/v1/models")
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}
-        answers[which] = models.json()
+        answers[which] = {"models": models.json(), "healthz": httpx.get(f"{server.url}/healthz").json(),
+                          "label studio health": httpx.get(f"{server.url}/health").json()}
     assert answers["ray"] == answers["local"]
-    assert answers["ray"]["models"][0]["name"] == "unilseg-demo" and answers["ray"]["models"][0]["ready"]
+    model = answers["ray"]["models"]["models"][0]
+    assert model["name"] == "unilseg-demo" and model["ready"] is True
 
 
 def test_the_two_lines_the_local_server_prints(servers):
