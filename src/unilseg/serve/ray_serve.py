@@ -72,17 +72,17 @@ class Replica:
 
         from unilseg.inference import load_predictor
 
+        # one thread for all torch work, the load's too (a second one would start a second OpenMP pool)
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unilseg-model")
         try:
-            predictor = load_predictor(**settings)
+            predictor = self.model_thread.submit(load_predictor, **settings).result()
         except UnilsegError as e:  # the driver finds this line in Serve's report and prints it alone
+            self.model_thread.shutdown()
             raise RuntimeError(f"{LOAD_FAILED}{e}") from None
         self.service = Service(limits=limits, api_key=api_key, label_studio=label_studio)
         self.engine = Engine(predictor, limits.cache_bytes)
         self.in_flight = 0  # jobs waiting for or in a batch (one event loop: no lock)
         self.last_batch_s = 1.0  # a first guess for Retry-After
-
-        # one thread for all torch work (a second one would start a second OpenMP pool on the same cores)
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unilseg-model")
 
         async def batch_of_jobs(jobs: list[Job]) -> list[JobResult]:
             start = time.perf_counter()
