@@ -72,6 +72,7 @@ def test_health_ready_models_and_openapi(server):
     spec = server.client.get("/openapi.json").json()
     body = spec["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
+    assert {"/predict", "/setup", "/health", "/v1/models", "/readyz"} <= set(spec["paths"])
 
 
 @pytest.mark.parametrize("scene", SCENES)

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-from fastapi import Request  # resolved by FastAPI from this module's names (the annotations are strings)
+from fastapi import Request  # both resolved by FastAPI from this module's names (the annotations are strings)
+from fastapi.responses import JSONResponse
 
 from unilseg.serve.schema import RequestError, SegmentRequest, check_instructions
 
@@ -421,8 +422,6 @@ class Backend:
 
     def add_routes(self, app: Any, service: Any) -> None:
         """Label Studio's ML backend routes on the FastAPI `app` (every answer JSON; refusals {"error"})."""
-        from fastapi.responses import JSONResponse
-
         from unilseg.serve.app import read_body
 
         @app.get("/health", summary="Label Studio ML backend: the backend answers")
