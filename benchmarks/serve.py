@@ -1,7 +1,7 @@
 """`unilseg serve` under load, against the same work through the in-process predictor.
 
     python benchmarks/serve.py [--requests 1000] [--clients 1,8] [--threads 2] [--cache-mb 32]
-                               [--model unilseg-demo | --weights FILE]
+                               [--model unilseg-demo | --weights FILE | --seeded DIR] [--cache-rounds 20]
 
 Work: --requests requests, each a distinct image file (the demo scenes, made distinct by a
 trailing byte: the same pixels, a new hash, so the embedding cache never helps) and one
@@ -12,8 +12,8 @@ instruction, answered as COCO RLE.
   (threads with one httpx connection each) send the requests as fast as they are answered.
   Per K: p50 / p95 latency, throughput, the server's peak RSS (sampled from /proc) and its
   RSS after request 100 and after the last one (the cache fills first: --cache-mb bounds it).
-- cache: 20 times, a new image and then the same image with a new instruction, one client:
-  median latency of each.
+- cache: --cache-rounds times, a new image and then the same image with a new instruction, one
+  client: median latency of each.
 Loopback only; bounded by --requests and --timeout. Prints a Markdown table and JSON.
 """
 from __future__ import annotations
@@ -164,8 +164,15 @@ def main() -> None:
     p.add_argument("--cache-mb", type=float, default=32)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--model", default="unilseg-demo")
-    p.add_argument("--weights", help="a weights file instead of --model (e.g. a seeded full-size checkpoint)")
+    p.add_argument("--weights", help="a weights file instead of --model")
+    p.add_argument("--seeded", metavar="DIR", help="UniLSeg-20's full-size network with seeded weights (made in DIR "
+                   "once): the real checkpoint's compute, 480 px")
+    p.add_argument("--cache-rounds", type=int, default=20, help="new-image / repeated-image pairs timed")
     args = p.parse_args()
+    if args.seeded:
+        from _common import seeded_checkpoints
+
+        args.weights = str(seeded_checkpoints(Path(args.seeded))[1])
     args.clients = [int(k) for k in args.clients.split(",")]
     data = images(args.requests)
     baseline = in_process(args, data)
@@ -175,7 +182,7 @@ def main() -> None:
         try:
             runs.append(load(child, data, k))
             if cache is None:
-                cache = cache_effect(child)
+                cache = cache_effect(child, args.cache_rounds)
         finally:
             child.stop()
     print("| run | throughput (req/s) | vs in-process | p50 (ms) | p95 (ms) | peak RSS (MB) | RSS @100 -> @end (MB) |")
