@@ -145,7 +145,7 @@ def cache_effect(child: Child, rounds: int = 20) -> dict:
 
     new, repeat = [], []
     with httpx.Client(base_url=child.url, timeout=600) as c:
-        for i, d in enumerate(images(rounds)):
+        for d in images(rounds):
             d = d + b"cache"  # bytes the load runs never sent
             for texts, into in ((["the sky"], new), (["the blue car"], repeat)):
                 t0 = time.perf_counter()
@@ -190,7 +190,8 @@ def main() -> None:
     print(f"| in-process predictor | {baseline['throughput']} | 1.00x | | | | |")
     for r in runs:
         growth = (r["rss_at_end_mb"] / r["rss_at_100_mb"] - 1) * 100 if r["rss_at_100_mb"] else float("nan")
-        print(f"| server, {r['clients']} client(s) | {r['throughput']} | {r['throughput'] / baseline['throughput']:.2f}x"
+        ratio = r["throughput"] / baseline["throughput"]
+        print(f"| server, {r['clients']} client(s) | {r['throughput']} | {ratio:.2f}x"
               f" | {r['p50_ms']} | {r['p95_ms']} | {r['peak_rss_mb']} | {r['rss_at_100_mb']} -> {r['rss_at_end_mb']}"
               f" ({growth:+.1f}%) |")
     print(f"\ncache: new image {cache['new_image_ms']} ms, same image + new instruction {cache['repeated_image_ms']} ms"
