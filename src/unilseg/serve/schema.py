@@ -18,7 +18,6 @@ import base64
 import binascii
 import io
 import json
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from unilseg.errors import UnilsegError
 from unilseg.inference.instances import (
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MIN_AREA,
@@ -36,6 +36,7 @@ from unilseg.inference.instances import (
 from unilseg.inference.transforms import decode_image
 from unilseg.io.paths import text_problem
 from unilseg.io.writers import encode_mask, rle_encode
+from unilseg.model.spec import check_threshold as spec_threshold
 from unilseg.serve.engine import JobResult
 from unilseg.tasks.labelmap import ClassSpec, check_classes, encode_label_png, make_legend, merge_with_confidence
 
@@ -108,18 +109,16 @@ def _shown(value: Any, limit: int = 40) -> str:
 
 
 def check_threshold(value: Any) -> float | None:
+    """None (the model's threshold), or the CLI's rule (`model.spec.check_threshold`: finite, 0 < t < 1)."""
     if value is None:
         return None
-    if isinstance(value, str):  # a form field
-        try:
-            value = float(value)
-        except ValueError:
-            raise RequestError(400, f"threshold must be a number between 0 and 1, not {_shown(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # float() would take True
         raise RequestError(400, f"threshold must be a number between 0 and 1, not {_shown(value)}")
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise RequestError(400, f"threshold must be a number between 0 and 1, not {value}")
-    return float(value)
+    try:
+        return spec_threshold(value)
+    except UnilsegError as e:
+        message = str(e)
+        raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
 
 
 def check_instructions(value: Any, limits: Limits, what: str = "instructions") -> list[str]:
