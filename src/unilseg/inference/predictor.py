@@ -21,6 +21,7 @@ import torch
 from unilseg.errors import UnilsegError
 from unilseg.inference.backends.graphs import decode_pairs
 from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, Instances, split_instances
+from unilseg.inference.presence import presence_score
 from unilseg.inference.transforms import postprocess, preprocess, read_image
 from unilseg.model.spec import InferenceSpec
 from unilseg.model.tokenizer import tokenize
@@ -36,6 +37,8 @@ class Prediction:
     mask: np.ndarray  # bool (H, W)
     prob: np.ndarray  # float32 (H, W), the soft map (cubic warp: may overshoot [0, 1] slightly)
     score: float  # mean probability inside the mask (0 when the mask is empty)
+    presence: float = 1.0  # presence score in [0, 1] (`unilseg.inference.presence`): is the target there at all
+    present: bool = True  # False: presence < the min score, so the mask was emptied ("not found")
 
     def instances(self, min_area: int = DEFAULT_MIN_AREA, max_instances: int = DEFAULT_MAX_INSTANCES) -> Instances:
         """The mask's 8-connected components (largest first), each with its box, area and mean probability
@@ -189,7 +192,7 @@ class Predictor:
 
     def __init__(
         self, model: torch.nn.Module | Backend, threshold: float | None = None, precision: str | None = None,
-        max_batch: int | None = None, compile: bool = False,
+        max_batch: int | None = None, compile: bool = False, min_score: float | None = None,
     ) -> None:
         if isinstance(model, torch.nn.Module):
             if precision is not None:  # before compiling: the casts' hooks are part of the traced graph
@@ -206,7 +209,7 @@ class Predictor:
                 raise UnilsegError("{field} applies to the torch runtime only (an export is compiled already)",
                                    field="compile")
         self.backend = backend
-        self.spec: InferenceSpec = backend.spec.with_threshold(threshold)
+        self.spec: InferenceSpec = backend.spec.with_threshold(threshold).with_min_score(min_score)
         if max_batch is None:
             max_batch = 1 if self.device.type == "cpu" else 16
         if max_batch < 1:
@@ -226,6 +229,11 @@ class Predictor:
     @property
     def threshold(self) -> float:
         return self.spec.threshold
+
+    @property
+    def min_score(self) -> float | None:
+        """Predictions whose presence score is below it come back empty (None: never)."""
+        return self.spec.min_score
 
     @property
     def precision(self) -> str:
@@ -302,22 +310,25 @@ class Predictor:
         return torch.cat(out)
 
     def predict(
-        self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None
+        self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None,
+        min_score: float | None = None,
     ) -> list[Prediction]:
-        """One Prediction per text (mask = soft map > threshold, default the spec's)."""
+        """One Prediction per text (mask = soft map > threshold, default the spec's; emptied when the presence
+        score is below `min_score`, default the spec's, 0: never)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         embedding = embedding if embedding is not None else self._current()
-        return self.predict_pairs([embedding] * len(texts), texts, threshold)
+        return self.predict_pairs([embedding] * len(texts), texts, threshold, min_score)
 
     def predict_pairs(
         self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts,
-        threshold: float | None = None,
+        threshold: float | None = None, min_score: float | None = None,
     ) -> list[Prediction]:
         """One Prediction per (image, text) pair; pairs of several images share decoder batches."""
         threshold = self.threshold if threshold is None else threshold
+        min_score = self.min_score if min_score is None else (min_score or None)
         logits = self.pair_logits(embeddings, texts)
         names = texts.texts if isinstance(texts, EncodedTexts) else list(texts)
-        return [to_prediction(t, lg, e, threshold) for t, lg, e in zip(names, logits, embeddings)]
+        return [to_prediction(t, lg, e, threshold, min_score) for t, lg, e in zip(names, logits, embeddings)]
 
     def _current(self) -> ImageEmbedding:
         if self.embedding is None:
@@ -333,8 +344,15 @@ def _stack_features(embeddings: Sequence[ImageEmbedding]) -> list[torch.Tensor]:
     return [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
 
 
-def to_prediction(text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float) -> Prediction:
-    """Logits (1, s, s) of one pair -> Prediction in the original image frame."""
+def to_prediction(
+    text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float, min_score: float | None = None
+) -> Prediction:
+    """Logits (1, s, s) of one pair -> Prediction in the original image frame; a presence score below
+    `min_score` empties the mask (present False)."""
     mask, prob = postprocess(logits, embedding.inverse, embedding.image_size, threshold)
+    presence = presence_score(prob, mask)
+    present = min_score is None or presence >= min_score
+    if not present:
+        mask = np.zeros_like(mask)
     score = float(prob[mask].mean()) if mask.any() else 0.0
-    return Prediction(text, mask, prob, score)
+    return Prediction(text, mask, prob, score, presence, present)

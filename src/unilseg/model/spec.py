@@ -30,6 +30,7 @@ class InferenceSpec:
     std: tuple[float, float, float] = CLIP_STD
     context_length: int = 17  # token ids per text, SOT and EOT included
     threshold: float = 0.35  # mask = soft map > threshold
+    min_score: float | None = None  # presence score below it: nothing found, the mask empty (None: never)
 
     def __post_init__(self) -> None:
         check_spec(asdict_shallow(self))
@@ -44,17 +45,25 @@ class InferenceSpec:
         if not isinstance(inp, dict) or not isinstance(test, dict):
             raise UnilsegError(f"{where}the config's `input` and `test` sections must be mappings")
         fields = {key: inp[key] for key in ("size", "mean", "std", "context_length") if key in inp}
-        if "threshold" in test:
-            fields["threshold"] = test["threshold"]
+        for key in ("threshold", "min_score"):
+            if key in test:
+                fields[key] = test[key]
         text = (cfg.get("model") or {}).get("text") if isinstance(cfg.get("model"), dict) else None
         positions = text.get("max_positions") if isinstance(text, dict) else None
-        names = {"threshold": "test.threshold", **{k: f"input.{k}" for k in ("size", "mean", "std", "context_length")}}
+        names = {"threshold": "test.threshold", "min_score": "test.min_score",
+                 **{k: f"input.{k}" for k in ("size", "mean", "std", "context_length")}}
         checked = check_spec(fields, where, names, positions if _is_int(positions) else None)
         return cls(**checked)
 
     def with_threshold(self, threshold: float | None) -> InferenceSpec:
         """A copy with another threshold (None keeps this one)."""
         return self if threshold is None else dataclasses.replace(self, threshold=check_threshold(threshold))
+
+    def with_min_score(self, min_score: float | None) -> InferenceSpec:
+        """A copy with another minimum presence score (None keeps this one; 0 turns it off)."""
+        if min_score is None:
+            return self
+        return dataclasses.replace(self, min_score=check_min_score(min_score) or None)
 
 
 def asdict_shallow(spec: InferenceSpec) -> dict[str, Any]:
@@ -73,7 +82,8 @@ def check_spec(fields: dict[str, Any], where: str = "", names: dict[str, str] | 
                max_positions: int | None = None) -> dict[str, Any]:
     """Inference settings by type and range -> the same, lists as tuples and numbers as floats; else one
     UnilsegError naming the field. size and context_length: integers (not 192.0, not true); mean and std:
-    3 finite numbers each, std above 0; threshold: a number strictly between 0 and 1."""
+    3 finite numbers each, std above 0; threshold: a number strictly between 0 and 1; min_score: None or
+    a number from 0 to 1 (0 as None: off)."""
     names = names or {}
     out = dict(fields)
     for key, low, high in (("size", MIN_SIZE, MAX_SIZE), ("context_length", 2, max_positions)):
@@ -101,6 +111,8 @@ def check_spec(fields: dict[str, Any], where: str = "", names: dict[str, str] | 
             raise UnilsegError(f"{where}{names.get('threshold', 'threshold')} must be a number between 0 and 1, "
                                f"not {value!r}")
         out["threshold"] = check_threshold(value, f"{where}{names.get('threshold', 'threshold')}")
+    if fields.get("min_score") is not None:
+        out["min_score"] = check_min_score(fields["min_score"], f"{where}{names.get('min_score', 'min_score')}") or None
     return out
 
 
@@ -115,4 +127,18 @@ def check_threshold(value: Any, field: str = "threshold") -> float:
     if not 0.0 < t < 1.0:
         raise UnilsegError("{field} must lie strictly between 0 and 1 (a probability), not {value}", field=field,
                            value=value)
+    return t
+
+
+def check_min_score(value: Any, field: str = "min_score") -> float:
+    """A minimum presence score is a number from 0 (off) to 1. `field`: what the error calls it."""
+    if not _is_number(value) and not isinstance(value, str):
+        raise UnilsegError("{field} must be a number from 0 to 1, not {value}", field=field, value=repr(value))
+    try:
+        t = float(value)
+    except ValueError:
+        raise UnilsegError("{field} must be a number from 0 to 1, not {value}", field=field,
+                           value=repr(value)) from None
+    if not 0.0 <= t <= 1.0:
+        raise UnilsegError("{field} must be a number from 0 (off) to 1, not {value}", field=field, value=value)
     return t

@@ -79,6 +79,7 @@ class ExportInfo:
 
 ROLES = ("image_encoder", "prompt_decoder")  # the files every export holds
 SPEC_KEYS = ("size", "mean", "std", "context_length", "threshold")
+OPTIONAL_SPEC_KEYS = ("min_score",)  # absent from exports made before it existed
 
 
 def read_info(directory: str | Path, fmt: str | None = None) -> ExportInfo:
@@ -139,13 +140,13 @@ def _parse_info(raw: Any, where: str) -> ExportInfo:
     if not isinstance(spec, dict):
         raise UnilsegError(f"{where}`spec` must be an object of {', '.join(SPEC_KEYS)}, not {spec!r}{again}")
     fields = {k: v for k, v in spec.items() if k != "tokenizer"}
-    unknown = sorted(set(fields) - set(SPEC_KEYS))
+    unknown = sorted(set(fields) - set(SPEC_KEYS) - set(OPTIONAL_SPEC_KEYS))
     absent = [k for k in SPEC_KEYS if k not in fields]
     if unknown or absent:
         what = f"unknown key(s) {', '.join(unknown)}" if unknown else f"no {', '.join(absent)}"
         raise UnilsegError(f"{where}`spec` has {what}{again}")
     try:
-        checked = check_spec(fields, where, {k: f"spec.{k}" for k in SPEC_KEYS})
+        checked = check_spec(fields, where, {k: f"spec.{k}" for k in SPEC_KEYS + OPTIONAL_SPEC_KEYS})
     except UnilsegError as e:
         raise UnilsegError(f"{e}{again}") from None
     model, extra = raw.get("model", ""), raw.get("extra") or {}

@@ -1,0 +1,37 @@
+"""Presence scores: how sure the model is that what an instruction names is in the image at all.
+
+UniLSeg-20 has no presence head, so the score is a statistic of the soft map. The
+candidates below were compared on generated scenes with no-target instructions
+(`scripts/presence_scores.py`, table in the README); `PRESENCE` names the one kept.
+Each takes the soft map (H, W) float32 (clipped to [0, 1] first: the cubic warp can
+overshoot) and the mask (H, W) bool, and returns a number in [0, 1].
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+MIN_TOP_PIXELS = 16  # a top-k mean never averages fewer pixels than this
+
+
+def _top_mean(prob: np.ndarray, share: float) -> float:
+    flat = prob.ravel()
+    k = min(flat.size, max(MIN_TOP_PIXELS, int(round(share * flat.size))))
+    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
+
+
+STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "peak": lambda prob, mask: float(prob.max()),  # the most confident pixel
+    "top1%": lambda prob, mask: _top_mean(prob, 0.01),  # mean of the top 1% of pixels
+    "top5%": lambda prob, mask: _top_mean(prob, 0.05),
+    "mask mean": lambda prob, mask: float(prob[mask].mean()) if mask.any() else 0.0,  # the old `score`
+}
+PRESENCE = "top1%"
+
+
+def presence_score(prob: np.ndarray, mask: np.ndarray, statistic: str = PRESENCE) -> float:
+    """The presence score (in [0, 1]) of a soft map (H, W) and its mask (H, W) bool."""
+    if prob.size == 0:
+        return 0.0
+    return STATISTICS[statistic](np.clip(prob, 0.0, 1.0), mask)
