@@ -78,7 +78,7 @@ JSON_CASES = {
     "10,000 instructions": ({"instructions": ["the sky"] * 10_000}, 400, "10000 instructions: at most 16"),
     "a long instruction": ({"instructions": ["x" * 300_000]}, 400, "an instruction of 300000 characters"),
     "NaN threshold": ({"threshold": float("nan")}, 400, "threshold must lie strictly between 0 and 1"),
-    "threshold above 1": ({"threshold": 1.5}, 400, "threshold must lie strictly between 0 and 1 (a probability), not 1.5"),
+    "threshold above 1": ({"threshold": 1.5}, 400, "strictly between 0 and 1 (a probability), not 1.5"),
     "threshold 0 (everything)": ({"threshold": 0}, 400, "threshold must lie strictly between 0 and 1"),
     "threshold 1 (nothing)": ({"threshold": 1.0}, 400, "threshold must lie strictly between 0 and 1"),
     "threshold a string": ({"threshold": "high"}, 400, "threshold must be a number"),

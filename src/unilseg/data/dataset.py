@@ -18,9 +18,11 @@ from torch.utils.data import Dataset
 from unilseg.data.manifest import Sample, load_image, load_mask
 from unilseg.data.synthetic import (
     GRANULARITIES,
+    NO_TARGET,
     Instruction,
     Scene,
     SceneConfig,
+    absent_instructions,
     generate_scene,
     instructions,
     make_sample,
@@ -71,39 +73,45 @@ class SyntheticDataset(Dataset):
 
     def __init__(
         self, num_scenes: int, seed: int, spec: InferenceSpec, scene: SceneConfig | None = None,
-        weights: dict[str, float] | None = None,
+        weights: dict[str, float] | None = None, absent: float = 0.0,
     ) -> None:
         self.num_scenes, self.seed, self.spec = num_scenes, seed, spec
         self.scene = scene or SceneConfig()
         self.weights = weights  # granularity sampling weights (None: uniform)
+        self.absent = absent  # the chance that a draw names nothing in its scene (an empty target)
 
     def __len__(self) -> int:
         return self.num_scenes
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
         index, draw = _split_key(key)
-        s = make_sample(self.seed, index, draw, config=self.scene, weights=self.weights)
+        s = make_sample(self.seed, index, draw, config=self.scene, weights=self.weights, absent=self.absent)
         return encode_example(np.ascontiguousarray(s.image[:, :, ::-1]), s.mask, s.text, self.spec)
 
 
 class SyntheticSamples(Sequence):
-    """A fixed evaluation set: `per_scene` instructions (granularities in turn) for each of `num_scenes` scenes."""
+    """A fixed evaluation set: for each of `num_scenes` scenes, `per_scene` instructions (granularities in
+    turn) and then `absent` that name nothing in it (granularity NO_TARGET, an empty mask; their phrasing's
+    granularity in `meta`). The present ones are the same whatever `absent` is."""
 
-    def __init__(self, num_scenes: int, seed: int, per_scene: int = 4, scene: SceneConfig | None = None) -> None:
-        self.num_scenes, self.seed, self.per_scene = num_scenes, seed, per_scene
+    def __init__(self, num_scenes: int, seed: int, per_scene: int = 4, scene: SceneConfig | None = None,
+                 absent: int = 0) -> None:
+        self.num_scenes, self.seed, self.per_scene, self.absent = num_scenes, seed, per_scene, absent
         self.scene = scene or SceneConfig()
         self._cache: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
-        return self.num_scenes * self.per_scene
+        return self.num_scenes * (self.per_scene + self.absent)
 
     def __getitem__(self, k: int) -> Sample:  # type: ignore[override]
         scene, image, labels, inst = self.instruction(k)
-        index, slot = divmod(k, self.per_scene)
+        index, slot = divmod(k, self.per_scene + self.absent)
+        no_target = slot >= self.per_scene
         return Sample(
             image=image, mask=synthetic_mask(scene, labels, inst.target), expressions=[inst.text],
-            granularity=inst.granularity, source="synthetic", id=f"{self.seed}/{index}/{slot}",
-            origin=f"synthetic seed {self.seed} scene {index}",
+            granularity=NO_TARGET if no_target else inst.granularity, source="synthetic",
+            id=f"{self.seed}/{index}/{slot}", origin=f"synthetic seed {self.seed} scene {index}",
+            meta={"phrasing": inst.granularity} if no_target else {},
         )
 
 
@@ -111,12 +119,17 @@ class SyntheticSamples(Sequence):
         """Sample k's scene, image RGB uint8 (S, S, 3), labels uint16 (S, S) and instruction (with its target)."""
         if not 0 <= k < len(self):
             raise IndexError(k)
-        index, slot = divmod(k, self.per_scene)
+        index, slot = divmod(k, self.per_scene + self.absent)
         if self._cache is None or self._cache[0] != index:
             scene = generate_scene(self.seed, index, self.scene)
             image, labels = render(scene)
             self._cache = (index, (scene, image, labels, instructions(scene, labels)))
         scene, image, labels, options = self._cache[1]
+        if slot >= self.per_scene:  # a no-target instruction: granularities in turn over the scenes
+            options = absent_instructions(scene)
+            granularity = GRANULARITIES[(index + slot - self.per_scene) % len(GRANULARITIES)]
+            rng = np.random.default_rng([self.seed, index, slot, 4])
+            return scene, image, labels, sample_instruction(options, rng, granularity)
         granularity = GRANULARITIES[slot % len(GRANULARITIES)]
         rng = np.random.default_rng([self.seed, index, slot, 2])
         return scene, image, labels, sample_instruction(options, rng, granularity if options.get(granularity) else None)

@@ -4,10 +4,13 @@
     path/to/folder  or  texts.csv    images + masks + a CSV of texts (folder.py)
     refcoco:val  refcoco+:testA  refcocog:test  refcocog:google:val
                                      the refer layout under --refer-root (refcoco.py)
-    synthetic:SCENES[:SEED[:SIZE]]   generated scenes (synthetic/), SIZE pixels square
+    synthetic:SCENES[:SEED[:SIZE]][:absent=K]
+                                     generated scenes (synthetic/), SIZE pixels square
                                      (default 192); training draws a fresh instruction
-                                     per pass, evaluation takes 4 per scene, one per
-                                     granularity
+                                     per pass (train.absent_share of them name nothing),
+                                     evaluation takes 4 per scene, one per granularity,
+                                     and K more per scene that name nothing in it
+                                     (granularity "no-target", empty masks)
 """
 from __future__ import annotations
 
@@ -26,18 +29,23 @@ from unilseg.model.spec import InferenceSpec
 REFCOCO_PREFIXES = ("refcoco:", "refcoco+:", "refcocog:")
 
 
-def _synthetic_args(spec: str) -> tuple[int, int, SceneConfig]:
-    """'synthetic:SCENES[:SEED[:SIZE]]' -> (scenes, seed, scene config)."""
+def _synthetic_args(spec: str, absent_allowed: bool = False) -> tuple[int, int, SceneConfig, int]:
+    """'synthetic:SCENES[:SEED[:SIZE]][:absent=K]' -> (scenes, seed, scene config, K no-target texts per scene)."""
     parts = spec.split(":")[1:]
-    usage = f"bad data spec {spec!r}; use synthetic:SCENES[:SEED[:SIZE]], e.g. synthetic:250:1"
+    absent = 0
+    if absent_allowed and parts and parts[-1].startswith("absent="):
+        absent_text = parts.pop()[len("absent="):]
+        absent = int(absent_text) if absent_text.isdigit() else -1
+    usage = (f"bad data spec {spec!r}; use synthetic:SCENES[:SEED[:SIZE]]" + ("[:absent=K]" if absent_allowed else "")
+             + ", e.g. synthetic:250:1" + (":absent=1" if absent_allowed else ""))
     try:
         values = [int(p) for p in parts]
     except ValueError:
         raise UnilsegError(usage) from None
     scenes, seed, size = values + [1000, 0, SceneConfig.size][len(values):]
-    if len(values) > 3 or scenes <= 0 or size < 32:
-        raise UnilsegError(usage + " (SCENES > 0, SIZE >= 32)")
-    return scenes, seed, SceneConfig(size=size)
+    if len(values) > 3 or scenes <= 0 or size < 32 or not 0 <= absent <= 16:
+        raise UnilsegError(usage + " (SCENES > 0, SIZE >= 32, 0 <= K <= 16)")
+    return scenes, seed, SceneConfig(size=size), absent
 
 
 def open_samples(
@@ -45,8 +53,8 @@ def open_samples(
 ) -> Sequence[Sample]:
     """The Samples a data spec names (see the module docstring)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        scenes, seed, scene = _synthetic_args(spec)
-        return SyntheticSamples(scenes, seed, scene=scene)
+        scenes, seed, scene, absent = _synthetic_args(spec, absent_allowed=True)
+        return SyntheticSamples(scenes, seed, scene=scene, absent=absent)
     if spec.startswith(REFCOCO_PREFIXES):
         from unilseg.data.refcoco import load_refcoco
 
@@ -78,7 +86,7 @@ def open_label_maps(spec: str, classes: Sequence[str] | None = None) -> tuple[Se
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from unilseg.data.synthetic import SEMANTIC_CLASSES, SEMANTIC_INSTRUCTIONS, SyntheticLabelMaps
 
-        scenes, seed, scene = _synthetic_args(spec)
+        scenes, seed, scene, _ = _synthetic_args(spec)
         names = tuple(classes) if classes is not None else SEMANTIC_CLASSES
         try:
             items = SyntheticLabelMaps(scenes, seed, names, scene)
@@ -92,13 +100,17 @@ def open_label_maps(spec: str, classes: Sequence[str] | None = None) -> tuple[Se
 def train_dataset(
     spec: str, input_spec: InferenceSpec, seed: int = 0, refer_root: str | Path | None = None,
     coco_images: str | Path | None = None, granularity_weights: dict[str, float] | None = None,
+    absent_share: float = 0.0,
 ) -> Dataset:
     """A training dataset: generated scenes draw a fresh instruction on each pass; others pick one of their texts.
 
-    `granularity_weights` ({"object": 3, "part": 3, "group": 2, "stuff": 1}) applies to generated scenes only.
+    `granularity_weights` ({"object": 3, "part": 3, "group": 2, "stuff": 1}) and `absent_share` (the chance that
+    a draw names nothing in its scene) apply to generated scenes only.
     """
+    if not 0.0 <= float(absent_share) < 1.0:
+        raise UnilsegError(f"train.absent_share must be a number from 0 to below 1, not {absent_share!r}")
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        scenes, stream, scene = _synthetic_args(spec)
+        scenes, stream, scene, _ = _synthetic_args(spec)
         if granularity_weights is not None:
             unknown = set(granularity_weights) - set(GRANULARITIES)
             if unknown or any(float(w) < 0 for w in granularity_weights.values()):
@@ -106,5 +118,8 @@ def train_dataset(
                     f"train.granularity_weights must map {', '.join(GRANULARITIES)} to weights >= 0; "
                     f"got {granularity_weights}"
                 )
-        return SyntheticDataset(scenes, stream, input_spec, scene, granularity_weights)
+        return SyntheticDataset(scenes, stream, input_spec, scene, granularity_weights, float(absent_share))
+    if absent_share:
+        raise UnilsegError(f"train.absent_share applies to generated scenes (synthetic:...) only, not to {spec!r}; "
+                           "add samples with empty masks to the data instead")
     return SampleDataset(open_samples(spec, refer_root, coco_images), input_spec, seed)

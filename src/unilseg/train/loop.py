@@ -54,6 +54,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "bce_weight": 1.0,
     "dice_weight": 1.0,
     "granularity_weights": None,  # generated scenes: {object: 3, part: 3, group: 2, stuff: 1}; null = uniform
+    "absent_share": 0.0,  # generated scenes: the share of draws that name nothing in the scene (empty target)
     "init": None,  # weights to start from (official .pth or a training checkpoint)
     "seed": 0,
     "workers": 1,  # DataLoader worker processes
@@ -157,7 +158,7 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
         data = train_dataset(t["data"], self.model.spec, int(t["seed"]), refer_root, coco_images,
-                             t["granularity_weights"])
+                             t["granularity_weights"], t["absent_share"])
         sampler = StepBatchSampler(len(data), int(t["batch_size"]), self.total, int(t["seed"]), self.step,
                                    self.dist.rank, self.dist.world_size)
         workers = int(t["workers"])

@@ -13,13 +13,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from unilseg.data.synthetic.scene import FIRST_SHAPE, GROUND, SKY, Scene, SceneObject, label_table
+from unilseg.data.synthetic.scene import FIRST_SHAPE, GROUND, KIND_COLORS, SKY, Scene, SceneObject, label_table
 
 GRANULARITIES = ("object", "part", "group", "stuff")
+NO_TARGET = "no-target"  # the granularity of a sample whose instruction names nothing in its scene
 PLURALS = {"house": "houses", "tree": "trees", "car": "cars", "ball": "balls", "sun": "suns"}
 # Part groups worth naming ("all the wheels"): part name -> plural.
 PART_GROUPS = {"roof": "roofs", "door": "doors", "windows": "windows", "trunk": "trunks", "wheels": "wheels"}
 STUFF = {"sky": ("the sky",), "ground": ("the ground",), "background": ("the background",)}
+# No-target instructions name these: kinds and stuff no scene ever holds, and the parts of each drawn kind.
+FOREIGN_KINDS = {"boat": "boats", "dog": "dogs", "bird": "birds", "person": "people", "chair": "chairs",
+                 "bicycle": "bicycles", "horse": "horses", "bench": "benches"}
+FOREIGN_STUFF = ("the sea", "the snow", "the road", "the river", "the grass", "the clouds")
+KIND_PARTS = {"house": ("roof", "wall", "door", "windows"), "tree": ("trunk", "crown"),
+              "car": ("body", "windows", "wheels")}
 MIN_PART_PIXELS = 80  # smaller parts are a few stride-4 logits wide: no instruction names them
 MAX_WORDS = 12  # CLIP keeps 15 word pieces; every word here is one or two pieces
 
@@ -159,6 +166,48 @@ def instructions(scene: Scene, labels: np.ndarray) -> dict[str, list[list[Instru
             out["group"].append([Instruction(f"all the {plural}", "group", Target(members, part))])
     for stuff, texts in STUFF.items():
         out["stuff"].append([Instruction(t, "stuff", Target(stuff=stuff)) for t in texts])
+    return out
+
+
+def absent_instructions(scene: Scene) -> dict[str, list[list[Instruction]]]:
+    """No-target instructions, by granularity: each names something the scene does not hold, so its mask is
+    empty (`Target()`). Kinds that are not there ("the sun" without a sun, "the boat", "all cars" without a
+    car), colours no object of a kind has ("the purple car" among other cars: the hard case), parts of such
+    objects ("the roof of the blue house"), colour groups no object has, and stuff never drawn ("the sea").
+    As in `instructions`, each inner list holds the phrasings of one missing thing."""
+    nothing = Target()
+    out: dict[str, list[list[Instruction]]] = {g: [] for g in GRANULARITIES}
+
+    def add(granularity: str, texts: list[str]) -> None:
+        texts = [t for t in texts if len(t.split()) <= MAX_WORDS]
+        if texts:
+            out[granularity].append([Instruction(t, granularity, nothing) for t in texts])
+
+    present = {(o.kind, o.color) for o in scene.objects}
+    kinds = {o.kind for o in scene.objects}
+    for kind, colors in KIND_COLORS.items():
+        missing = [c for c in colors if (kind, c) not in present]
+        if kind not in kinds:
+            add("object", [f"the {kind}"])
+            if kind != "sun":
+                add("group", [f"all {PLURALS[kind]}", f"all the {PLURALS[kind]}", f"every {kind}"])
+            for part in KIND_PARTS.get(kind, ()):
+                add("part", [f"the {part} of the {kind}"])
+        if kind == "sun":
+            continue
+        for color in missing:
+            add("object", [f"the {color} {kind}"])
+            if kind in kinds:  # a colour word is all that is wrong: the hardest no-target case
+                for part in KIND_PARTS.get(kind, ()):
+                    add("part", [f"the {part} of the {color} {kind}"])
+    for kind, plural in FOREIGN_KINDS.items():
+        add("object", [f"the {kind}", f"the small {kind}", f"the {kind} on the left"])
+        add("group", [f"all {plural}", f"all the {plural}", f"every {kind}"])
+    colors = {o.color for o in scene.objects}
+    for color in sorted({c for cs in KIND_COLORS.values() for c in cs} - colors):
+        add("group", [f"every {color} thing", f"all {color} things", f"all the {color} objects"])
+    for text in FOREIGN_STUFF:
+        add("stuff", [text])
     return out
 
 
