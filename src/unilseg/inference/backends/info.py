@@ -73,7 +73,8 @@ class ExportInfo:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["spec"] = {**asdict(self.spec), "tokenizer": TOKENIZER}
+        spec = {k: v for k, v in asdict(self.spec).items() if k in SPEC_KEYS or v is not None}  # unset: as before
+        d["spec"] = {**spec, "tokenizer": TOKENIZER}
         return {"schema": SCHEMA, **d}
 
 
