@@ -24,7 +24,7 @@ STUFF = {"sky": ("the sky",), "ground": ("the ground",), "background": ("the bac
 # No-target instructions name these: kinds and stuff no scene ever holds, and the parts of each drawn kind.
 FOREIGN_KINDS = {"boat": "boats", "dog": "dogs", "bird": "birds", "person": "people", "chair": "chairs",
                  "bicycle": "bicycles", "horse": "horses", "bench": "benches"}
-FOREIGN_STUFF = ("the sea", "the snow", "the road", "the river", "the grass", "the clouds")
+FOREIGN_STUFF = ("the sea", "the snow", "the road", "the river", "the clouds")  # not "grass": the ground may look it
 KIND_PARTS = {"house": ("roof", "wall", "door", "windows"), "tree": ("trunk", "crown"),
               "car": ("body", "windows", "wheels")}
 MIN_PART_PIXELS = 80  # smaller parts are a few stride-4 logits wide: no instruction names them
