@@ -3,8 +3,9 @@
 UniLSeg-20 has no presence head, so the score is a statistic of the soft map. The
 candidates below were compared on generated scenes with no-target instructions
 (`scripts/presence_scores.py`, table in the README); `PRESENCE` names the one kept.
-Each takes the soft map (H, W) float32 (clipped to [0, 1] first: the cubic warp can
-overshoot) and the mask (H, W) bool, and returns a number in [0, 1].
+Each takes the soft map (H, W) float32 and the mask (H, W) bool, and returns a number in
+[0, 1]: pixel values are clipped to [0, 1] (the cubic warp can overshoot). The peak clips
+only its result (the same number), so the kept statistic copies no map per prediction.
 """
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ MIN_TOP_PIXELS = 16  # a top-k mean never averages fewer pixels than this
 
 
 def _top_mean(prob: np.ndarray, share: float) -> float:
-    flat = prob.ravel()
+    flat = np.clip(prob.ravel(), 0.0, 1.0)
     k = min(flat.size, max(MIN_TOP_PIXELS, int(round(share * flat.size))))
     return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
 
 
 STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "peak": lambda prob, mask: float(prob.max()),  # the most confident pixel
+    "peak": lambda prob, mask: float(np.clip(prob.max(), 0.0, 1.0)),  # the most confident pixel
     "top1%": lambda prob, mask: _top_mean(prob, 0.01),  # mean of the top 1% of pixels
     "top5%": lambda prob, mask: _top_mean(prob, 0.05),
-    "mask mean": lambda prob, mask: float(prob[mask].mean()) if mask.any() else 0.0,  # the old `score`
+    "mask mean": lambda prob, mask: float(np.clip(prob[mask], 0.0, 1.0).mean()) if mask.any() else 0.0,  # `score`
 }
 PRESENCE = "peak"  # best ROC AUC with the shipped demo (README: "Absent targets")
 
@@ -34,4 +35,4 @@ def presence_score(prob: np.ndarray, mask: np.ndarray, statistic: str = PRESENCE
     """The presence score (in [0, 1]) of a soft map (H, W) and its mask (H, W) bool."""
     if prob.size == 0:
         return 0.0
-    return STATISTICS[statistic](np.clip(prob, 0.0, 1.0), mask)
+    return STATISTICS[statistic](prob, mask)

@@ -132,9 +132,9 @@ def check_threshold(value: Any, field: str = "threshold") -> float:
 
 def check_min_score(value: Any, field: str = "min_score") -> float:
     """A minimum presence score is a number from 0 (off) to 1. `field`: what the error calls it."""
-    if not _is_number(value) and not isinstance(value, str):
-        raise UnilsegError("{field} must be a number from 0 to 1, not {value}", field=field, value=repr(value))
     try:
+        if not (_is_number(value) or isinstance(value, str)):  # float() would take True (and 1.0 is in range)
+            raise ValueError
         t = float(value)
     except ValueError:
         raise UnilsegError("{field} must be a number from 0 to 1, not {value}", field=field,
