@@ -130,13 +130,14 @@ class LabelStep:
     unit: str = "image"
     _encoded: Any = field(default=None, repr=False)
     _threshold: float = field(default=0.0, repr=False)
+    _min_score: float | None = field(default=None, repr=False)
     _for: Any = field(default=None, repr=False)  # the predictor `_encoded` belongs to
 
     def prepare(self, predictor: Predictor) -> None:
         if self._encoded is not None and self._for is predictor:  # a Ray actor's step: prepared once
             return
         self._encoded = predictor.encode_texts([c.instruction for c in self.classes])
-        self._threshold, self._for = predictor.threshold, predictor
+        self._threshold, self._min_score, self._for = predictor.threshold, predictor.min_score, predictor
 
     def predict(self, predictor: Predictor, chunk: list[tuple[np.ndarray, list[LabelItem]]]) -> Iterator[ItemResult]:
         """One Swin batch for the chunk's images, then a label map per image."""
@@ -156,7 +157,7 @@ class LabelStep:
     def write(self, r: ItemResult) -> None:
         item, (labels, legend, _) = r.item, r.prediction
         meta = {"image": str(item.image), "size": list(labels.shape), "threshold": self._threshold,
-                "png": "palette" if labels.dtype == np.uint8 else "uint16"}
+                "min_score": self._min_score, "png": "palette" if labels.dtype == np.uint8 else "uint16"}
         write_atomic(item.legend_path, legend_json(legend, **meta))
         if item.overlay_path is not None:
             overlay = render_label_overlay(r.image, labels, legend)
@@ -164,17 +165,19 @@ class LabelStep:
         write_atomic(item.output, encode_label_png(labels, len(self.classes)))
 
     def record(self, r: ItemResult) -> dict[str, Any]:
-        """One category per class present: its pixels, scored by its mean confidence there."""
-        labels, _, confidence = r.prediction
-        masks = ((c.name, labels == k, confidence) for k, c in enumerate(self.classes, start=1))
+        """One category per class with pixels: its pixels, scored by the class's presence score (instances: each
+        by its mean confidence)."""
+        labels, legend, confidence = r.prediction
+        masks = ((c.name, labels == k, confidence, legend[k].presence) for k, c in enumerate(self.classes, start=1))
         return make_record(r.item, labels.shape, masks, self.annotate or AnnotateOptions())
 
     def row(self, r: ItemResult) -> dict[str, Any]:
         if r.prediction is None:
             return _row(r.item, seconds=r.seconds, error=r.error)
         legend = r.prediction[1]
-        present = {e.name: e.share for e in legend if e.index > 0 and e.share > 0}
-        return _row(r.item, present, legend[0].share, r.seconds)
+        shares = {e.name: e.share for e in legend if e.index > 0 and e.share > 0}
+        absent = [e.name for e in legend if e.index > 0 and e.present is False]
+        return _row(r.item, shares, legend[0].share, r.seconds, absent=absent)
 
     def skipped_row(self, item: LabelItem) -> dict[str, Any]:
         return _row(item)
@@ -200,8 +203,9 @@ def run_label_maps(
 
 
 def _row(item: LabelItem, classes: dict[str, float] | None = None, background: float | None = None,
-         seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
-    """The results row of one image: its files, the share of each class present and of the background."""
+         seconds: float = 0.0, error: str | None = None, absent: list[str] | None = None) -> dict[str, Any]:
+    """The results row of one image: its files, the share of each class with pixels and of the background, and
+    the classes found absent (presence below the min score; none: an empty list)."""
     return results_row(image=str(item.image), output=str(item.output), legend=str(item.legend_path),
                        overlay=None if item.overlay_path is None else str(item.overlay_path), classes=classes,
-                       background=background, seconds=seconds, error=error)
+                       absent=absent, background=background, seconds=seconds, error=error)

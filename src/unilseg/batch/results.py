@@ -43,13 +43,16 @@ RESULT_ROW: Schema = {"output": is_text, "error": is_opt_text}
 
 # Every field a results row may hold, in the order rows write them. Each job kind fills its own
 # (a field it fills may be null); the others are left out of its rows:
-#   masks:      image, expression, output, score, foreground, seconds, error
-#   label maps: image, output, legend, overlay, classes, background, seconds, error
-#   video:      video, frame, time, expression, output, score, foreground, seconds, error
+#   masks:      image, expression, output, score, presence, present, foreground, seconds, error
+#   label maps: image, output, legend, overlay, classes, absent, background, seconds, error
+#   video:      video, frame, time, expression, output, score, presence, present, foreground, seconds, error
+# presence: the prediction's presence score (`unilseg.inference.presence`); present: false when it fell below
+# --min-score (the mask is then empty); label maps list the classes found absent so (absent).
 # a row logged for an item found done is marked "skipped": true; with --instances (masks and label
 # maps) a row also counts its instances and those cut by --max-instances (instances, instances_cut).
-ROW_FIELDS = ("video", "frame", "time", "image", "expression", "output", "legend", "overlay", "classes", "score",
-              "foreground", "background", "instances", "instances_cut", "seconds", "error", "skipped")
+ROW_FIELDS = ("video", "frame", "time", "image", "expression", "output", "legend", "overlay", "classes", "absent",
+              "score", "presence", "present", "foreground", "background", "instances", "instances_cut", "seconds",
+              "error", "skipped")
 _ORDER = {name: i for i, name in enumerate(ROW_FIELDS)}
 
 
@@ -122,11 +125,11 @@ class ResultsLog:
 
 
 def row_of(item: Any, score: float | None = None, foreground: float | None = None, seconds: float = 0.0,
-           error: str | None = None) -> dict[str, Any]:
-    """The results row of one mask item (a `plan.Item`): image, expression, output, score, foreground share,
-    seconds, error."""
+           error: str | None = None, presence: float | None = None, present: bool | None = None) -> dict[str, Any]:
+    """The results row of one mask item (a `plan.Item`): image, expression, output, score, presence, present,
+    foreground share, seconds, error."""
     return results_row(image=str(item.image), expression=item.expression, output=str(item.output), score=score,
-                       foreground=foreground, seconds=seconds, error=error)
+                       presence=presence, present=present, foreground=foreground, seconds=seconds, error=error)
 
 
 def read_results(path: str | Path, schema: Schema | None = None) -> list[dict[str, Any]]:

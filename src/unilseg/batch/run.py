@@ -140,7 +140,7 @@ class MaskStep:
 
     def record(self, r: ItemResult) -> dict[str, Any]:
         pred = r.prediction
-        return make_record(r.item, pred.mask.shape, [(r.item.expression, pred.mask, pred.prob)],
+        return make_record(r.item, pred.mask.shape, [(r.item.expression, pred.mask, pred.prob, pred.presence)],
                            self.annotate or AnnotateOptions())
 
     def row(self, r: ItemResult) -> dict[str, Any]:
@@ -392,10 +392,13 @@ def split_done(items: Sequence[Any], skip_existing: bool,
 
 
 def result_row(r: ItemResult) -> dict[str, Any]:
-    """The results row of a finished item: score and foreground share (rounded) when it has a mask."""
+    """The results row of a finished item: score, presence, present and foreground share (rounded) when it has a
+    mask."""
     pred = r.prediction
-    return row_of(r.item, None if pred is None else round(pred.score, 6),
-                  None if pred is None else round(float(pred.mask.mean()), 6), r.seconds, r.error)
+    if pred is None:
+        return row_of(r.item, seconds=r.seconds, error=r.error)
+    return row_of(r.item, round(pred.score, 6), round(float(pred.mask.mean()), 6), r.seconds, r.error,
+                  round(pred.presence, 6), bool(pred.present))
 
 
 def describe(e: BaseException) -> str:

@@ -9,7 +9,7 @@ Per instruction, under the output directory (names as a batch names them, `plan_
              into place when complete and read back whole (an encoder that could not write
              every frame, e.g. on a full disk, leaves no file and is a WriteError)
 and `results.jsonl`, one row per (frame, instruction): video, frame, time, expression,
-output, score, foreground, seconds, error.
+output, score, presence, present, foreground, seconds, error.
 
 A resumed run (`skip_existing`) trusts only what it checks: a mask frame that is not a
 whole PNG of the video's size, an RLE line or final-JSON frame that lacks a key, has the
@@ -390,6 +390,8 @@ class VideoStep:
         time_ = None if pair.index is None else round(pair.index / self.fps, 6)
         return results_row(video=self.video, frame=pair.index, time=time_, expression=pair.out.text,
                            output=str(pair.output), score=None if pred is None else round(pred.score, 6),
+                           presence=None if pred is None else round(pred.presence, 6),
+                           present=None if pred is None else bool(pred.present),
                            foreground=None if pred is None else round(float(pred.mask.mean()), 6),
                            seconds=r.seconds, error=r.error)
 

@@ -146,7 +146,7 @@ def check_model_args(args: argparse.Namespace) -> None:
 
 def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predictor
     """`unilseg.inference.load_predictor` with the model flags (--model --weights --config --opts --device
-    --runtime --precision --compile --threads --download) and --threshold / --text-batch; kwargs: more
+    --runtime --precision --compile --threads --download) and --threshold / --min-score / --text-batch; kwargs: more
     `Predictor` keywords."""
     from unilseg.inference import load_predictor
 
@@ -155,7 +155,8 @@ def predictor_from_args(args: argparse.Namespace, **kwargs: Any):  # -> Predicto
                           compile=getattr(args, "compile", False), device=args.device,
                           threads=getattr(args, "threads", None), opts=args.opts or (),
                           download=getattr(args, "download", False),
-                          threshold=getattr(args, "threshold", None), max_batch=getattr(args, "text_batch", None),
+                          threshold=getattr(args, "threshold", None), min_score=getattr(args, "min_score", None),
+                          max_batch=getattr(args, "text_batch", None),
                           **kwargs)
 
 
@@ -172,6 +173,15 @@ def guarded_main(body: Callable[[], object], interrupted: str = "interrupted") -
     with warnings.catch_warnings():
         warnings.showwarning = _warn_line
         return run_guarded(body, interrupted, FLAGS)
+
+
+MIN_SCORE_HELP = ("a prediction whose presence score (the peak of its soft map) is below S comes back empty and is "
+                  "reported present: false; 0 turns it off; default: the model's test.min_score, off for UniLSeg-20")
+
+
+def add_min_score_arg(p: argparse.ArgumentParser, help: str = MIN_SCORE_HELP) -> None:
+    """--min-score S (checked by `check_settings`, with the spec's rule: a number from 0 to 1)."""
+    p.add_argument("--min-score", type=finite_float, default=None, metavar="S", help=help)
 
 
 # ---------------------------------------------------------------- job flags (segment, its batches and videos, ray)
@@ -211,6 +221,7 @@ def add_job_args(p: argparse.ArgumentParser, batch_only: bool = False) -> None:
     add_model_args(p, download=True)
     p.add_argument("--threshold", type=finite_float, default=None, help="mask = soft map > threshold (default: the "
                    "model's, 0.35)")
+    add_min_score_arg(p)
     if batch_only:
         p.add_argument("--save-prob", action="store_true", help="also save NAME.prob.npy, the float32 soft map at "
                        "the image size, beside each mask")
@@ -265,16 +276,18 @@ def video_overlay(value: str | bool | None) -> bool:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Batch sizes, threshold and the model flags, checked before anything else (every command that runs
-    the model: segment, its label maps and videos, ray, eval)."""
+    """Batch sizes, threshold, min score and the model flags, checked before anything else (every command that
+    runs the model: segment, its label maps and videos, ray, serve, eval)."""
     from unilseg.errors import UnilsegError
-    from unilseg.model.spec import check_threshold
+    from unilseg.model.spec import check_min_score, check_threshold
 
     for flag, value in (("--batch-size", args.batch_size), ("--text-batch", args.text_batch)):
         if value is not None and value < 1:
             raise UnilsegError(f"{flag} must be at least 1, not {value}")
     if args.threshold is not None:
         check_threshold(args.threshold)
+    if getattr(args, "min_score", None) is not None:
+        check_min_score(args.min_score)
     check_model_args(args)
 
 

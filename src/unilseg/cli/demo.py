@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from unilseg.cli.args import add_model_args
+from unilseg.cli.args import MIN_SCORE_HELP, add_min_score_arg, add_model_args
 from unilseg.demo import DEMO_MODEL
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     add_model_args(p, download=True)
+    add_min_score_arg(p, MIN_SCORE_HELP + " (the page's starting value; the page can change it)")
     return p
 
 
@@ -44,6 +45,7 @@ def predictor_for(args: argparse.Namespace, precision: str | None = None) -> Pre
         flags.model = DEMO_MODEL
     flags.precision = precision or args.precision
     flags.threshold, flags.text_batch = None, None
+    flags.min_score = getattr(args, "min_score", None)
     flags.download = args.download and precision is None  # the first load fetches; a second precision reuses
     return predictor_from_args(flags)
 
@@ -64,6 +66,10 @@ def serve(args: argparse.Namespace) -> None:
 
     if not 0 < args.port < 65536:
         raise UnilsegError(f"--port {args.port}: a port is a number from 1 to 65535")
+    if getattr(args, "min_score", None) is not None:
+        from unilseg.model.spec import check_min_score
+
+        check_min_score(args.min_score)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio's import: no phoning home
     from unilseg.demo import app
 

@@ -21,6 +21,7 @@ FLAGS: dict[str, str] = {
     "max_frames": "--max-frames",
     "smooth": "--smooth",
     "threshold": "--threshold",
+    "min_score": "--min-score",
     "model": "--model",
     "weights": "--weights",
     "config": "--config",

@@ -213,9 +213,13 @@ def plan_batch(args: argparse.Namespace) -> Job:
 
 
 def _note_empty_mask(result) -> None:
-    """A single call whose mask is empty says so (one note on stderr), with the top score."""
+    """A single call whose mask is empty says so (one note on stderr), with the top score (or, found absent, the
+    presence score)."""
     pred = result.prediction
-    if pred is not None and not pred.mask.any():
+    if pred is not None and not pred.present:
+        print(f"note: not found: the presence score {pred.presence:.3f} is below --min-score, so the mask is empty; "
+              "try another wording, or a lower --min-score", file=sys.stderr)
+    elif pred is not None and not pred.mask.any():
         top = float(pred.prob.max()) if pred.prob.size else 0.0
         print(f"note: the mask is empty: nothing scored above the threshold (the top score was {top:.3f}); "
               "try a lower --threshold or another wording", file=sys.stderr)

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unilseg.cli.args import add_model_args, check_settings, finite_float, guarded_main, path_arg
+from unilseg.cli.args import (
+    MIN_SCORE_HELP,
+    add_min_score_arg,
+    add_model_args,
+    check_settings,
+    finite_float,
+    guarded_main,
+    path_arg,
+)
 
 INSTALL_HINT = "pip install 'unilseg[serve]'"
 KEY_ENV = "UNILSEG_API_KEY"
@@ -42,6 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
     add_model_args(p, download=True)
     p.add_argument("--threshold", type=finite_float, default=None,
                    help="default mask threshold (a request's `threshold` overrides it; default: the model's)")
+    add_min_score_arg(p, MIN_SCORE_HELP + " (a request's `min_score` overrides it)")
     p.add_argument("--text-batch", type=int, metavar="N",
                    help="(image, text) pairs per decoder batch (default: 1 on CPU, 16 on GPU)")
     g = p.add_argument_group("batching and limits (each request's)")

@@ -1,7 +1,7 @@
 """The demo page, built from a ready `Predictor` (no model loading here).
 
 Each browser session keeps one encoded image (`ImageEmbedding`) in a `gr.State`: changing
-only the instructions, the threshold or nothing re-runs just the text side. The cache is
+only the instructions, the threshold, the min presence or nothing re-runs just the text side. The cache is
 dropped when the tab closes (`unload`), after `SESSION_TTL_S` without a run, or when
 another image or precision replaces it. Runs are queued one at a time (one model, shared).
 
@@ -37,7 +37,7 @@ from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import ImageEmbedding, Prediction, Predictor
 from unilseg.inference.transforms import decode_image
 from unilseg.io.writers import encode_mask
-from unilseg.model.spec import check_threshold
+from unilseg.model.spec import check_min_score, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class SessionCache:
         self.key = self.image = self.embedding = None
 
 
-PAGE_FIELDS = {"threshold": "The threshold"}  # what the page calls a library error's field (UnilsegError.field)
+# what the page calls a library error's field (UnilsegError.field)
+PAGE_FIELDS = {"threshold": "The threshold", "min_score": "The minimum presence"}
 NO_IMAGE = "Upload an image first (or click one of the demo scenes below)."
 # One answer for every file the page will not read (not an upload, gone, a folder, a pipe, a
 # device...): the reply must not tell a caller which server paths exist.
@@ -256,12 +257,15 @@ def build_app(
     sessions: weakref.WeakValueDictionary[str, SessionCache] = weakref.WeakValueDictionary()
 
     def segment(image: Any, text: str, threshold: float, precision: str | None,
-                cache: SessionCache | None, request: gr.Request):
+                cache: SessionCache | None, request: gr.Request, min_score: float | None = None):
+        """The Segment button (and the `segment` API: image, text, threshold, precision, min_score; a caller
+        that leaves min_score out gets the model's)."""
         cache = cache if isinstance(cache, SessionCache) else SessionCache()
         if request is not None and request.session_hash:
             sessions[request.session_hash] = cache
         try:
-            return (*run(image, text, threshold, precision, cache, served=request is not None), cache)
+            return (*run(image, text, threshold, precision, cache, served=request is not None, min_score=min_score),
+                    cache)
         except UnilsegError as e:
             message = e.worded(PAGE_FIELDS)
         except Exception as e:  # noqa: BLE001 - the page says so; the server keeps serving
@@ -271,8 +275,9 @@ def build_app(
         return None, None, None, f"**Problem:** {message}", cache
 
     def run(image: Any, text: Any, threshold: Any, precision: Any, cache: SessionCache,
-            served: bool = True) -> tuple[Any, list[str], str, str]:
-        """served: a request from the network (the page, its API); False for a direct Python call."""
+            served: bool = True, min_score: Any = None) -> tuple[Any, list[str], str, str]:
+        """served: a request from the network (the page, its API); False for a direct Python call. min_score:
+        None, the model's; 0, off."""
         path = uploaded_file(image)
         if not path:
             raise UnilsegError(NO_IMAGE)
@@ -284,6 +289,7 @@ def build_app(
         if len(texts) > MAX_INSTRUCTIONS:
             raise UnilsegError(f"{len(texts)} instructions; the demo takes at most {MAX_INSTRUCTIONS} at a time.")
         threshold = check_threshold(threshold)  # the CLI's rule: finite, 0 < t < 1
+        min_score = None if min_score is None else check_min_score(min_score)  # the CLI's rule: 0 (off) to 1
         if precision is not None and not isinstance(precision, str):
             raise UnilsegError(f"The precision must be one of {', '.join(pool.offered)}.")
         model, load_s = pool.get(precision)
@@ -292,20 +298,22 @@ def build_app(
         t1 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            predictions = model.predict(texts, threshold=threshold, embedding=cache.embedding)
+            predictions = model.predict(texts, threshold=threshold, embedding=cache.embedding, min_score=min_score)
         t2 = time.perf_counter()
         for w in caught:  # e.g. an instruction cut to the tokenizer's length
             gr.Warning(html.escape(str(w.message)))
         files = write_masks(predictions)
         rgb, layers = display_layers(cache.image, [p.mask for p in predictions])
-        labels = [f"{i}. {p.text}" for i, p in enumerate(predictions, 1)]
+        floor = model.min_score if min_score is None else (min_score or None)
+        labels = [f"{i}. {p.text}" + ("" if p.present else " (not found)") for i, p in enumerate(predictions, 1)]
         overlay = gr.AnnotatedImage(
             value=(rgb, list(zip(layers, labels))),
             color_map={label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)},
         )
-        table = "\n".join(["| # | instruction | score | foreground |", "|---|---|---|---|"] + [
+        table = "\n".join(["| # | instruction | score | foreground | presence |", "|---|---|---|---|---|"] + [
             f"| {i} | {md_escape(p.text)} | {p.score:.3f} | {100 * p.mask.mean():.1f}%"
-            f"{'' if p.mask.any() else ' (empty: nothing above the threshold)'} |"
+            f"{'' if p.mask.any() or not p.present else ' (empty: nothing above the threshold)'} | {p.presence:.3f}"
+            f"{'' if p.present else f' (below {floor:.2f}): **not found**'} |"
             for i, p in enumerate(predictions, 1)
         ])
         n = len(texts)
@@ -313,7 +321,8 @@ def build_app(
                   f"({'reused the encoded image' if reused else f'image encoded in {t1 - t0:.2f} s'}, "
                   f"instructions decoded in {t2 - t1:.2f} s"
                   f"{f', {model.precision} model loaded in {load_s:.1f} s' if load_s else ''}); "
-                  f"{model.precision} on {model.device.type}, threshold {threshold:.2f}.")
+                  f"{model.precision} on {model.device.type}, threshold {threshold:.2f}"
+                  f"{f', min presence {floor:.2f}' if floor is not None else ''}.")
         return overlay, files, table, status
 
     def is_upload(path: str) -> bool:
@@ -376,6 +385,10 @@ def build_app(
                     threshold_in = gr.Slider(lo, hi, value=predictor.threshold, step=0.01,
                                              label="Threshold", info="mask = probability > threshold",
                                              elem_id="threshold")
+                    min_score_in = gr.Slider(0.0, 1.0, value=predictor.min_score or 0.0, step=0.01,
+                                             label="Min presence",
+                                             info="presence below it: not found, no mask (0: off)",
+                                             elem_id="min_score")
                     precision_in = gr.Radio(
                         list(precisions), value=predictor.precision, label="Precision", elem_id="precision",
                         visible=len(precisions) > 1,
@@ -391,7 +404,8 @@ def build_app(
                 status_out = gr.Markdown("Results appear here.", elem_id="status")
                 table_out = gr.Markdown(elem_id="scores")
                 gr.Markdown("*score*: the mean probability inside the mask; *foreground*: the share of the "
-                            "image the mask covers.")
+                            "image the mask covers; *presence*: how sure the model is that the target is there at "
+                            "all (below the min presence: not found).")
                 mask_files = gr.File(label="Masks as PNG (0/255, as the CLI writes them)", file_count="multiple",
                                      interactive=False, elem_id="masks")
         gr.Examples([[str(p), text] for p, (_, text) in zip(example_paths(), EXAMPLES)], [image_in, text_in],
@@ -400,7 +414,7 @@ def build_app(
             gr.Markdown(models_note or f"Model: {predictor.device.type}, {predictor.precision}")
         cache_state = gr.State(None, time_to_live=SESSION_TTL_S,
                                delete_callback=lambda c: c.clear() if isinstance(c, SessionCache) else None)
-        run_button.click(segment, [image_in, text_in, threshold_in, precision_in, cache_state],
+        run_button.click(segment, [image_in, text_in, threshold_in, precision_in, cache_state, min_score_in],
                          [overlay_out, mask_files, table_out, status_out, cache_state],
                          api_name="segment", concurrency_limit=1, preprocess=False)
         demo.unload(free_session)

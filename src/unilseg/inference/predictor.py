@@ -22,7 +22,7 @@ from unilseg.errors import UnilsegError
 from unilseg.inference.backends.graphs import decode_pairs
 from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, Instances, split_instances
 from unilseg.inference.presence import presence_score
-from unilseg.inference.transforms import postprocess, preprocess, read_image
+from unilseg.inference.transforms import preprocess, read_image, soft_map
 from unilseg.model.spec import InferenceSpec
 from unilseg.model.tokenizer import tokenize
 
@@ -349,7 +349,14 @@ def to_prediction(
 ) -> Prediction:
     """Logits (1, s, s) of one pair -> Prediction in the original image frame; a presence score below
     `min_score` empties the mask (present False)."""
-    mask, prob = postprocess(logits, embedding.inverse, embedding.image_size, threshold)
+    return prediction_of(text, soft_map(logits, embedding.inverse, embedding.image_size), threshold, min_score)
+
+
+def prediction_of(text: str, prob: np.ndarray, threshold: float, min_score: float | None = None) -> Prediction:
+    """A soft map float32 (H, W) -> its Prediction: mask = prob > threshold, emptied (present False) when the
+    presence score is below `min_score` (None: never). The one place that rule lives (a video's smoothed
+    maps come here too)."""
+    mask = prob > threshold
     presence = presence_score(prob, mask)
     present = min_score is None or presence >= min_score
     if not present:

@@ -15,11 +15,12 @@ parameters; the function it returns has a `spec` (one CVAT label of type mask pe
 
 Parameters: `classes` ("name" or "name: instruction", comma-separated; the CVAT labels are the
 names) or `classes_file` (one class a line, as `unilseg segment --classes-file` reads);
-`model`, `weights`, `runtime`, `precision`, `device`, `threads`, `threshold` (as
+`model`, `weights`, `runtime`, `precision`, `device`, `threads`, `threshold`, `min_score` (as
 `load_predictor` takes them); `instances` (one shape per connected component instead of one
 per class), `min_area`, `max_instances` (as `Prediction.instances`).
 
-Each shape carries its score (the mean soft probability inside it). The driver's context is
+Each shape carries its score: a class's presence score (an instance's: the mean soft
+probability inside it). A class found absent (presence below `min_score`) gives no shape. The driver's context is
 honoured: shapes scoring under `context.conf_threshold` are dropped, and with
 `context.conv_mask_to_poly` each mask becomes one polygon per outer contour (CVAT polygons
 have no holes: a hole is filled). cvat-sdk is imported on first use (`pip install 'unilseg[cvat]'`).
@@ -96,26 +97,28 @@ class UnilsegFunction:
         return shapes
 
     def _pieces(self, prediction: Prediction) -> list[tuple[np.ndarray, list[int], float]]:
-        """(mask bool (H, W), box [x1, y1, x2, y2] with x2/y2 exclusive, score) per shape; none for an empty mask."""
+        """(mask bool (H, W), box [x1, y1, x2, y2] with x2/y2 exclusive, score) per shape: the mask's presence score
+        (instances: each one's mean probability); none for an empty mask."""
         shape = prediction.mask.shape
         if self.instances:
             found = prediction.instances(self.min_area, self.max_instances).instances
             return [(inst.mask(shape), list(inst.xyxy), float(inst.score)) for inst in found]
-        if not prediction.mask.any():
+        if not prediction.mask.any():  # also a target found absent (present False)
             return []
         ys, xs = np.nonzero(prediction.mask)
         box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-        return [(prediction.mask, box, float(prediction.score))]
+        return [(prediction.mask, box, float(prediction.presence))]
 
 
 def create(classes: str | Sequence[str] | None = None, classes_file: str | None = None, model: str | None = None,
            weights: str | None = None, runtime: str = "torch", precision: str = "fp32", device: str = "auto",
            threads: int | None = None, threshold: float | None = None, instances: bool = False,
            min_area: int = DEFAULT_MIN_AREA, max_instances: int = DEFAULT_MAX_INSTANCES,
-           predictor: Predictor | None = None) -> UnilsegFunction:
+           predictor: Predictor | None = None, min_score: float | None = None) -> UnilsegFunction:
     """The factory cvat-cli calls with the `-p` parameters (see the module docstring) -> a CVAT detection function.
 
-    predictor: a ready Predictor (Python callers), instead of model/weights/runtime/precision/device/threads/threshold.
+    predictor: a ready Predictor (Python callers), instead of model/weights/runtime/precision/device/threads/threshold/
+    min_score.
     """
     if (classes is None) == (classes_file is None):
         raise UnilsegError("give the classes: -p classes=str:\"car,tree: all the trees\" or -p classes_file=str:PATH "
@@ -128,5 +131,6 @@ def create(classes: str | Sequence[str] | None = None, classes_file: str | None 
         from unilseg.inference import load_predictor
 
         predictor = load_predictor(model=model or None, weights=weights or None, runtime=runtime, precision=precision,
-                                   device=device, threads=threads or None, threshold=threshold)
+                                   device=device, threads=threads or None, threshold=threshold,
+                                   min_score=min_score)
     return UnilsegFunction(specs, predictor, instances=instances, min_area=min_area, max_instances=max_instances)

@@ -5,10 +5,11 @@
 
 Fields: `mask` bool (N, H, W); `xyxy` float32 (N, 4) in supervision's own convention, the one
 `sv.mask_to_xyxy` uses by default (x2, y2 the last covered pixel: inclusive); `confidence`
-float32 (N,), the mask's score (mean soft probability inside it) or each instance's;
+float32 (N,), the prediction's presence score (instances: each one's mean soft probability);
 `class_id` int (N,), the index of the prediction's text in `class_names` (default: the texts
 in the order they first appear, empty masks included, so ids do not shift with what was
-found); `data["class_name"]` str (N,), the text. An empty mask gives no detection.
+found); `data["class_name"]` str (N,), the text. An empty mask gives no detection, so neither does
+a prediction found absent (present False: its presence below the min score).
 supervision is imported on the first call (`pip install 'unilseg[supervision]'`).
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ def to_detections(
         if instances:
             parts = [(inst.mask(shape), inst.score) for inst in p.instances(min_area, max_instances).instances]
         else:
-            parts = [(np.asarray(p.mask, bool), p.score)] if p.mask.any() else []
+            parts = [(np.asarray(p.mask, bool), p.presence)] if p.mask.any() else []
         for mask, score in parts:
             masks.append(mask)
             scores.append(score)

@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI), built around a `Service`: how to run a job, the limits, the key.
 
     POST /v1/segment   an image and instructions -> masks (JSON or multipart; see `unilseg.serve.schema`)
-    GET  /v1/models    the model served: name, runtime, precision, device, input size, threshold
+    GET  /v1/models    the model served: name, runtime, precision, device, input size, threshold, min score
     GET  /v1/stats     encoder calls, batches, cache hits (what the batching and the cache saved)
     GET  /healthz      the process answers;  GET /readyz  the model is loaded
     /predict /setup /health   Label Studio's ML backend protocol (`unilseg.serve.label_studio`)
@@ -57,8 +57,10 @@ class Service:
     run: Callable[[Job], Awaitable[JobResult]] | None = None  # may raise Busy, at the call or when awaited
     has_image: Callable[[str], bool] = lambda key: False  # an embedding for this image key is cached
     stats: Callable[[], dict[str, Any]] = dict
-    model: dict[str, Any] = field(default_factory=dict)  # name, runtime, precision, device, input_size, threshold
+    model: dict[str, Any] = field(default_factory=dict)  # name, runtime, precision, device, input_size, threshold,
+    # min_score
     threshold: float = 0.35  # the model's default
+    min_score: float | None = None  # the server's default (--min-score, else the model's); None: off
     ready: bool = False
     error: str | None = None
     arriving: int = 0  # requests being read and checked, not yet queued (the batcher waits for them)
@@ -233,7 +235,7 @@ async def run_job(service: Service, parsed: SegmentRequest, arrived: float, coun
         if not service.has_image(key):  # decoded (and checked) here, off the model's thread
             parsed.image = await asyncio.to_thread(check_image, parsed.data, limits)
         job = Job(key, parsed.data, parsed.instructions, service.threshold if parsed.threshold is None else
-                  parsed.threshold, parsed.image)
+                  parsed.threshold, parsed.image, min_score=parsed.min_score)
         try:
             running = service.run(job)  # the local Batcher queues the job here (Ray Serve's batch: when awaited)
         except Busy as e:
@@ -255,8 +257,9 @@ async def answer(service: Service, parsed: SegmentRequest, arrived: float, count
     """Run a checked request through the model and build its JSON (timings included)."""
     result = await run_job(service, parsed, arrived, counted)
     threshold = service.threshold if parsed.threshold is None else parsed.threshold
+    min_score = service.min_score if parsed.min_score is None else (parsed.min_score or None)
     started = time.perf_counter()
-    out = await asyncio.to_thread(segment_answer, parsed, result, threshold)
+    out = await asyncio.to_thread(segment_answer, parsed, result, threshold, min_score)
     out["model"] = {k: service.model.get(k) for k in ("name", "runtime", "precision", "device")}
     out["timings"] = {"total_ms": round((time.perf_counter() - arrived) * 1e3, 1),
                       "queue_ms": round(result.queue_ms, 1), "encode_ms": round(result.encode_ms, 1),
@@ -269,6 +272,9 @@ async def answer(service: Service, parsed: SegmentRequest, arrived: float, count
 _PROPS = {
     "instructions": {"type": "array", "items": {"type": "string"}, "description": "texts naming what to segment"},
     "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": "default: the model's"},
+    "min_score": {"type": "number", "minimum": 0, "maximum": 1,
+                  "description": "a prediction whose presence score is below it comes back empty, present: false "
+                                 "(0: off; default: the server's --min-score, else the model's)"},
     "outputs": {"type": "array", "items": {"enum": ["rle", "png", "polygons"]}, "default": ["rle"]},
     "instances": {"type": "boolean", "default": False, "description": "also each mask's connected components"},
     "min_area": {"type": "integer", "minimum": 1, "default": 16},

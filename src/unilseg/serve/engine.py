@@ -63,6 +63,7 @@ class Job:
     threshold: float | None = None  # None: the model's
     image: np.ndarray | None = None  # BGR uint8 (H, W, 3), decoded by the request handler
     queued_at: float = field(default_factory=time.perf_counter)
+    min_score: float | None = None  # None: the model's; 0: off
 
 
 @dataclass
@@ -173,8 +174,9 @@ class Engine:
         pairs = [(job, t) for job in jobs for t in job.texts]
         logits = self.predictor.pair_logits([embeddings[job.key] for job, _ in pairs],
                                             encoded.take([row[t] for _, t in pairs]))
-        default = self.predictor.threshold
-        preds = [to_prediction(t, lg, embeddings[job.key], default if job.threshold is None else job.threshold)
+        default, floor = self.predictor.threshold, self.predictor.min_score
+        preds = [to_prediction(t, lg, embeddings[job.key], default if job.threshold is None else job.threshold,
+                               floor if job.min_score is None else (job.min_score or None))
                  for (job, t), lg in zip(pairs, logits)]
         done = time.perf_counter()
         self.batches += 1

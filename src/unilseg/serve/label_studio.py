@@ -19,7 +19,9 @@ set, the file REL under that root (resolved, symlinks included, and confined to 
 regular files only). Any other URL is refused for its task. Nothing is written to disk.
 
 Each task's masks come back as `brushlabels` results in Label Studio's RLE (built by
-`unilseg.batch.sinks.label_studio.brush_result`, as the batch sink's are); a /predict
+`unilseg.batch.sinks.label_studio.brush_result`, as the batch sink's are), each scored by its
+presence score; an empty mask (a target found absent: below the server's --min-score) gives
+no result. A /predict
 call's tasks run concurrently through the server's batcher. A task that fails (a refused
 URL, an unreadable image) gets an empty result list and a logged warning; if every task
 fails, the call is refused with the first reason.
@@ -368,8 +370,8 @@ class Backend:
                       target: Target = target, ref: str = ref) -> list[dict[str, Any]]:
                 out = []
                 for w, p in zip(wanted, result.predictions):
-                    if p.mask.any():
-                        out.append(brush_result(p.mask, w.label, round(p.score, 6),
+                    if p.mask.any():  # none for an empty mask, so none for a target found absent
+                        out.append(brush_result(p.mask, w.label, round(p.presence, 6),
                                                 region_id(f"{target.from_name}\0{ref}", len(out)),
                                                 target.from_name, target.to_name))
                 return out

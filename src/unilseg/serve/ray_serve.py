@@ -51,6 +51,7 @@ def predictor_settings(args: Any) -> dict[str, Any]:
             "runtime": getattr(args, "runtime", "torch"), "precision": getattr(args, "precision", "fp32"),
             "compile": getattr(args, "compile", False), "device": args.device, "opts": tuple(args.opts or ()),
             "download": getattr(args, "download", False), "threshold": args.threshold,
+            "min_score": getattr(args, "min_score", None),
             "max_batch": args.text_batch, "threads": max(1, int(args.cpus_per_replica))}
 
 

@@ -4,10 +4,12 @@ A request is a JSON body (the image base64-encoded) or a multipart form (the ima
 file part); both become the same `SegmentRequest` through `check_fields`, so every rule
 is written once. Every refusal is a `RequestError`: an HTTP status and one sentence.
 
-The answer, per instruction: score, area, bbox [x, y, w, h] and the mask in each asked
-`outputs` form: `rle` (COCO compressed RLE, `pycocotools.mask.decode` reads it), `png`
-(base64 of the PNG file `unilseg segment` writes for it) and `polygons` (outer
-contours, [x0, y0, x1, y1, ...]); with `instances`, its 8-connected components too. With
+The answer, per instruction: score, presence (its presence score), present (false: that fell
+below the request's `min_score`, else the server's, so the mask is empty), area, bbox
+[x, y, w, h] and the mask in each asked `outputs` form: `rle` (COCO compressed RLE,
+`pycocotools.mask.decode` reads it), `png` (base64 of the PNG file `unilseg segment`
+writes for it) and `polygons` (outer contours, [x0, y0, x1, y1, ...]); with `instances`,
+its 8-connected components too. With
 `classes`, the instructions are a label map's classes (`name` or `name: instruction`):
 one answer per class, and the label map as a PNG (the file `unilseg segment --classes`
 writes).
@@ -36,12 +38,14 @@ from unilseg.inference.instances import (
 from unilseg.inference.transforms import decode_image
 from unilseg.io.paths import text_problem
 from unilseg.io.writers import encode_mask, rle_encode
+from unilseg.model.spec import check_min_score as spec_min_score
 from unilseg.model.spec import check_threshold as spec_threshold
 from unilseg.serve.engine import JobResult
-from unilseg.tasks.labelmap import ClassSpec, check_classes, encode_label_png, make_legend, merge_with_confidence
+from unilseg.tasks.labelmap import ClassSpec, check_classes, encode_label_png, make_legend, merge_predictions
 
 OUTPUTS = ("rle", "png", "polygons")
-FIELDS = ("image", "instructions", "threshold", "outputs", "instances", "min_area", "max_instances", "classes")
+FIELDS = ("image", "instructions", "threshold", "min_score", "outputs", "instances", "min_area", "max_instances",
+          "classes")
 
 
 class RequestError(Exception):
@@ -74,6 +78,7 @@ class SegmentRequest:
     data: bytes  # the image file
     instructions: list[str]  # the texts to run (with `classes`: the classes' instructions)
     threshold: float | None = None  # None: the model's
+    min_score: float | None = None  # None: the server's (--min-score, else the model's); 0: off
     outputs: tuple[str, ...] = ("rle",)
     instances: bool = False
     min_area: int = DEFAULT_MIN_AREA
@@ -116,6 +121,19 @@ def check_threshold(value: Any) -> float | None:
         raise RequestError(400, f"threshold must be a number between 0 and 1, not {_shown(value)}")
     try:
         return spec_threshold(value)
+    except UnilsegError as e:
+        message = str(e)
+        raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
+
+
+def check_min_score(value: Any) -> float | None:
+    """None (the server's min score), or the CLI's rule (`model.spec.check_min_score`: a number from 0, off, to 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # float() would take True
+        raise RequestError(400, f"min_score must be a number from 0 to 1, not {_shown(value)}")
+    try:
+        return spec_min_score(value)  # NaN and the infinities fail its range check
     except UnilsegError as e:
         message = str(e)
         raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
@@ -174,6 +192,7 @@ def check_fields(fields: Mapping[str, Any], data: bytes, limits: Limits) -> Segm
         raise RequestError(400, "instances applies to masks, not to classes (a label map)")
     return SegmentRequest(
         data=data, instructions=texts, threshold=check_threshold(fields.get("threshold")),
+        min_score=check_min_score(fields.get("min_score")),
         outputs=check_outputs(fields.get("outputs", ["rle"])), instances=instances,
         min_area=_int("min_area", fields.get("min_area", DEFAULT_MIN_AREA), 1),
         max_instances=_int("max_instances", fields.get("max_instances", DEFAULT_MAX_INSTANCES), 1), classes=classes)
@@ -245,28 +264,31 @@ def mask_fields(mask: np.ndarray, outputs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def segment_answer(request: SegmentRequest, result: JobResult, threshold: float) -> dict[str, Any]:
-    """The JSON of a finished request (thresholded at `threshold`), without the `model` and `timings` the
-    handler adds."""
+def segment_answer(request: SegmentRequest, result: JobResult, threshold: float,
+                   min_score: float | None = None) -> dict[str, Any]:
+    """The JSON of a finished request (thresholded at `threshold`; predictions with a presence score below
+    `min_score`, None: off, came back empty), without the `model` and `timings` the handler adds."""
     preds = result.predictions
     height, width = result.image_size
-    answer: dict[str, Any] = {"image": {"height": int(height), "width": int(width)}, "threshold": threshold}
+    answer: dict[str, Any] = {"image": {"height": int(height), "width": int(width)}, "threshold": threshold,
+                              "min_score": min_score}
     if request.classes is not None:
-        labels, confidence = merge_with_confidence((p.prob for p in preds), threshold, len(request.classes))
-        legend = make_legend(labels, request.classes)
+        labels, confidence, found = merge_predictions(preds, threshold, len(request.classes))
+        legend = make_legend(labels, request.classes, found)
         rows = []
         for k, (spec, entry) in enumerate(zip(request.classes, legend[1:]), start=1):
             mask = labels == k
             score = float(confidence[mask].mean()) if mask.any() else 0.0
             rows.append({"name": spec.name, "instruction": spec.instruction, "index": k, "color": list(entry.color),
-                         "score": round(score, 6), "area": int(mask.sum()), "bbox": mask_bbox(mask),
-                         **mask_fields(mask, request.outputs)})
+                         "score": round(score, 6), "presence": entry.presence, "present": entry.present,
+                         "area": int(mask.sum()), "bbox": mask_bbox(mask), **mask_fields(mask, request.outputs)})
         answer["classes"] = rows
         answer["label_map"] = base64.b64encode(encode_label_png(labels, len(request.classes))).decode("ascii")
         return answer
     rows = []
     for p in preds:
-        row = {"instruction": p.text, "score": round(p.score, 6), "area": int(p.mask.sum()), "bbox": mask_bbox(p.mask),
+        row = {"instruction": p.text, "score": round(p.score, 6), "presence": round(p.presence, 6),
+               "present": bool(p.present), "area": int(p.mask.sum()), "bbox": mask_bbox(p.mask),
                **mask_fields(p.mask, request.outputs)}
         if request.instances:
             found = split_instances(p.mask, p.prob, request.min_area, request.max_instances)

@@ -25,7 +25,8 @@ def describe(predictor: Predictor, name: str, runtime: str) -> dict[str, Any]:
     from unilseg import __version__
 
     return {"name": name, "runtime": runtime, "precision": predictor.precision, "device": str(predictor.device),
-            "input_size": predictor.spec.size, "threshold": predictor.threshold, "version": __version__}
+            "input_size": predictor.spec.size, "threshold": predictor.threshold, "min_score": predictor.min_score,
+            "version": __version__}
 
 
 def connect(service: Service, engine: Engine, run: Callable[[Job], Awaitable[JobResult]], waiting: Callable[[], int],
@@ -39,6 +40,7 @@ def connect(service: Service, engine: Engine, run: Callable[[Job], Awaitable[Job
     service.stats = lambda: {**engine.stats(), "queued": waiting()}
     service.model = describe(predictor, name, runtime)
     service.threshold = predictor.threshold
+    service.min_score = predictor.min_score
     service.ready = True
 
 

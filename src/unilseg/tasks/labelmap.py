@@ -7,7 +7,8 @@ Swin pass for all of them), merged; the rest is array code that merges, colours 
   a file of `name` / `name: instruction` lines -> classes, refused with one message if
   empty, duplicated, reserved or too many.
 - `merge_soft_maps`: K soft maps (H, W) -> class indices (H, W): argmax + 1, or 0
-  (background) where no class scores above the threshold.
+  (background) where no class scores above the threshold; `merge_predictions` the same from
+  K Predictions, a class found absent (presence below the min score) painting no pixel.
 - `palette`, `make_legend`, `legend_json`: colours and the legend (index 0 = background).
 - `encode_label_png`: up to 255 classes a palette PNG (uint8, Pillow mode
   'P', the colours embedded); more a 16-bit greyscale PNG of the indices (a PNG palette
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from unilseg.errors import UnilsegError
 from unilseg.io.paths import json_text, read_lines
 
 if TYPE_CHECKING:
-    from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Predictor
+    from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Prediction, Predictor
 
 BACKGROUND = "background"  # the name of index 0: pixels no class claims
 MAX_PALETTE_CLASSES = 255  # a PNG palette holds 256 entries, index 0 being the background
@@ -66,6 +67,8 @@ class LegendEntry:
     instruction: str | None
     color: tuple[int, int, int]  # RGB
     share: float  # fraction of the image's pixels with this index
+    presence: float | None = None  # the class's presence score in [0, 1] (None: the background, or not known)
+    present: bool | None = None  # False: its presence fell below the min score, so it paints no pixel
 
 
 def _key(text: str) -> str:
@@ -158,6 +161,23 @@ def merge_with_confidence(probs: Iterable[np.ndarray], threshold: float,
     return (labels if num_classes is not None else labels.astype(label_dtype(count))), best
 
 
+def merge_predictions(preds: Iterable[Prediction], threshold: float, num_classes: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[tuple[float, bool]]]:
+    """Each class's Prediction (in class order) -> (class indices, confidence; see `merge_with_confidence`)
+    and each class's (presence, present). A class found absent (present False) joins with a map of zeros:
+    it paints no pixel, which goes to the next class above the threshold, or to the background. The
+    predictions may be a generator: one soft map is held at a time."""
+    found: list[tuple[float, bool]] = []
+
+    def maps() -> Iterator[np.ndarray]:
+        for p in preds:
+            found.append((p.presence, p.present))
+            yield p.prob if p.present else np.zeros_like(p.prob)
+
+    labels, confidence = merge_with_confidence(maps(), threshold, num_classes)
+    return labels, confidence, found
+
+
 def palette(count: int) -> np.ndarray:
     """RGB uint8 (count, 3): index 0 black, then the PASCAL VOC colour sequence (index bits spread
     over the three channels, high bits first), distinct for every index below 2**24."""
@@ -169,14 +189,19 @@ def palette(count: int) -> np.ndarray:
     return colors.astype(np.uint8)
 
 
-def make_legend(labels: np.ndarray, classes: Sequence[ClassSpec]) -> list[LegendEntry]:
-    """The legend of a label map: background (0) and every class, with its colour and pixel share."""
+def make_legend(labels: np.ndarray, classes: Sequence[ClassSpec],
+                found: Sequence[tuple[float, bool]] | None = None) -> list[LegendEntry]:
+    """The legend of a label map: background (0) and every class, with its colour and pixel share, and
+    (with `found`: (presence, present) per class, as `merge_predictions` gives it) its presence."""
     colors = palette(len(classes) + 1)
     counts = np.bincount(labels.ravel(), minlength=len(classes) + 1).astype(np.float64)
     shares = counts / max(labels.size, 1)
     entries = [LegendEntry(0, BACKGROUND, None, _rgb(colors[0]), round(float(shares[0]), 6))]
-    entries += [LegendEntry(k, c.name, c.instruction, _rgb(colors[k]), round(float(shares[k]), 6))
-                for k, c in enumerate(classes, start=1)]
+    for k, c in enumerate(classes, start=1):
+        presence, present = found[k - 1] if found is not None else (None, None)
+        entries.append(LegendEntry(k, c.name, c.instruction, _rgb(colors[k]), round(float(shares[k]), 6),
+                                   None if presence is None else round(float(presence), 6),
+                                   None if present is None else bool(present)))
     return entries
 
 
@@ -185,7 +210,8 @@ def _rgb(color: np.ndarray) -> tuple[int, int, int]:
 
 
 def legend_json(legend: Sequence[LegendEntry], **meta: Any) -> bytes:
-    """{**meta, "classes": [{index, name, instruction, color: [r, g, b], share}, ...]} as UTF-8 JSON."""
+    """{**meta, "classes": [{index, name, instruction, color: [r, g, b], share, presence, present}, ...]} as
+    UTF-8 JSON."""
     rows = [{**asdict(e), "color": list(e.color)} for e in legend]
     return (json_text({**meta, "classes": rows}, indent=1) + "\n").encode()  # a non-UTF-8 image name escaped
 
@@ -265,15 +291,17 @@ def draw_legend_box(canvas: np.ndarray, entries: Sequence[LegendEntry], origin: 
 def label_map(
     predictor: Predictor, classes: Sequence[str | tuple[str, str] | ClassSpec],
     embedding: ImageEmbedding | None = None, threshold: float | None = None, encoded: EncodedTexts | None = None,
+    min_score: float | None = None,
 ) -> tuple[np.ndarray, list[LegendEntry]]:
     """Several classes at once -> (class indices (H, W), legend); see `label_map_confidence`."""
-    labels, legend, _ = label_map_confidence(predictor, classes, embedding, threshold, encoded)
+    labels, legend, _ = label_map_confidence(predictor, classes, embedding, threshold, encoded, min_score)
     return labels, legend
 
 
 def label_map_confidence(
     predictor: Predictor, classes: Sequence[str | tuple[str, str] | ClassSpec],
     embedding: ImageEmbedding | None = None, threshold: float | None = None, encoded: EncodedTexts | None = None,
+    min_score: float | None = None,
 ) -> tuple[np.ndarray, list[LegendEntry], np.ndarray]:
     """Several classes at once -> (class indices (H, W) uint8, or uint16 past 255 classes; legend).
 
@@ -282,11 +310,13 @@ def label_map_confidence(
     `predictor.set_image` set; Swin is not run again), merged by `merge_soft_maps`: each
     pixel takes 1 + the index of its most probable class, or 0 (background) where none is
     above the threshold. legend: a `LegendEntry` per index (0 = background) with colour and
-    pixel share. `encoded`: the classes' instructions already through `predictor.encode_texts`.
+    pixel share, and each class's presence score; a class whose presence is below `min_score`
+    (default the predictor's; 0: off) is absent (present False in the legend) and paints no pixel
+    (`merge_predictions`). `encoded`: the classes' instructions already through `predictor.encode_texts`.
     confidence: float32 (H, W), each pixel's winning class probability (a class's score is its
     mean over the class's pixels).
     """
-    from unilseg.inference.transforms import soft_map
+    from unilseg.inference.predictor import to_prediction
 
     specs = check_classes(classes, "classes")
     if embedding is None:
@@ -298,7 +328,8 @@ def label_map_confidence(
     elif encoded.texts != [c.instruction for c in specs]:
         raise ValueError("`encoded` holds other texts than the classes' instructions")
     logits = predictor.pair_logits([embedding] * len(specs), encoded)
-    probs = (soft_map(lg, embedding.inverse, embedding.image_size) for lg in logits)
     threshold = predictor.threshold if threshold is None else threshold
-    labels, confidence = merge_with_confidence(probs, threshold, len(specs))
-    return labels, make_legend(labels, specs), confidence
+    min_score = predictor.min_score if min_score is None else (min_score or None)
+    preds = (to_prediction(c.instruction, lg, embedding, threshold, min_score) for c, lg in zip(specs, logits))
+    labels, confidence, found = merge_predictions(preds, threshold, len(specs))
+    return labels, make_legend(labels, specs, found), confidence

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Prediction, Predictor
+from unilseg.inference.predictor import EncodedTexts, ImageEmbedding, Prediction, Predictor, prediction_of
 from unilseg.io.paths import check_regular, path_problem, shown, text_problem, user_path
 
 FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames unless told
@@ -294,15 +294,15 @@ class Smoother:
         self._state: list[tuple[int, np.ndarray] | None] = [None] * n  # per text: (seq, its average (H, W))
 
     def apply(self, predictor: Predictor, k: int, seq: int, pred: Prediction) -> Prediction:
-        """Text k's Prediction at frame `seq`, from the running average of its soft maps."""
+        """Text k's Prediction at frame `seq`, from the running average of its soft maps (thresholded, and its
+        presence judged, as a single map is)."""
         if self.alpha <= 0:
             return pred
         last = self._state[k]
         prev = last[1] if last is not None and last[0] == seq - 1 else None
         prob = pred.prob if prev is None else self.alpha * prev + (1 - self.alpha) * pred.prob
         self._state[k] = (seq, prob)
-        mask = prob > predictor.threshold
-        return Prediction(pred.text, mask, prob, float(prob[mask].mean()) if mask.any() else 0.0)
+        return prediction_of(pred.text, prob, predictor.threshold, predictor.min_score)
 
 
 def segment_frame(predictor: Predictor, encoded: EncodedTexts, embedding: ImageEmbedding, ks: Sequence[int],
@@ -311,7 +311,8 @@ def segment_frame(predictor: Predictor, encoded: EncodedTexts, embedding: ImageE
     from unilseg.inference.predictor import to_prediction
 
     logits = predictor.pair_logits([embedding] * len(ks), encoded.take(list(ks)))
-    return [smoother.apply(predictor, k, seq, to_prediction(encoded.texts[k], lg, embedding, predictor.threshold))
+    return [smoother.apply(predictor, k, seq, to_prediction(encoded.texts[k], lg, embedding, predictor.threshold,
+                                                            predictor.min_score))
             for k, lg in zip(ks, logits)]
 
 

@@ -3,7 +3,8 @@
 The same for masks and label maps, the local loop and `unilseg ray`.
 
 Each finished item becomes one record: its image, size and annotations (one per mask,
-or one per instance with `instances=True`: category, COCO RLE, box, area, score). The
+or one per instance with `instances=True`: category, COCO RLE, box, area, score: a mask's presence
+score, an instance's mean probability; a prediction found absent gives none). The
 record is appended to the job's annotation log (`annotations.jsonl` beside
 results.jsonl) as the item ends, after its files. When the job ends each sink reads the
 log in plan order, one record at a time, and writes its file atomically: memory does
@@ -59,20 +60,25 @@ def annotation(category: str, mask: np.ndarray, score: float, instance: int | No
             "score": round(float(score), SCORE_DIGITS), "instance": instance}
 
 
-def make_record(item: Any, shape: tuple[int, int], masks: Iterable[tuple[str, np.ndarray, np.ndarray | None]],
-                options: AnnotateOptions) -> dict[str, Any]:
-    """An item's record from its (category, mask bool (H, W), soft map float (H, W) or None) triples.
+Mask = tuple[str, np.ndarray, np.ndarray | None] | tuple[str, np.ndarray, np.ndarray | None, float | None]
 
-    An empty mask gives no annotation. Without instances, a mask's score is its mean
-    probability (1.0 without a soft map); with them, each component's.
+
+def make_record(item: Any, shape: tuple[int, int], masks: Iterable[Mask], options: AnnotateOptions) -> dict[str, Any]:
+    """An item's record from its (category, mask bool (H, W), soft map float (H, W) or None[, score]) tuples.
+
+    An empty mask gives no annotation (so does a prediction found absent: its mask is empty).
+    Without instances, a mask's score is the score given (the predictions' presence score),
+    else its mean probability (1.0 without a soft map); with them, each component's mean
+    probability.
     """
     annotations: list[dict[str, Any]] = []
     dropped = 0
-    for category, mask, prob in masks:
+    for category, mask, prob, *given in masks:
         if not mask.any():
             continue
         if not options.instances:
-            score = float(prob[mask].mean()) if prob is not None else 1.0
+            score = given[0] if given and given[0] is not None else (
+                float(prob[mask].mean()) if prob is not None else 1.0)
             annotations.append(annotation(category, mask, score))
             continue
         found = split_instances(mask, prob, options.min_area, options.max_instances)
