@@ -17,8 +17,8 @@ and AVX2-only, whose float results differ in the last bits):
 - JSON / JSONL (results.jsonl, RLE JSON, legends, the eval summary): loaded, `seconds` dropped,
   paths under `workdir` made relative, floats rounded to 10 decimals (shares, IoUs: ratios of
   pixel counts, equal on every CPU), dumped with sort_keys -> `sha256:` of that text. Except the
-  soft-map float `score` (mean soft value inside the mask): it is taken out of the hashed text
-  and listed after it: `sha256:HEX~[v, ...]`.
+  soft-map floats `score` (mean soft value inside the mask) and `presence` (the presence score,
+  the map's peak): they are taken out of the hashed text and listed after it: `sha256:HEX~[v, ...]`.
 - Float soft maps (`.prob.npy`): `sha256:` of shape and dtype, `~` then mean, std, min, max and
   the 4x4 block means of the map, rounded to 6 decimals.
 - mp4 (lossy, encoder SIMD is not ours): `mp4:FRAMESxWIDTHxHEIGHT@FPS`.
@@ -50,6 +50,7 @@ ROOT = TESTS.parent
 EXAMPLES = ROOT / "src" / "unilseg" / "demo" / "examples"
 FULL_CONFIG = ROOT / "src" / "unilseg" / "configs" / "unilseg20.yaml"
 FLOAT_TOLERANCE = 1e-4
+SOFT_KEYS = ("score", "presence")  # JSON floats computed from soft maps: compared to within FLOAT_TOLERANCE
 MIN_MARGIN = 1e-4
 FPS = 12.0
 CLIP_FRAMES = 6
@@ -259,7 +260,7 @@ def _canonical(value: Any, prefix: str, soft: list[float]) -> Any:
         for k, v in value.items():
             if k == "seconds":
                 continue
-            if k == "score" and isinstance(v, float):
+            if k in SOFT_KEYS and isinstance(v, float):
                 soft.append(v)
                 out[k] = "~"
                 continue
