@@ -62,7 +62,7 @@ def test_to_detections_keeps_masks_boxes_scores_and_classes(predictions):
     for box, mask in zip(det.xyxy, masks):  # supervision's convention: x2, y2 the last covered pixel
         ys, xs = np.nonzero(mask)
         assert box.tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
-    assert det.confidence.tolist() == [np.float32(p.score) for p in predictions]
+    assert det.confidence.tolist() == [np.float32(p.presence) for p in predictions]
     assert det.class_id.tolist() == [0, 1]
     assert det.data["class_name"].tolist() == TEXTS
     single = to_detections(predictions[1])
@@ -214,7 +214,7 @@ def test_cvat_detect_returns_mask_shapes_that_decode_to_our_masks(cvat_function,
         assert isinstance(shape, models.LabeledShapeRequest)
         assert shape.type.value == "mask" and shape.frame == 0 and shape.label_id == label_id
         assert np.array_equal(decode_mask(shape.points, image_width=192, image_height=192), prediction.mask)
-        assert shape.score == pytest.approx(prediction.score, abs=1e-6)
+        assert shape.score == pytest.approx(prediction.presence, abs=1e-6)
     remapped = driver_check(cvat_function, shapes)
     assert [(s.label_id, s.frame, s.source) for s in remapped] == [(40, 7, "auto"), (41, 7, "auto")]
 
@@ -239,7 +239,7 @@ def test_cvat_instances_through_create_parameters(predictions):
 
 
 def test_cvat_conf_threshold_drops_low_scores(cvat_function, predictions):
-    low, high = sorted(p.score for p in predictions)
+    low, high = sorted(p.presence for p in predictions)
     with PIL.Image.open(SCENE) as image:
         kept = cvat_function.detect(context(conf_threshold=(low + high) / 2), image)
         assert [s.score for s in kept] == [pytest.approx(high, abs=1e-6)]
@@ -257,7 +257,7 @@ def test_cvat_polygons_when_the_driver_asks(cvat_function, predictions):
         drawn = np.zeros((192, 192), np.uint8)
         for s in mine:
             assert len(s.points) >= 6 and len(s.points) % 2 == 0
-            assert s.score == pytest.approx(prediction.score, abs=1e-6)
+            assert s.score == pytest.approx(prediction.presence, abs=1e-6)
             cv2.fillPoly(drawn, [np.asarray(s.points, np.int32).reshape(-1, 2)], 1)
         drawn = drawn.astype(bool)
         iou = (drawn & prediction.mask).sum() / (drawn | prediction.mask).sum()

@@ -240,8 +240,8 @@ def test_text_field_and_local_files_in_process(tmp_path, caplog):
     for res, (_, row) in zip(first["result"], wanted):
         h, w = row["rle"]["size"]
         assert np.array_equal(brush_mask(res["value"]["rle"], h, w), rle_decode(row["rle"]))
-        assert res["score"] == row["score"]
-    assert first["score"] == pytest.approx(sum(row["score"] for _, row in wanted) / len(wanted), abs=1e-6)
+        assert res["score"] == row["presence"]
+    assert first["score"] == pytest.approx(sum(row["presence"] for _, row in wanted) / len(wanted), abs=1e-6)
     warnings = [rec.getMessage() for rec in caplog.records if rec.name == "unilseg.serve.label_studio"]
     assert len(warnings) == 2 and "task 2" in warnings[0] and "outside the local-files root" in warnings[0]
     assert "task 3" in warnings[1] and "no text field 'prompts'" in warnings[1]
@@ -270,7 +270,7 @@ def images(ls_documents) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cli_masks(images, tmp_path_factory) -> dict[tuple[str, str], tuple[np.ndarray, float]]:
-    """(image name, label) -> (mask, score) of `unilseg segment --exp LABEL` (the PNG it writes)."""
+    """(image name, label) -> (mask, presence score) of `unilseg segment --exp LABEL` (the PNG it writes)."""
     out = tmp_path_factory.mktemp("cli")
     cmd = [sys.executable, "-m", "unilseg", "segment", "--model", "unilseg-demo", "--device", "cpu", "--threads", "1",
            "--img", *map(str, images.values()), "--sp", str(out)]
@@ -278,8 +278,8 @@ def cli_masks(images, tmp_path_factory) -> dict[tuple[str, str], tuple[np.ndarra
         cmd += ["--exp", label]
     subprocess.run(cmd, check=True, capture_output=True)
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    return {(Path(r["image"]).name, r["expression"]): (cv2.imread(r["output"], cv2.IMREAD_UNCHANGED) > 0, r["score"])
-            for r in rows}
+    return {(Path(r["image"]).name, r["expression"]):
+            (cv2.imread(r["output"], cv2.IMREAD_UNCHANGED) > 0, r["presence"]) for r in rows}
 
 
 @pytest.fixture(scope="module")

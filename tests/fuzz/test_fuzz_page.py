@@ -54,9 +54,9 @@ class Server:
         return r.json()[0]
 
     def call(self, image: Any, text: Any = TEXT, threshold: Any = 0.5, precision: Any = None,
-             limit_s: float = CALL_LIMIT_S) -> tuple[str, Any]:
+             limit_s: float = CALL_LIMIT_S, min_score: Any = None) -> tuple[str, Any]:
         """One API call -> ('complete' or 'error', its data), or ('timeout', None) past `limit_s`."""
-        body = json.dumps({"data": [image, text, threshold, precision]})  # NaN / Infinity as JSON extensions
+        body = json.dumps({"data": [image, text, threshold, precision, min_score]})  # NaN / Infinity as JSON extensions
         deadline = time.monotonic() + limit_s
         with httpx.Client(timeout=httpx.Timeout(10.0, read=limit_s)) as c:
             r = c.post(f"{self.base}/call/segment", content=body, headers={"content-type": "application/json"})
@@ -308,6 +308,25 @@ def test_threshold_in_range_accepted(server, upload, threshold):
     reply = server.call(upload, threshold=threshold)
     done(reply)
     assert f"threshold {float(threshold):.2f}" in status(reply)
+
+
+BAD_MIN_SCORES = {"nan": float("nan"), "inf": float("inf"), "minus-0.1": -0.1, "1.0000001": 1.0000001, "text": "half",
+                  "true": True, "list": [0.5], "dict": {"value": 0.5}}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_MIN_SCORES))
+def test_min_score_checked_like_the_cli(server, upload, name):
+    reply = server.call(upload, min_score=BAD_MIN_SCORES[name])
+    text = status(reply)
+    assert text.startswith("**Problem:** The minimum presence must be a number from 0"), text
+    assert "Traceback" not in text and reply[1][1] is None
+
+
+@pytest.mark.parametrize("min_score", [0, 0.5, "1", None])
+def test_min_score_in_range_accepted(server, upload, min_score):
+    reply = server.call(upload, min_score=min_score)
+    done(reply)
+    assert ("min presence" in status(reply)) is bool(min_score and float(min_score))  # 0 and None (the model's): off
 
 
 ODD_FIELDS = {  # (instructions, precision) -> what the message says

@@ -83,6 +83,12 @@ JSON_CASES = {
     "threshold 1 (nothing)": ({"threshold": 1.0}, 400, "threshold must lie strictly between 0 and 1"),
     "threshold a string": ({"threshold": "high"}, 400, "threshold must be a number"),
     "threshold a boolean": ({"threshold": True}, 400, "threshold must be a number"),
+    "NaN min_score": ({"min_score": float("nan")}, 400, "min_score must be a number from 0 (off) to 1"),
+    "min_score above 1": ({"min_score": 1.5}, 400, "min_score must be a number from 0 (off) to 1, not 1.5"),
+    "min_score negative": ({"min_score": -0.1}, 400, "min_score must be a number from 0 (off) to 1, not -0.1"),
+    "min_score a string": ({"min_score": "high"}, 400, "min_score must be a number from 0 to 1, not 'high'"),
+    "min_score a boolean": ({"min_score": True}, 400, "min_score must be a number from 0 to 1, not True"),
+    "min_score a list": ({"min_score": [0.5]}, 400, "min_score must be a number from 0 to 1"),
     "unknown output": ({"outputs": ["jpeg"]}, 400, "unknown output 'jpeg'"),
     "outputs a number": ({"outputs": 5}, 400, "outputs must be a list"),
     "instances a string": ({"instances": "yes"}, 400, "instances must be true or false"),
@@ -153,6 +159,8 @@ def test_transport_errors(server):
          400, "instructions must be a text field"),
         (dict(files={"image": ("x.png", small_png(), "image/png")}, data={"instructions": "sky", "threshold": "x"}),
          400, "threshold must be a number"),
+        (dict(files={"image": ("x.png", small_png(), "image/png")}, data={"instructions": "sky", "min_score": "2"}),
+         400, "min_score must be a number from 0 (off) to 1, not 2"),
     ]
     for kwargs, status, says in cases:
         r = server.client.post("/v1/segment", **kwargs)
@@ -194,7 +202,8 @@ def test_wrong_routes_and_methods_answer_json(server):
 values = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=30),
                    st.lists(st.text(max_size=12), max_size=20), st.lists(st.integers(), max_size=3),
                    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
-FIELDS = ["instructions", "threshold", "outputs", "instances", "min_area", "max_instances", "classes", "extra"]
+FIELDS = ["instructions", "threshold", "min_score", "outputs", "instances", "min_area", "max_instances", "classes",
+          "extra"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

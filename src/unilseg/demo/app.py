@@ -1,9 +1,11 @@
 """The demo page, built from a ready `Predictor` (no model loading here).
 
 Each browser session keeps one encoded image (`ImageEmbedding`) in a `gr.State`: changing
-only the instructions, the threshold, the min presence or nothing re-runs just the text side. The cache is
-dropped when the tab closes (`unload`), after `SESSION_TTL_S` without a run, or when
-another image or precision replaces it. Runs are queued one at a time (one model, shared).
+only the instructions, the threshold, the min presence or nothing re-runs just the text
+side. The cache is dropped when the tab closes (`unload`), after `SESSION_TTL_S` without a
+run, or when another image or precision replaces it. Runs are queued one at a time (one
+model, shared). A prediction whose presence score is below the min presence is shown as
+"not found", with its presence, and its mask is empty.
 
 Masks for download are `unilseg.io.writers.encode_mask(mask, 'png')`: the bytes the CLI writes.
 """
@@ -258,8 +260,8 @@ def build_app(
 
     def segment(image: Any, text: str, threshold: float, precision: str | None,
                 cache: SessionCache | None, request: gr.Request, min_score: float | None = None):
-        """The Segment button (and the `segment` API: image, text, threshold, precision, min_score; a caller
-        that leaves min_score out gets the model's)."""
+        """The Segment button, and the `segment` API: [image, text, threshold, precision, min_score] (min_score
+        null: the model's; 0: off)."""
         cache = cache if isinstance(cache, SessionCache) else SessionCache()
         if request is not None and request.session_hash:
             sessions[request.session_hash] = cache

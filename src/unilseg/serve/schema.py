@@ -135,7 +135,7 @@ def check_min_score(value: Any) -> float | None:
     try:
         return spec_min_score(value)  # NaN and the infinities fail its range check
     except UnilsegError as e:
-        message = str(e)
+        message = e.worded({})  # the request's field name, not the CLI's flag (the server runs in the CLI)
         raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
 
 
