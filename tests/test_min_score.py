@@ -9,6 +9,7 @@ pixels), video frames, the demo page's handler, the COCO file, the HTTP API, and
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -201,16 +202,22 @@ def test_demo_page_handler(tmp_path):
     assert bad[3].startswith("**Problem:** The minimum presence must be a number from 0 (off) to 1"), bad[3]
 
 
-def test_coco_absent_has_no_annotation_and_scores_are_presence(scenes, tmp_path):
+def test_coco_and_label_studio_absent_has_no_annotation_and_scores_are_presence(scenes, tmp_path):
     off, on = tmp_path / "off", tmp_path / "on"
+    ls = ["--label-studio", "ls.json"] if importlib.util.find_spec("label_studio_sdk") else []
     assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(off), "--coco", str(off / "coco.json"),
-                   "--image-root", str(scenes)) == 0
+                   "--image-root", str(scenes), *[str(off / a) if a == "ls.json" else a for a in ls]) == 0
     before = rows_of(off / "results.jsonl")
     s = cut([(r["presence"], r["foreground"] > 0) for r in before])
     assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(on), "--coco", str(on / "coco.json"),
-                   "--image-root", str(scenes), "--min-score", str(s)) == 0
+                   "--image-root", str(scenes), "--min-score", str(s),
+                   *[str(on / a) if a == "ls.json" else a for a in ls]) == 0
     for folder in (off, on):
         coco = json.loads((folder / "coco.json").read_text())
+        if ls:  # Label Studio: one brush result per annotation, scored alike
+            tasks = json.loads((folder / "ls.json").read_text())
+            scores = sorted(r["score"] for t in tasks for r in t["predictions"][0]["result"])
+            assert scores == sorted(a["score"] for a in coco["annotations"])
         images = {i["id"]: i["file_name"] for i in coco["images"]}
         cats = {c["id"]: c["name"] for c in coco["categories"]}
         anns = {(images[a["image_id"]], cats[a["category_id"]]): a for a in coco["annotations"]}
