@@ -39,7 +39,7 @@ from unilseg.errors import UnilsegError
 from unilseg.inference.predictor import ImageEmbedding, Prediction, Predictor
 from unilseg.inference.transforms import decode_image
 from unilseg.io.writers import encode_mask
-from unilseg.model.spec import check_min_score, check_threshold
+from unilseg.model.spec import check_min_score, check_threshold, effective_min_score
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def build_app(
             gr.Warning(html.escape(str(w.message)))
         files = write_masks(predictions)
         rgb, layers = display_layers(cache.image, [p.mask for p in predictions])
-        floor = model.min_score if min_score is None else (min_score or None)
+        floor = effective_min_score(model.min_score, min_score)
         labels = [f"{i}. {p.text}" + ("" if p.present else " (not found)") for i, p in enumerate(predictions, 1)]
         overlay = gr.AnnotatedImage(
             value=(rgb, list(zip(layers, labels))),

@@ -23,7 +23,7 @@ from unilseg.inference.backends.graphs import decode_pairs
 from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, Instances, split_instances
 from unilseg.inference.presence import presence_score
 from unilseg.inference.transforms import preprocess, read_image, soft_map
-from unilseg.model.spec import InferenceSpec
+from unilseg.model.spec import InferenceSpec, effective_min_score
 from unilseg.model.tokenizer import tokenize
 
 ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
@@ -325,7 +325,7 @@ class Predictor:
     ) -> list[Prediction]:
         """One Prediction per (image, text) pair; pairs of several images share decoder batches."""
         threshold = self.threshold if threshold is None else threshold
-        min_score = self.min_score if min_score is None else (min_score or None)
+        min_score = effective_min_score(self.min_score, min_score)
         logits = self.pair_logits(embeddings, texts)
         names = texts.texts if isinstance(texts, EncodedTexts) else list(texts)
         return [to_prediction(t, lg, e, threshold, min_score) for t, lg, e in zip(names, logits, embeddings)]

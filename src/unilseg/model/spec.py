@@ -63,7 +63,7 @@ class InferenceSpec:
         """A copy with another minimum presence score (None keeps this one; 0 turns it off)."""
         if min_score is None:
             return self
-        return dataclasses.replace(self, min_score=check_min_score(min_score) or None)
+        return dataclasses.replace(self, min_score=effective_min_score(self.min_score, check_min_score(min_score)))
 
 
 def asdict_shallow(spec: InferenceSpec) -> dict[str, Any]:
@@ -128,6 +128,11 @@ def check_threshold(value: Any, field: str = "threshold") -> float:
         raise UnilsegError("{field} must lie strictly between 0 and 1 (a probability), not {value}", field=field,
                            value=value)
     return t
+
+
+def effective_min_score(default: float | None, override: float | None) -> float | None:
+    """The min score in force: `override` if given (0 turns it off: None), else `default` (None: off)."""
+    return default if override is None else (override or None)
 
 
 def check_min_score(value: Any, field: str = "min_score") -> float:

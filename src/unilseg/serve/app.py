@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from unilseg.model.spec import effective_min_score
 from unilseg.serve.engine import Busy, Job, JobResult, image_key
 from unilseg.serve.schema import (
     Limits,
@@ -257,7 +258,7 @@ async def answer(service: Service, parsed: SegmentRequest, arrived: float, count
     """Run a checked request through the model and build its JSON (timings included)."""
     result = await run_job(service, parsed, arrived, counted)
     threshold = service.threshold if parsed.threshold is None else parsed.threshold
-    min_score = service.min_score if parsed.min_score is None else (parsed.min_score or None)
+    min_score = effective_min_score(service.min_score, parsed.min_score)
     started = time.perf_counter()
     out = await asyncio.to_thread(segment_answer, parsed, result, threshold, min_score)
     out["model"] = {k: service.model.get(k) for k in ("name", "runtime", "precision", "device")}

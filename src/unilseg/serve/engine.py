@@ -36,6 +36,7 @@ import numpy as np
 
 from unilseg.inference.predictor import ImageEmbedding, Prediction, Predictor, to_prediction
 from unilseg.inference.transforms import decode_image
+from unilseg.model.spec import effective_min_score
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Engine:
                                             encoded.take([row[t] for _, t in pairs]))
         default, floor = self.predictor.threshold, self.predictor.min_score
         preds = [to_prediction(t, lg, embeddings[job.key], default if job.threshold is None else job.threshold,
-                               floor if job.min_score is None else (job.min_score or None))
+                               effective_min_score(floor, job.min_score))
                  for (job, t), lg in zip(pairs, logits)]
         done = time.perf_counter()
         self.batches += 1

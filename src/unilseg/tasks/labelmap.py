@@ -317,6 +317,7 @@ def label_map_confidence(
     mean over the class's pixels).
     """
     from unilseg.inference.predictor import to_prediction
+    from unilseg.model.spec import effective_min_score
 
     specs = check_classes(classes, "classes")
     if embedding is None:
@@ -329,7 +330,7 @@ def label_map_confidence(
         raise ValueError("`encoded` holds other texts than the classes' instructions")
     logits = predictor.pair_logits([embedding] * len(specs), encoded)
     threshold = predictor.threshold if threshold is None else threshold
-    min_score = predictor.min_score if min_score is None else (min_score or None)
+    min_score = effective_min_score(predictor.min_score, min_score)
     preds = (to_prediction(c.instruction, lg, embedding, threshold, min_score) for c, lg in zip(specs, logits))
     labels, confidence, found = merge_predictions(preds, threshold, len(specs))
     return labels, make_legend(labels, specs, found), confidence
