@@ -171,6 +171,7 @@ def format_absent_table(summary: dict[str, Any]) -> str:
     head = f"{'':<6}  " + "  ".join(f"{c:>8}" for c in cols)
     row = "absent  " + "  ".join([f"{a['empty_targets']:>8}", f"{a['targets']:>8}",
                                    *(pct(a[k]) for k in ("N-acc", "T-acc", "gIoU", "cIoU", "presence_auc"))])
-    best = (f"best min score {a['best_min_score']:.4f} (presence below it: empty): "
-            f"N-acc {pct(a['best_N-acc']).strip()}, T-acc {pct(a['best_T-acc']).strip()}")
+    cut = a["best_min_score"]
+    best = (f"best min score {cut:.4f} " + ("(off; " if cut == 0 else "(a presence below it empties the mask; ")
+            + f"N-acc {pct(a['best_N-acc']).strip()}, T-acc {pct(a['best_T-acc']).strip()} there)")
     return "\n".join([head, row, best])
