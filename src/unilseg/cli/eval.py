@@ -24,7 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, grefcoco:train|val|testA|testB "
-                   "(gRefCOCO: texts naming one, several or no objects), "
+                   "(gRefCOCO, --refer-root holding grefcoco/: texts naming one, several or no objects), "
                    "synthetic:SCENES[:SEED[:SIZE]][:absent=K] (K texts per scene naming nothing); "
                    "empty ground truth adds N-acc, T-acc, gIoU, cIoU and the presence score's AUC and best "
                    "--min-score; --task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] "
