@@ -20,7 +20,8 @@ from unilseg.cli.sinks import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unilseg eval",
-        description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source.",
+        description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source; "
+                    "with texts naming nothing, also gRefCOCO's N-acc, T-acc, gIoU and cIoU.",
     )
     p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
                    "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, grefcoco:train|val|testA|testB "
