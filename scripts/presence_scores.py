@@ -5,7 +5,8 @@
 Runs the predictor (the one inference path) over the data, computes every statistic of
 `unilseg.inference.presence.STATISTICS` on each soft map, and prints per statistic: ROC AUC
 (present vs absent, ties counted half), and the threshold that maximises N-acc + T-acc
-with the N-acc and T-acc there (predicted present = statistic >= threshold).
+with the N-acc and T-acc there (predicted present = statistic >= threshold); both from
+`unilseg.eval.metrics` (`presence_auc`, `best_min_score`), as `unilseg eval` reports them.
 """
 from __future__ import annotations
 
@@ -18,26 +19,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(a present target's score > an absent one's) + half the ties (Mann-Whitney)."""
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
-def best_cut(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float, float]:
-    """-> (threshold, N-acc, T-acc) maximising N-acc + T-acc over the observed scores."""
-    best = (0.0, 0.0, 1.0)
-    for t in np.unique(np.concatenate([pos, neg])):
-        n_acc, t_acc = float((neg < t).mean()), float((pos >= t).mean())
-        if n_acc + t_acc > best[1] + best[2]:
-            best = (float(t), n_acc, t_acc)
-    return best
-
-
 def main() -> None:
     from unilseg.batch import Item, predict_items
     from unilseg.data.manifest import load_image, load_mask
     from unilseg.data.sources import open_samples
+    from unilseg.eval.metrics import best_min_score, presence_auc
     from unilseg.inference import load_predictor
     from unilseg.inference.presence import STATISTICS, presence_score
 
@@ -62,8 +48,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, values in scores.items():
         v = np.array(values)
-        t, n_acc, t_acc = best_cut(v[truth], v[~truth])
-        print(f"| {name} | {auc(v[truth], v[~truth]):.3f} | {t:.3f} | {n_acc:.3f} | {t_acc:.3f} |")
+        t, n_acc, t_acc = best_min_score(v, truth)
+        print(f"| {name} | {presence_auc(v[truth], v[~truth]):.3f} | {t:.3f} | {n_acc:.3f} | {t_acc:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,23 @@
 """Metrics against hand-computed values, and the evaluation pipeline with models whose answer is known."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from unilseg.cli.eval import main as eval_main
 from unilseg.data.manifest import Sample
 from unilseg.eval.evaluate import evaluate
-from unilseg.eval.metrics import Record, format_table, intersection_union, stats, summarize
+from unilseg.eval.metrics import (
+    Record,
+    best_min_score,
+    format_absent_table,
+    format_table,
+    intersection_union,
+    presence_auc,
+    stats,
+    summarize,
+)
 from unilseg.inference.predictor import Predictor
 from unilseg.model.spec import InferenceSpec
 
@@ -104,3 +116,136 @@ def test_evaluate_pipeline_with_known_answers():
     empty = evaluate(constant(-10.0), samples, limit=3)
     assert empty["overall"]["count"] == 3 and empty["overall"]["mIoU"] == 0.0
     assert evaluate(constant(-10.0), samples)["granularity"]["part"]["mIoU"] == 1.0
+    assert full["absent"]["empty_targets"] == 1 and full["absent"]["N-acc"] == 0.0  # the whole image "found"
+    assert full["absent"]["T-acc"] == 1.0
+
+
+def test_absent_metrics_by_hand():
+    """gRefCOCO's N-acc, T-acc, gIoU, cIoU, the presence AUC and the best min score on five records."""
+    records = [
+        Record(0, 0, "no-target", "s", presence=0.2, gt_pixels=0, pred_pixels=0),  # nothing, nothing found: IoU 1
+        Record(0, 30, "no-target", "s", presence=0.6, gt_pixels=0, pred_pixels=30),  # a false alarm: IoU 0
+        Record(8, 10, "object", "s", presence=0.9, gt_pixels=9, pred_pixels=9),  # found: IoU 0.8
+        Record(0, 5, "object", "s", presence=0.3, gt_pixels=5, pred_pixels=0),  # missed: IoU 0
+        Record(5, 10, "part", "s", presence=0.6, gt_pixels=8, pred_pixels=7),  # found: IoU 0.5
+    ]
+    a = summarize(records)["absent"]
+    assert (a["empty_targets"], a["targets"]) == (2, 3)
+    assert a["N-acc"] == pytest.approx(1 / 2)  # one of the two empty targets predicted empty
+    assert a["T-acc"] == pytest.approx(2 / 3)  # two of the three targets predicted non-empty
+    assert a["gIoU"] == pytest.approx((1 + 0 + 0.8 + 0 + 0.5) / 5)
+    assert a["cIoU"] == pytest.approx((0 + 0 + 8 + 0 + 5) / (0 + 30 + 10 + 5 + 10))
+    # target scores 0.9, 0.3, 0.6 against empty 0.2, 0.6: pairs won 2 + 1 + (1 + a tie's 0.5) of 6
+    assert a["presence_auc"] == pytest.approx(4.5 / 6)
+    # min score t: a found mask stays found iff presence >= t. t <= 0.6: N 1/2, T 2/3; t = 0.9 drops the false
+    # alarm (N 1) and the 0.6 target (T 1/3): 1.33 beats 1.17
+    assert (a["best_min_score"], a["best_N-acc"], a["best_T-acc"]) == pytest.approx((0.9, 1.0, 1 / 3))
+    # on the scores alone (every prediction found): t = 0.3 keeps all targets and drops the 0.2 one (N 1/2, T 1)
+    scores = np.array([r.presence for r in records])
+    has_target = np.array([not r.target_empty for r in records])
+    assert best_min_score(scores, has_target) == pytest.approx((0.3, 0.5, 1.0))
+    table = format_absent_table(summarize(records)).splitlines()
+    assert table[0].split() == ["empty", "target", "N-acc", "T-acc", "gIoU", "cIoU", "AUC"]
+    assert table[1].split() == ["absent", "2", "3", "50.00", "66.67", "46.00", "23.64", "75.00"]
+    assert table[2].startswith("best min score 0.9000") and "N-acc 100.00, T-acc 33.33" in table[2]
+
+
+def test_presence_auc_ties_and_edges():
+    assert presence_auc([0.9, 0.8], [0.1]) == 1.0 and presence_auc([0.1], [0.9, 0.8]) == 0.0
+    assert presence_auc([0.5, 0.5], [0.5]) == 0.5  # all tied: half
+    assert presence_auc([], [0.5]) is None and presence_auc([0.5], []) is None
+    rng = np.random.default_rng(3)
+    pos, neg = rng.integers(0, 5, 40) / 4, rng.integers(0, 5, 30) / 4  # many ties
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert presence_auc(pos, neg) == pytest.approx(pairs / (40 * 30))
+    assert best_min_score(np.array([0.4, 0.7]), np.array([True, True])) == (0.0, None, 1.0)
+
+
+def test_summaries_without_empty_targets_are_unchanged():
+    """No empty target: no 'absent' key, and the same JSON whether or not the records carry the new fields."""
+    old = [Record(4, 14, "object", "a"), Record(9, 9, "part", "b"), Record(0, 9, "object", "a")]
+    new = [Record(4, 14, "object", "a", 0.7, 9, 9), Record(9, 9, "part", "b", 0.9, 9, 9),
+           Record(0, 9, "object", "a", 0.1, 9, 0)]
+    for records in (old, new):
+        summary = summarize(records)
+        assert set(summary) == {"overall", "granularity", "source"}
+        assert json.dumps(summary) == json.dumps({
+            "overall": stats(records),
+            "granularity": {"object": stats([old[0], old[2]]), "part": stats([old[1]])},
+            "source": {"a": stats([old[0], old[2]]), "b": stats([old[1]])},
+        })
+        assert format_absent_table(summary) == ""
+    assert not Record(0, 9).target_empty and Record(0, 0).target_empty  # without pixel counts: union 0 only
+
+
+def test_evaluate_rows_carry_presence_and_min_score_empties_masks():
+    rng = np.random.default_rng(0)
+    samples = [
+        Sample(rng.integers(0, 255, (20, 20, 3), np.uint8), box((20, 20), 5, 15, 0, 20), ["a"], "stuff", "s"),
+        Sample(rng.integers(0, 255, (16, 24, 3), np.uint8), np.zeros((16, 24), bool), ["b"], "no-target", "s"),
+    ]
+    rows = []
+    evaluate(constant(10.0), samples, on_record=rows.append)
+    peak = round(float(torch.sigmoid(torch.tensor(10.0))), 6)  # the soft map's peak: the presence score
+    assert [(r["presence"], r["present"], r["target_empty"]) for r in rows] == [(peak, True, False),
+                                                                               (peak, True, True)]
+    rows.clear()
+    off = evaluate(constant(10.0), samples, on_record=rows.append, min_score=0.99999)  # above the peak: emptied
+    assert [(r["present"], r["iou"]) for r in rows] == [(False, 0.0), (False, 1.0)]
+    assert (off["absent"]["N-acc"], off["absent"]["T-acc"]) == (1.0, 0.0)
+    kept = evaluate(Predictor(ConstantBackend(10.0), min_score=0.99999), samples, min_score=0)  # 0: off
+    assert (kept["absent"]["N-acc"], kept["absent"]["T-acc"]) == (0.0, 1.0)
+
+
+def test_eval_command_reports_absent_targets_and_plots(tmp_path, capsys):
+    plot, report = tmp_path / "presence.png", tmp_path / "report.json"
+    code = eval_main(["--model", "unilseg-demo", "--device", "cpu", "--data", "synthetic:2:1:absent=1",
+                      "--no-progress", "--plot", str(plot), "--json", str(report)])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "synthetic:2:1:absent=1: 10 texts, threshold 0.35"
+    head = next(i for i, line in enumerate(out) if line.split()[:3] == ["empty", "target", "N-acc"])
+    assert out[head + 1].split()[:3] == ["absent", "2", "8"] and out[head + 2].startswith("best min score ")
+    data = json.loads(report.read_text())
+    assert data["absent"]["empty_targets"] == 2 and data["granularity"]["no-target"]["count"] == 2
+    assert f"{100 * data['absent']['N-acc']:.2f}" == out[head + 1].split()[3]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["presence.png", "report.json"]  # no temporary left
+
+
+BAD_MIN_SCORE = ["--model", "unilseg-demo", "--device", "cpu", "--data", "synthetic:2:1:absent=1", "--no-progress",
+                 "--min-score"]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_eval_min_score_out_of_range_is_one_line(value, tmp_path, capsys):
+    plot = tmp_path / "p.png"
+    assert eval_main([*BAD_MIN_SCORE, value, "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --min-score must be a number from 0 (off) to 1, not {value}"]
+    assert not plot.exists()
+
+
+@pytest.mark.parametrize("value, message", [("abc", "'abc' is not a number"), ("nan", "'nan': give a finite number")])
+def test_eval_min_score_not_a_number_is_an_argparse_error(value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        eval_main([*BAD_MIN_SCORE, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith(f"unilseg eval: error: argument --min-score: {message}")
+
+
+def test_presence_plot_from_records_and_without_matplotlib(tmp_path, monkeypatch):
+    from unilseg.errors import UnilsegError
+    from unilseg.eval.plots import presence_plot
+
+    records = [Record(0, 0, "no-target", presence=0.2, gt_pixels=0, pred_pixels=0),
+               Record(0, 30, "no-target", presence=0.6, gt_pixels=0, pred_pixels=30),
+               Record(8, 10, presence=0.9, gt_pixels=9, pred_pixels=9)]
+    path = tmp_path / "p.png"
+    assert presence_plot(records, path) == summarize(records)["absent"]["best_min_score"] == 0.9
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert presence_plot(([0.9, 0.8], []), tmp_path / "q.png") is None  # scores: no line unless given
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(UnilsegError, match=r"^the presence plot needs matplotlib: pip install 'unilseg\[plot\]'"):
+        presence_plot(records, tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()

@@ -108,6 +108,7 @@ class MaskStep:
     options: OutputOptions = field(default_factory=OutputOptions)
     annotate: AnnotateOptions | None = None  # make each result's record for the job's sinks (COCO, ...)
     unit: str = "item"
+    min_score: float | None = None  # presence below it: an empty mask (None: the predictor's; 0: off)
 
     def prepare(self, predictor: Predictor) -> None:
         pass
@@ -122,7 +123,8 @@ class MaskStep:
             part = pairs[start : start + predictor.max_batch]
             t1 = time.perf_counter()
             try:
-                preds = predictor.predict_pairs([emb for emb, _, _ in part], [item.expression for _, _, item in part])
+                preds = predictor.predict_pairs([emb for emb, _, _ in part], [item.expression for _, _, item in part],
+                                                min_score=self.min_score)
             except Exception as e:
                 for _, bgr, item in part:
                     yield ItemResult(item, None, describe(e), encode_share, bgr)
@@ -257,10 +259,12 @@ def stream_results(predictor: Predictor, items: Iterable[Any], step: Step, batch
 
 
 def predict_items(
-    predictor: Predictor, items: Sequence[Item], batch_size: int = 1, load: Loader = read_image
+    predictor: Predictor, items: Sequence[Item], batch_size: int = 1, load: Loader = read_image,
+    min_score: float | None = None,
 ) -> Iterator[ItemResult]:
-    """Predict every mask item (images in order of first appearance) -> one ItemResult each, as they finish."""
-    return step_results(predictor, items, MaskStep(), batch_size, load)
+    """Predict every mask item (images in order of first appearance) -> one ItemResult each, as they finish.
+    min_score: presence below it empties a mask (None: the predictor's; 0: off)."""
+    return step_results(predictor, items, MaskStep(min_score=min_score), batch_size, load)
 
 
 def run_job(

@@ -2,6 +2,8 @@
 
     unilseg eval --model unilseg-20 --data refcoco:val --refer-root data/refer
     unilseg eval --weights runs/small/model.pth --data synthetic:250:1
+    unilseg eval --model unilseg-demo --data synthetic:250:1:absent=1 --plot presence.png   (+ N-acc, T-acc, ...)
+    unilseg eval --model unilseg-20 --data grefcoco:val --refer-root data/refer   gRefCOCO (texts naming nothing)
     unilseg eval --model unilseg-demo --task semantic --data synthetic:250:2   (label maps: per-class IoU, mIoU)
     unilseg eval --task video --model unilseg-demo [--data synthetic-video:8:5]   per-frame mIoU and J
     unilseg eval --task instances --model unilseg-demo --data synthetic:100:2   COCO mask AP, AP50, AR
@@ -18,11 +20,16 @@ from unilseg.cli.sinks import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unilseg eval",
-        description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source.",
+        description="Evaluate a UniLSeg model: mIoU, oIoU and Prec@0.5..0.9, overall and by granularity and source; "
+                    "with texts naming nothing, also gRefCOCO's N-acc, T-acc, gIoU and cIoU.",
     )
     p.add_argument("--data", help="data spec: manifest.jsonl, a folder with texts.csv, "
-                   "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, synthetic:SCENES[:SEED[:SIZE]]; "
-                   "--task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] (default synthetic-video:8:5)")
+                   "refcoco:val|testA|testB, refcoco+:..., refcocog:val|test, grefcoco:train|val|testA|testB "
+                   "(gRefCOCO, --refer-root holding grefcoco/: texts naming one, several or no objects), "
+                   "synthetic:SCENES[:SEED[:SIZE]][:absent=K] (K texts per scene naming nothing); "
+                   "empty ground truth adds N-acc, T-acc, gIoU, cIoU and the presence score's AUC and best "
+                   "--min-score; --task video: synthetic-video:CLIPS[:SEED[:FRAMES[:SIZE]]] "
+                   "(default synthetic-video:8:5)")
     p.add_argument("--task", choices=("referring", "semantic", "video", "instances"), default="referring",
                    help="referring (default): a mask per text; semantic: a label map per image, per-class IoU and "
                         "mIoU against label-map ground truth (synthetic:... has it); video: generated clips "
@@ -48,9 +55,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-batch", type=int, metavar="N", help="(image, text) pairs per decoder batch "
                    "(default: 1 on CPU, 16 on GPU)")
     p.add_argument("--threshold", type=finite_float, help="mask = soft map > threshold (default: the model's)")
+    p.add_argument("--min-score", type=finite_float, metavar="S", help="a mask whose presence score is below S "
+                   "is emptied (nothing found); 0 turns it off; default: the model's test.min_score")
     p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--per-sample", metavar="PATH.jsonl", help="write one JSON line per scored text")
+    p.add_argument("--plot", metavar="PATH.png", help="write a PNG of the presence scores of texts with a target "
+                   "and without, the best min score as a line (needs matplotlib: extra 'plot')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -62,19 +73,30 @@ def run(args: argparse.Namespace) -> dict:
     from unilseg.data.sources import open_samples
     from unilseg.errors import UnilsegError
     from unilseg.eval.evaluate import evaluate
-    from unilseg.eval.metrics import format_table
+    from unilseg.eval.metrics import format_absent_table, format_table
     from unilseg.io.writers import check_file_target, write_atomic
+    from unilseg.model.spec import check_min_score
 
     check_settings(args)
     if args.limit is not None and args.limit < 1:
         raise UnilsegError(f"--limit must be at least 1, not {args.limit}")
+    if args.min_score is not None:
+        check_min_score(args.min_score, "--min-score")
+    if args.task != "referring":
+        for flag, value in (("--min-score", args.min_score), ("--plot", args.plot)):
+            if value is not None:
+                raise UnilsegError(f"{flag} applies to --task referring")
     if args.task == "video":
         return _run_video(args)
     if not args.data:
         raise UnilsegError("give --data SPEC (a manifest, a folder, refcoco:val, synthetic:250:1, ...)")
-    for flag, path in (("--json", args.json), ("--per-sample", args.per_sample)):
+    for flag, path in (("--json", args.json), ("--per-sample", args.per_sample), ("--plot", args.plot)):
         if path:
             check_file_target(path, flag)
+    if args.plot:
+        from unilseg.eval.plots import check_plotting
+
+        check_plotting()
     if args.task == "semantic":
         return run_semantic(args)
     if args.task == "instances":
@@ -83,19 +105,29 @@ def run(args: argparse.Namespace) -> dict:
         raise UnilsegError("--classes applies to --task semantic")
     samples = open_samples(args.data, args.refer_root, args.coco_images)
     predictor = predictor_from_args(args)
-    rows: list[str] = []
-    on_record = (lambda r: rows.append(json.dumps(r))) if args.per_sample else None
+    rows: list[dict] = []
     summary = evaluate(predictor, samples, args.batch_size, args.limit, progress=not args.no_progress,
-                       on_record=on_record)
-    print(f"{args.data}: {summary['overall']['count']} texts, threshold {predictor.threshold}")
+                       on_record=rows.append, min_score=args.min_score)
+    min_score = predictor.min_score if args.min_score is None else (args.min_score or None)
+    print(f"{args.data}: {summary['overall']['count']} texts, threshold {predictor.threshold}"
+          + (f", min score {min_score}" if min_score is not None else ""))
     print(format_table(summary))
+    if "absent" in summary:
+        print(format_absent_table(summary))
     model_name = args.model or args.weights or _default_name(predictor)
     report = {"data": args.data, "model": model_name, "config": args.config, "threshold": predictor.threshold,
-              **summary}
+              **({"min_score": min_score} if min_score is not None else {}), **summary}
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     if args.per_sample:
-        write_atomic(args.per_sample, ("\n".join(rows) + "\n").encode())
+        write_atomic(args.per_sample, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    if args.plot:
+        from unilseg.eval.plots import presence_plot
+
+        target = [r["presence"] for r in rows if not r["target_empty"]]
+        empty = [r["presence"] for r in rows if r["target_empty"]]
+        presence_plot((target, empty), args.plot, summary.get("absent", {}).get("best_min_score"))
+        print(f"presence plot: {args.plot}")
     return report
 
 

@@ -61,6 +61,25 @@ def annotation_rle(segmentation: list | dict, height: int, width: int) -> dict:
     return {"size": [int(height), int(width)], "counts": counts}
 
 
+def read_instances(path: Path) -> tuple[dict[int, dict], dict[int, dict]]:
+    """A COCO instances file -> (annotations by id, images by id)."""
+    try:
+        instances = json.loads(path.read_text(encoding="utf-8"))
+        anns = {a["id"]: a for a in instances["annotations"]}
+        imgs = {i["id"]: i for i in instances["images"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UnilsegError(f"{path} is not a COCO instances file ({e.__class__.__name__}: {e})") from e
+    return anns, imgs
+
+
+def coco_image(image_dir: Path, img: dict, where: str, check_files: bool = True) -> Path:
+    """The file of an instances file's image entry under `image_dir` (checked to exist if `check_files`)."""
+    path = image_dir / img["file_name"]
+    if check_files and not path.is_file():
+        raise UnilsegError(f"{where}: image {path} not found; pass COCO's train2014 folder as --coco-images")
+    return path
+
+
 def load_refcoco(
     data_root: str | Path, dataset: str = "refcoco", split: str = "val", split_by: str | None = None,
     images: str | Path | None = None, check_files: bool = True,
@@ -82,12 +101,7 @@ def load_refcoco(
             raise UnilsegError(f"{p} not found; --refer-root must be the refer data folder (holding {dataset}/)")
     image_dir = user_path(images) if images is not None else root / DEFAULT_IMAGES
     refs = [r for r in read_refs(refs_path) if r.get("split") == split]
-    try:
-        instances = json.loads(inst_path.read_text(encoding="utf-8"))
-        anns = {a["id"]: a for a in instances["annotations"]}
-        imgs = {i["id"]: i for i in instances["images"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UnilsegError(f"{inst_path} is not a COCO instances file ({e.__class__.__name__}: {e})") from e
+    anns, imgs = read_instances(inst_path)
     samples = []
     for r in refs:
         where = f"{refs_path} ref_id {r.get('ref_id')}"
@@ -97,9 +111,7 @@ def load_refcoco(
             rle = annotation_rle(ann["segmentation"], img["height"], img["width"])
         except KeyError as e:
             raise UnilsegError(f"{where}: {e} not found in the ref or in {inst_path}") from e
-        image_path = image_dir / img["file_name"]
-        if check_files and not image_path.is_file():
-            raise UnilsegError(f"{where}: image {image_path} not found; pass COCO's train2014 folder as --coco-images")
+        image_path = coco_image(image_dir, img, where, check_files)
         samples.append(Sample(
             image=image_path, mask=rle, expressions=sentences, granularity="object", source=dataset,
             id=str(r["ref_id"]), origin=where,

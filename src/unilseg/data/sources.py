@@ -4,6 +4,10 @@
     path/to/folder  or  texts.csv    images + masks + a CSV of texts (folder.py)
     refcoco:val  refcoco+:testA  refcocog:test  refcocog:google:val
                                      the refer layout under --refer-root (refcoco.py)
+    grefcoco:val  grefcoco:testA     gRefCOCO (train, val, testA, testB) under --refer-root:
+                                     grefcoco/grefs(unc).json + instances.json (grefcoco.py);
+                                     texts naming several objects (the union) or none
+                                     (granularity "no-target", empty masks)
     synthetic:SCENES[:SEED[:SIZE]][:absent=K]
                                      generated scenes (synthetic/), SIZE pixels square
                                      (default 192); training draws a fresh instruction
@@ -27,6 +31,7 @@ from unilseg.io.paths import user_path
 from unilseg.model.spec import InferenceSpec
 
 REFCOCO_PREFIXES = ("refcoco:", "refcoco+:", "refcocog:")
+GREFCOCO_PREFIX = "grefcoco:"
 
 
 def _synthetic_args(spec: str, absent_allowed: bool = False) -> tuple[int, int, SceneConfig, int]:
@@ -65,6 +70,15 @@ def open_samples(
             raise UnilsegError(f"--data {spec} needs --refer-root (the refer data folder holding {dataset}/)")
         split_by = rest[0] if len(rest) == 2 else None
         return load_refcoco(refer_root, dataset, rest[-1], split_by, images=coco_images)
+    if spec.startswith(GREFCOCO_PREFIX):
+        from unilseg.data.grefcoco import SPLITS, load_grefcoco
+
+        split = spec[len(GREFCOCO_PREFIX):]
+        if not split or ":" in split:
+            raise UnilsegError(f"bad data spec {spec!r}; use grefcoco:SPLIT ({', '.join(SPLITS)}), e.g. grefcoco:val")
+        if refer_root is None:
+            raise UnilsegError(f"--data {spec} needs --refer-root (the refer data folder holding grefcoco/)")
+        return load_grefcoco(refer_root, split, images=coco_images)
     path = user_path(spec)
     if path.suffix == ".jsonl":
         from unilseg.data.manifest import read_manifest
@@ -76,7 +90,7 @@ def open_samples(
         return load_folder(path)
     raise UnilsegError(
         f"cannot tell what data {spec!r} is; give a .jsonl manifest, a folder with texts.csv, "
-        "refcoco:SPLIT / refcoco+:SPLIT / refcocog:SPLIT, or synthetic:SCENES[:SEED]"
+        "refcoco:SPLIT / refcoco+:SPLIT / refcocog:SPLIT, grefcoco:SPLIT, or synthetic:SCENES[:SEED]"
     )
 
 
