@@ -203,7 +203,7 @@ def test_eval_command_reports_absent_targets_and_plots(tmp_path, capsys):
                       "--no-progress", "--plot", str(plot), "--json", str(report)])
     assert code == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "synthetic:2:1:absent=1: 10 texts, threshold 0.35"
+    assert out[0] == "synthetic:2:1:absent=1: 10 texts, threshold 0.35, min score 0.8"  # the demo config's
     head = next(i for i, line in enumerate(out) if line.split()[:3] == ["empty", "target", "N-acc"])
     assert out[head + 1].split()[:3] == ["absent", "2", "8"] and out[head + 2].startswith("best min score ")
     data = json.loads(report.read_text())

@@ -1,6 +1,6 @@
 """--min-score / a request's min_score through every front end, on the shipped demo model.
 
-Each test first runs without a min score and reads the presence scores the run reports, then
+Each test first runs with the min score off (0) and reads the presence scores the run reports, then
 picks a cut S between two of them (`cut`: in the widest gap below which a non-empty mask lies)
 and runs again with S: what scored below S comes back empty with present false, what scored
 above is byte-equal to the run without it. Batch rows and masks, label maps (legend and
@@ -27,8 +27,9 @@ from unilseg.__main__ import main
 EXAMPLES = ROOT / "src" / "unilseg" / "demo" / "examples"
 SCENES = ("demo_scene.png", "demo_scene_2.png", "demo_scene_3.png")
 DEMO = ["--model", "unilseg-demo", "--device", "cpu"]
-TEXTS = ["the red house", "the sky", "a purple elephant"]  # present, everywhere, nowhere (mostly)
-CLASSES = "sky,car: the blue car,house: the red house,tree: all the trees"
+TEXTS = ["the red house", "the sky", "the tree on the left"]  # sure where present, everywhere, unsure (0.6-0.8)
+OFF = ["--min-score", "0"]  # the runs to compare with: the demo model's own min score (0.8) off
+CLASSES = "sky,car: the blue car,house: the red house,tree: the tree on the left"
 MIN_GAP = 0.02  # a cut this far from every presence holds across CPUs' last-bit differences
 
 
@@ -92,7 +93,7 @@ def check_rows(before: list[dict], after: list[dict], s: float) -> int:
 
 
 def test_batch_rows_and_masks(scenes, tmp_path, capsys):
-    assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(tmp_path / "off")) == 0
+    assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(tmp_path / "off"), *OFF) == 0
     before = rows_of(tmp_path / "off" / "results.jsonl")
     s = cut([(r["presence"], r["foreground"] > 0) for r in before])
     assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(tmp_path / "on"), "--min-score", str(s)) == 0
@@ -113,9 +114,9 @@ def test_batch_rows_and_masks(scenes, tmp_path, capsys):
 
 def test_single_call_says_not_found(tmp_path, capsys):
     image = str(EXAMPLES / "demo_scene_3.png")
-    assert segment("--img", image, "--exp", "a purple elephant", "--sp", str(tmp_path / "a.png")) == 0
+    assert segment("--img", image, "--exp", "the tree on the left", "--sp", str(tmp_path / "a.png"), *OFF) == 0
     assert mask_png(tmp_path / "a.png").any()
-    assert segment("--img", image, "--exp", "a purple elephant", "--sp", str(tmp_path / "b.png"),
+    assert segment("--img", image, "--exp", "the tree on the left", "--sp", str(tmp_path / "b.png"),
                    "--min-score", "0.99") == 0
     assert not mask_png(tmp_path / "b.png").any()
     err = capsys.readouterr().err
@@ -124,7 +125,7 @@ def test_single_call_says_not_found(tmp_path, capsys):
 
 def test_label_map_legend_and_pixels(scenes, tmp_path):
     argv = ["--img", str(scenes), "--classes", CLASSES, "--no-progress"]
-    assert segment(*argv, "--sp", str(tmp_path / "off")) == 0
+    assert segment(*argv, "--sp", str(tmp_path / "off"), *OFF) == 0
     legends = {p.name: json.loads(p.read_text()) for p in (tmp_path / "off").glob("*.legend.json")}
     s = cut([(c["presence"], c["share"] > 0) for lg in legends.values() for c in lg["classes"] if c["index"]])
     assert segment(*argv, "--sp", str(tmp_path / "on"), "--min-score", str(s)) == 0
@@ -158,8 +159,8 @@ def test_video_frames(tmp_path):
     frames.mkdir()
     for i, name in enumerate(SCENES):
         shutil.copy(EXAMPLES / name, frames / f"{i:06d}.png")
-    argv = ["--video", str(frames), *exps(["the red house", "a purple elephant"]), "--no-progress"]
-    assert segment(*argv, "--sp", str(tmp_path / "off")) == 0
+    argv = ["--video", str(frames), *exps(["the red house", "the tree on the left"]), "--no-progress"]
+    assert segment(*argv, "--sp", str(tmp_path / "off"), *OFF) == 0
     before = rows_of(tmp_path / "off" / "results.jsonl")
     s = cut([(r["presence"], r["foreground"] > 0) for r in before])
     assert segment(*argv, "--sp", str(tmp_path / "on"), "--min-score", str(s)) == 0
@@ -177,11 +178,11 @@ def test_demo_page_handler(tmp_path):
     from unilseg import Predictor, load_model
     from unilseg.demo.app import build_app
 
-    predictor = Predictor(load_model(model="unilseg-demo", device="cpu"))
+    predictor = Predictor(load_model(model="unilseg-demo", device="cpu"), min_score=0)
     demo = build_app(predictor)
     handler = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "segment")
     image, text = str(EXAMPLES / "demo_scene_3.png"), "\n".join(TEXTS)
-    off = handler(image, text, 0.35, None, None, None)  # (image, text, threshold, precision, cache, request)
+    off = handler(image, text, 0.35, None, None, None, 0)  # (image, text, threshold, precision, cache, request, min)
     predictor.set_image(image)  # the page's numbers are the predictor's
     preds = predictor.predict(TEXTS)
     presences = [p.presence for p in preds]
@@ -206,7 +207,7 @@ def test_coco_and_label_studio_absent_has_no_annotation_and_scores_are_presence(
     off, on = tmp_path / "off", tmp_path / "on"
     ls = ["--label-studio", "ls.json"] if importlib.util.find_spec("label_studio_sdk") else []
     assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(off), "--coco", str(off / "coco.json"),
-                   "--image-root", str(scenes), *[str(off / a) if a == "ls.json" else a for a in ls]) == 0
+                   "--image-root", str(scenes), *OFF, *[str(off / a) if a == "ls.json" else a for a in ls]) == 0
     before = rows_of(off / "results.jsonl")
     s = cut([(r["presence"], r["foreground"] > 0) for r in before])
     assert segment("--img", str(scenes), *exps(TEXTS), "--sp", str(on), "--coco", str(on / "coco.json"),
@@ -265,7 +266,7 @@ def measured() -> tuple[list[float], float]:
     """The presences of TEXTS on demo_scene_3 and a cut between them (through the Python API)."""
     from unilseg import Predictor, load_model
 
-    predictor = Predictor(load_model(model="unilseg-demo", device="cpu"))
+    predictor = Predictor(load_model(model="unilseg-demo", device="cpu"), min_score=0)
     predictor.set_image(str(EXAMPLES / "demo_scene_3.png"))
     preds = predictor.predict(TEXTS)
     return [p.presence for p in preds], cut([(p.presence, p.mask.any()) for p in preds])

@@ -13,7 +13,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from unilseg.cli.args import add_data_args, add_model_args, check_settings, finite_float, guarded_main, read_classes
+from unilseg.cli.args import (
+    add_data_args,
+    add_min_score_arg,
+    add_model_args,
+    check_settings,
+    finite_float,
+    guarded_main,
+    read_classes,
+)
 from unilseg.cli.sinks import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA
 
 
@@ -55,8 +63,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-batch", type=int, metavar="N", help="(image, text) pairs per decoder batch "
                    "(default: 1 on CPU, 16 on GPU)")
     p.add_argument("--threshold", type=finite_float, help="mask = soft map > threshold (default: the model's)")
-    p.add_argument("--min-score", type=finite_float, metavar="S", help="a mask whose presence score is below S "
-                   "is emptied (nothing found); 0 turns it off; default: the model's test.min_score")
+    add_min_score_arg(p)
     p.add_argument("--limit", type=int, help="score only the first N texts (semantic: images)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--per-sample", metavar="PATH.jsonl", help="write one JSON line per scored text")
@@ -75,13 +82,10 @@ def run(args: argparse.Namespace) -> dict:
     from unilseg.eval.evaluate import evaluate
     from unilseg.eval.metrics import format_absent_table, format_table
     from unilseg.io.writers import check_file_target, write_atomic
-    from unilseg.model.spec import check_min_score
 
     check_settings(args)
     if args.limit is not None and args.limit < 1:
         raise UnilsegError(f"--limit must be at least 1, not {args.limit}")
-    if args.min_score is not None:
-        check_min_score(args.min_score, "--min-score")
     if args.task != "referring":
         for flag, value in (("--min-score", args.min_score), ("--plot", args.plot)):
             if value is not None:
@@ -107,8 +111,8 @@ def run(args: argparse.Namespace) -> dict:
     predictor = predictor_from_args(args)
     rows: list[dict] = []
     summary = evaluate(predictor, samples, args.batch_size, args.limit, progress=not args.no_progress,
-                       on_record=rows.append, min_score=args.min_score)
-    min_score = predictor.min_score if args.min_score is None else (args.min_score or None)
+                       on_record=rows.append)
+    min_score = predictor.min_score
     print(f"{args.data}: {summary['overall']['count']} texts, threshold {predictor.threshold}"
           + (f", min score {min_score}" if min_score is not None else ""))
     print(format_table(summary))
