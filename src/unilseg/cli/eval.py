@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> dict:
 
         target = [r["presence"] for r in rows if not r["target_empty"]]
         empty = [r["presence"] for r in rows if r["target_empty"]]
-        presence_plot((target, empty), args.plot, summary.get("absent", {}).get("best_min_score"))
+        line = min_score if min_score is not None else summary.get("absent", {}).get("best_min_score")
+        presence_plot((target, empty), args.plot, line)  # the min score in force, else the best one
         print(f"presence plot: {args.plot}")
     return report
 

@@ -58,10 +58,11 @@ def presence_plot(
     ax.hist(target, bins=edges, alpha=0.6, color="tab:blue", label=f"target ({target.size})")
     ax.hist(empty, bins=edges, alpha=0.6, color="tab:orange", label=f"no target ({empty.size})")
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"min score {threshold:.3f}")
+        ax.axvline(threshold, color="black", linestyle="--", label=f"min score {threshold:.2f}")
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("presence score")
-    ax.set_ylabel("texts")
+    ax.set_yscale("log")  # the few texts on the wrong side are the point of the figure
+    ax.set_ylabel("texts (log scale)")
     ax.set_title("Presence scores: texts with a target vs texts naming nothing")
     ax.legend()
     fig.tight_layout()
