@@ -21,7 +21,7 @@ import binascii
 import io
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,30 +113,28 @@ def _shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_threshold(value: Any) -> float | None:
-    """None (the model's threshold), or the CLI's rule (`model.spec.check_threshold`: finite, 0 < t < 1)."""
+def _checked_number(value: Any, field: str, wanted: str, rule: Callable[[Any], float]) -> float | None:
+    """None (the server's setting), or `value` checked by the CLI's `rule`; a refusal is one 400 sentence in the
+    request's terms (`field`, not the CLI's flag: the server runs inside the CLI's wording)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # float() would take True
-        raise RequestError(400, f"threshold must be a number between 0 and 1, not {_shown(value)}")
+        raise RequestError(400, f"{field} must be a number {wanted}, not {_shown(value)}")
     try:
-        return spec_threshold(value)
+        return rule(value)  # NaN and the infinities fail its range check
     except UnilsegError as e:
-        message = str(e)
+        message = e.worded({})
         raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
+
+
+def check_threshold(value: Any) -> float | None:
+    """None (the model's threshold), or the CLI's rule (`model.spec.check_threshold`: finite, 0 < t < 1)."""
+    return _checked_number(value, "threshold", "between 0 and 1", spec_threshold)
 
 
 def check_min_score(value: Any) -> float | None:
     """None (the server's min score), or the CLI's rule (`model.spec.check_min_score`: a number from 0, off, to 1)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):  # float() would take True
-        raise RequestError(400, f"min_score must be a number from 0 to 1, not {_shown(value)}")
-    try:
-        return spec_min_score(value)  # NaN and the infinities fail its range check
-    except UnilsegError as e:
-        message = e.worded({})  # the request's field name, not the CLI's flag (the server runs in the CLI)
-        raise RequestError(400, message if len(message) <= 120 else message[:117] + "...") from None
+    return _checked_number(value, "min_score", "from 0 to 1", spec_min_score)
 
 
 def check_instructions(value: Any, limits: Limits, what: str = "instructions") -> list[str]:
