@@ -75,10 +75,11 @@ class Segmenter:
 
     def __init__(self, make_predictor: Callable[[], Any], step: Any, threads: int,
                  batch_size: int | None = None, names: dict[str, str] | None = None) -> None:
-        import torch
+        import sys
 
-        torch.set_num_threads(threads)
         self.predictor = make_predictor()
+        if "torch" in sys.modules:  # a torch network (ONNX Runtime takes its threads when it loads, without torch)
+            sys.modules["torch"].set_num_threads(threads)
         self.step = step
         self.batch_size = batch_size
         self.names = names or {}

@@ -110,7 +110,8 @@ def load_predictor(
     from unilseg.inference.predictor import Predictor, resolve_device
 
     from_opts = check_settings(runtime, precision, compile, config, opts, threads)
-    set_threads(threads)
+    if runtime != "onnx":  # ONNX Runtime takes the threads itself, and must not import torch
+        set_threads(threads)
     if runtime != "torch":
         from unilseg.inference.backends import load_backend
 

@@ -7,24 +7,30 @@ letterbox to the same square, so several images also run through Swin as one bat
 The network sits behind a small backend interface (`TorchBackend` here; other runtimes
 provide the same three calls), so every front end shares this one inference path:
 letterbox -> `encode_image` -> `encode_text` -> `decode` -> inverse warp -> threshold.
+
+The Predictor itself works in numpy (`transforms`): images and tokens go to a backend as numpy
+arrays and logits come back as numpy, so a runtime without torch (ONNX Runtime) never imports it;
+`TorchBackend` converts at its boundary.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-import torch
 
 from unilseg.errors import UnilsegError
-from unilseg.inference.backends.graphs import decode_pairs
 from unilseg.inference.instances import DEFAULT_MAX_INSTANCES, DEFAULT_MIN_AREA, Instances, split_instances
 from unilseg.inference.presence import presence_score
-from unilseg.inference.transforms import preprocess, read_image, soft_map
+from unilseg.inference.transforms import letterbox, read_image, soft_map
 from unilseg.model.spec import InferenceSpec, effective_min_score
-from unilseg.model.tokenizer import tokenize
+from unilseg.model.tokenizer import token_ids
+
+if TYPE_CHECKING:
+    import torch
 
 ImageLike = Any  # str | Path | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
@@ -50,7 +56,7 @@ class Prediction:
 class ImageEmbedding:
     """One image's Swin maps and the letterbox that maps its masks back to it."""
 
-    features: list[torch.Tensor]  # (1, C_i, size/4/2^i, size/4/2^i) for strides 4/8/16/32
+    features: list[Any]  # the backend's arrays (torch or numpy), (1, C_i, size/4/2^i, size/4/2^i), strides 4..32
     inverse: np.ndarray  # (2, 3) affine: letterboxed square -> original image
     image_size: tuple[int, int]  # (H, W) of the original image
 
@@ -60,38 +66,41 @@ class EncodedTexts:
     """Texts run through the text encoder once, to be decoded against any number of images."""
 
     texts: list[str]
-    features: tuple[torch.Tensor, ...]  # backend-specific, each (P, ...) with one row per text
+    features: tuple[Any, ...]  # the backend's arrays (torch or numpy), each (P, ...) with one row per text
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, rows: Sequence[int] | slice) -> EncodedTexts:
-        """The rows `rows` (indices or a slice) of every feature tensor."""
+        """The rows `rows` (indices or a slice) of every feature array."""
         if isinstance(rows, slice):
             return EncodedTexts(self.texts[rows], tuple(f[rows] for f in self.features))
-        index = torch.as_tensor(list(rows), dtype=torch.long)
-        return EncodedTexts([self.texts[i] for i in rows],
-                            tuple(f.index_select(0, index.to(f.device)) for f in self.features))
+        rows = list(rows)
+        return EncodedTexts([self.texts[i] for i in rows], tuple(f[rows] for f in self.features))
 
 
 class Backend(Protocol):
-    """What a Predictor needs from a runtime (torch, ONNX Runtime, compiled, ...)."""
+    """What a Predictor needs from a runtime (torch, ONNX Runtime, compiled, ...).
+
+    Inputs come as numpy and logits go back as numpy; the maps and text features in between are the
+    backend's own arrays (torch tensors on its device, numpy arrays), which the Predictor only slices,
+    repeats and concatenates along the first axis."""
 
     spec: InferenceSpec
-    device: torch.device
+    device: Any  # torch.device, or a `backends.info.DeviceName` for a runtime without torch
 
-    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def encode_image(self, x: np.ndarray) -> list[Any]:
         """x (B, 3, size, size) normalised RGB float32 -> 4 maps (B, C_i, H_i, W_i), strides 4/8/16/32."""
 
-    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def encode_text(self, tokens: np.ndarray) -> tuple[Any, ...]:
         """tokens (P, L) int64 -> text features, each with P rows."""
 
-    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """P pairs' image maps (P, C_i, H_i, W_i) + their text features -> logits (P, 1, size/4, size/4)."""
+    def decode(self, features: Sequence[Any], text: tuple[Any, ...]) -> np.ndarray:
+        """P pairs' image maps (P, C_i, H_i, W_i) + their text features -> float32 logits (P, 1, size/4, size/4)."""
 
 
 class TorchBackend:
-    """The PyTorch network as a Backend.
+    """The PyTorch network as a Backend: numpy in, torch tensors on the model's device in between, numpy out.
 
     compile: run the image encoder and the fusion + decoders through `torch.compile`
     (see `unilseg.inference.backends.compiled`); the first call of each pays the compile.
@@ -113,18 +122,32 @@ class TorchBackend:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.compiled is not None:
-            return self.compiled.encode_image(x.to(self.device))
-        return self.model.encode_image(x.to(self.device))
+    def encode_image(self, x: np.ndarray) -> list[torch.Tensor]:
+        import torch
 
-    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.model.encode_text(tokens.to(self.device))
+        x = torch.as_tensor(x).to(self.device)
+        with torch.inference_mode():
+            if self.compiled is not None:
+                return self.compiled.encode_image(x)
+            return self.model.encode_image(x)
 
-    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if self.compiled is not None:
-            return self.compiled.decode(features, text)
-        return decode_pairs(self.model, list(features), *text)
+    def encode_text(self, tokens: np.ndarray) -> tuple[torch.Tensor, ...]:
+        import torch
+
+        with torch.inference_mode():
+            return tuple(self.model.encode_text(torch.as_tensor(tokens).to(self.device)))
+
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> np.ndarray:
+        import torch
+
+        from unilseg.inference.backends.graphs import decode_pairs
+
+        with torch.inference_mode():
+            if self.compiled is not None:
+                logits = self.compiled.decode(features, text)
+            else:
+                logits = decode_pairs(self.model, list(features), *text)
+        return logits.float().cpu().numpy()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -132,6 +155,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     Only the devices that run inference are taken: cpu, cuda[:N] (N below the GPU count) and mps;
     torch's others (meta, xpu, lazy, ipu, mkldnn, ...) are refused in one line."""
+    import torch
+
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -194,7 +219,7 @@ class Predictor:
         self, model: torch.nn.Module | Backend, threshold: float | None = None, precision: str | None = None,
         max_batch: int | None = None, compile: bool = False, min_score: float | None = None,
     ) -> None:
-        if isinstance(model, torch.nn.Module):
+        if _is_torch_module(model):
             if precision is not None:  # before compiling: the casts' hooks are part of the traced graph
                 from unilseg.inference.backends.precision import apply_precision
 
@@ -238,9 +263,11 @@ class Predictor:
     @property
     def precision(self) -> str:
         """fp32 / bf16 / fp16 of a torch network; an export's own (fp32 / int8) on another runtime."""
+        if self.model is None:
+            return getattr(self.backend, "precision", "fp32")
         from unilseg.inference.backends.precision import model_precision
 
-        return model_precision(self.model) if self.model is not None else getattr(self.backend, "precision", "fp32")
+        return model_precision(self.model)
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -253,14 +280,13 @@ class Predictor:
         spec = self.spec
         for image in images:
             bgr = to_bgr(image, color)
-            x, inverse = preprocess(bgr, spec.size, spec.mean, spec.std)
+            x, inverse = letterbox(bgr, spec.size, spec.mean, spec.std)
             boxed.append(x)
             inverses.append(inverse)
             sizes.append(bgr.shape[:2])
         if not boxed:
             return []
-        with torch.inference_mode():
-            maps = self.backend.encode_image(torch.cat(boxed))
+        maps = self.backend.encode_image(np.concatenate(boxed))
         return [
             ImageEmbedding([m[i : i + 1] for m in maps], inverse, size)
             for i, (inverse, size) in enumerate(zip(inverses, sizes))
@@ -278,11 +304,10 @@ class Predictor:
                 raise UnilsegError("empty expression; give a text naming what to segment")
         if not texts:
             return EncodedTexts([], ())
-        tokens = tokenize(texts, self.spec.context_length)
-        with torch.inference_mode():
-            return EncodedTexts(texts, tuple(self.backend.encode_text(tokens)))
+        tokens = token_ids(texts, self.spec.context_length)
+        return EncodedTexts(texts, tuple(self.backend.encode_text(tokens)))
 
-    def predict_logits(self, texts: str | Sequence[str], embedding: ImageEmbedding | None = None) -> torch.Tensor:
+    def predict_logits(self, texts: str | Sequence[str], embedding: ImageEmbedding | None = None) -> np.ndarray:
         """Logits (B, 1, size/4, size/4) float32 for each text against one image (default: the set one)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         embedding = embedding if embedding is not None else self._current()
@@ -290,7 +315,7 @@ class Predictor:
 
     def pair_logits(
         self, embeddings: Sequence[ImageEmbedding], texts: Sequence[str] | EncodedTexts
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """Logits (P, 1, size/4, size/4) float32 for P (image, text) pairs.
 
         Texts not yet encoded go through the text encoder as one batch; fusion and decoders
@@ -300,14 +325,13 @@ class Predictor:
         if len(embeddings) != len(encoded):
             raise ValueError(f"{len(embeddings)} images for {len(encoded)} texts")
         if not len(encoded):
-            return torch.empty(0, 1, self.spec.size // 4, self.spec.size // 4)
+            return np.empty((0, 1, self.spec.size // 4, self.spec.size // 4), np.float32)
         out = []
-        with torch.inference_mode():
-            for i in range(0, len(encoded), self.max_batch):
-                j = i + self.max_batch
-                part = encoded.take(slice(i, j))
-                out.append(self.backend.decode(_stack_features(embeddings[i:j]), part.features).float())
-        return torch.cat(out)
+        for i in range(0, len(encoded), self.max_batch):
+            j = i + self.max_batch
+            part = encoded.take(slice(i, j))
+            out.append(np.asarray(self.backend.decode(_stack_features(embeddings[i:j]), part.features), np.float32))
+        return np.concatenate(out)
 
     def predict(
         self, texts: str | Sequence[str], threshold: float | None = None, embedding: ImageEmbedding | None = None,
@@ -336,18 +360,31 @@ class Predictor:
         return self.embedding
 
 
-def _stack_features(embeddings: Sequence[ImageEmbedding]) -> list[torch.Tensor]:
-    """Swin maps of B pairs' images, batched per level: (B, C_i, H_i, W_i)."""
+def _is_torch_module(model: Any) -> bool:
+    """True for a torch.nn.Module (without importing torch: if it is not loaded, `model` cannot be one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _stack_features(embeddings: Sequence[ImageEmbedding]) -> list[Any]:
+    """Swin maps of B pairs' images, batched per level: (B, C_i, H_i, W_i), in the backend's array type."""
     first = embeddings[0]
-    if all(e is first for e in embeddings):
-        return [f.expand(len(embeddings), -1, -1, -1) for f in first.features]  # a view: no copy per text
-    return [torch.cat(level) for level in zip(*(e.features for e in embeddings))]
+    n = len(embeddings)
+    if all(e is first for e in embeddings):  # a view: no copy per text
+        return [np.broadcast_to(f, (n, *f.shape[1:])) if isinstance(f, np.ndarray) else f.expand(n, *f.shape[1:])
+                for f in first.features]
+    levels = list(zip(*(e.features for e in embeddings)))
+    if isinstance(levels[0][0], np.ndarray):
+        return [np.concatenate(level) for level in levels]
+    import torch  # the maps are torch tensors, so torch is loaded already
+
+    return [torch.cat(level) for level in levels]
 
 
 def to_prediction(
-    text: str, logits: torch.Tensor, embedding: ImageEmbedding, threshold: float, min_score: float | None = None
+    text: str, logits: np.ndarray, embedding: ImageEmbedding, threshold: float, min_score: float | None = None
 ) -> Prediction:
-    """Logits (1, s, s) of one pair -> Prediction in the original image frame; a presence score below
+    """Logits (1, s, s) float32 of one pair -> Prediction in the original image frame; a presence score below
     `min_score` empties the mask (present False)."""
     return prediction_of(text, soft_map(logits, embedding.inverse, embedding.image_size), threshold, min_score)
 

@@ -93,7 +93,7 @@ class EmbeddingCache:
 
     @staticmethod
     def size_of(embedding: ImageEmbedding) -> int:
-        return sum(f.numel() * f.element_size() for f in embedding.features)
+        return sum(f.nbytes for f in embedding.features)
 
     def __contains__(self, key: str) -> bool:
         with self._lock:

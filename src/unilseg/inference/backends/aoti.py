@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from unilseg.errors import UnilsegError, first_line
@@ -90,12 +91,15 @@ class AotiBackend:
         encoder, decoder = (load_package(directory / info.files[role], sizes.get(role), device) for role in FILES)
         return cls(encoder, decoder, info, device)
 
-    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.encoder(x.to(self.device).contiguous()))
+    def encode_image(self, x: np.ndarray) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return list(self.encoder(torch.as_tensor(x).to(self.device).contiguous()))
 
-    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (tokens,)
+    def encode_text(self, tokens: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return (torch.as_tensor(tokens).to(self.device),)
 
-    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> np.ndarray:
         # the packages' kernels assume dense inputs: a text batch against one image is an expanded view
-        return self.decoder(*(f.contiguous() for f in features), text[0].to(self.device).contiguous())
+        with torch.inference_mode():
+            logits = self.decoder(*(f.contiguous() for f in features), text[0].contiguous())
+        return logits.float().cpu().numpy()

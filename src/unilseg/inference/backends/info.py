@@ -31,6 +31,16 @@ TOKENIZER = {  # what tokenize() does, for runtimes that re-implement it
 
 
 @dataclass(frozen=True)
+class DeviceName:
+    """The device of a runtime that has no torch.device to give: its `type` and `str` are torch.device's."""
+
+    type: str
+
+    def __str__(self) -> str:
+        return self.type
+
+
+@dataclass(frozen=True)
 class Int8Scheme:
     """One setting of ONNX Runtime's dynamic quantisation: MatMul/Gemm weights stored as `weight_type`
     (one scale per output channel), activations quantised to uint8 per tensor on the fly."""

@@ -2,7 +2,7 @@
 
 `encode_text` only tokenises (the text encoder is inside the prompt decoder graph), so the
 Predictor's flow is unchanged: one image-encoder run per image batch, one decoder run per
-batch of (image, instruction) pairs.
+batch of (image, instruction) pairs. Everything here is numpy: this backend imports no torch.
 """
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from unilseg.errors import UnilsegError, first_line
-from unilseg.inference.backends.info import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, ExportInfo
+from unilseg.inference.backends.info import EXPORT_FILE, INT8_LEGACY, INT8_SCHEMES, DeviceName, ExportInfo
 
 try:
     import onnxruntime as ort
@@ -67,7 +66,7 @@ class Graph:
 class OnnxBackend:
     """predictor.Backend over ONNX Runtime (CPU provider; CUDA where ORT has it and a GPU is asked for)."""
 
-    device = torch.device("cpu")  # outputs come back as CPU tensors
+    device = DeviceName("cpu")  # outputs come back as numpy arrays in host memory
 
     def __init__(self, encoder: Graph, decoder: Graph, info: ExportInfo) -> None:
         self.encoder, self.decoder, self.info = encoder, decoder, info
@@ -101,19 +100,18 @@ class OnnxBackend:
         return cls(Graph(directory / files["image_encoder"], providers, threads),
                    Graph(directory / files["prompt_decoder"], providers, threads), info)
 
-    def encode_image(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = self.encoder({"image": _numpy(x)})
-        return [torch.from_numpy(o) for o in outputs]
+    def encode_image(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.encoder({"image": np.ascontiguousarray(x)})
 
-    def encode_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def encode_text(self, tokens: np.ndarray) -> tuple[np.ndarray, ...]:
         return (tokens,)
 
-    def decode(self, features: Sequence[torch.Tensor], text: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def decode(self, features: Sequence[np.ndarray], text: tuple[np.ndarray, ...]) -> np.ndarray:
         if len(features) != len(self.levels):
             raise UnilsegError(f"{self.decoder.name}: expected {len(self.levels)} feature maps, got {len(features)}")
-        feeds = {name: _numpy(f) for name, f in zip(self.levels, features)}
-        feeds["tokens"] = _numpy(text[0])
-        return torch.from_numpy(self.decoder(feeds)[0])
+        feeds = {name: np.ascontiguousarray(f) for name, f in zip(self.levels, features)}
+        feeds["tokens"] = np.ascontiguousarray(text[0])
+        return self.decoder(feeds)[0]
 
 
 def int8_scheme(info: ExportInfo) -> str:
@@ -131,8 +129,3 @@ def warn_if_saturating(directory: Path, info: ExportInfo) -> None:
         warnings.warn(f"{directory} is an int8 export with {scheme.name} weights, whose int8 sums saturate on CPUs "
                       "without VNNI such as this one (masks can differ from fp32); export it again with this "
                       "version (`unilseg export --format onnx --quantize int8`)", stacklevel=2)
-
-
-def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    a = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
-    return np.ascontiguousarray(a)
