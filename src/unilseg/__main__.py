@@ -56,13 +56,21 @@ def print_help() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        module, _, func = SUBCOMMANDS[argv[0]][0].partition(":")
-        return getattr(importlib.import_module(module), func)(argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print_help()
         return 0
-    return segment_main(argv)
+    try:
+        if argv[0] in SUBCOMMANDS:
+            module, _, func = SUBCOMMANDS[argv[0]][0].partition(":")
+            return getattr(importlib.import_module(module), func)(argv[1:])
+        return segment_main(argv)
+    except ModuleNotFoundError as e:  # a command module that imports torch at its top, in a slim install
+        from unilseg.errors import TORCH_MISSING, needs_torch
+
+        if not needs_torch(e):
+            raise
+        print(f"error: {TORCH_MISSING}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -99,10 +99,20 @@ def shown(text: object) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+TORCH_MISSING = ("this needs PyTorch, which this environment lacks (the slim ONNX Runtime install): pip install "
+                 "-r requirements.txt for the full one (`--runtime onnx` runs an export without it)")
+
+
+def needs_torch(e: ModuleNotFoundError) -> bool:
+    """True when `e` is the import of torch (or torchvision, safetensors' torch part, open_clip) that failed."""
+    return (e.name or "").split(".")[0] in ("torch", "torchvision")
+
+
 def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
                 names: Mapping[str, str] | None = None) -> int:
     """Run a command body -> exit code (its int result, else 0); a UnilsegError becomes one
     `error:` line and its exit code (2: bad input; 1: a write that failed), Ctrl-C 130.
+    A command that needs torch where it is not installed (a slim install) is one line saying so.
     An OSError that no check foresaw (a disk filling up, a file system turned read-only
     mid-run) is one `error:` line too, with exit code 1: the run's own failure. `names`: what this
     front end calls each error field (UnilsegError.worded)."""
@@ -113,6 +123,11 @@ def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
     except UnilsegError as e:
         print(shown(f"error: {e.worded(names or {})}"), file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except ModuleNotFoundError as e:
+        if not needs_torch(e):
+            raise
+        print(f"error: {TORCH_MISSING}", file=sys.stderr)
+        return 2
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         print(shown(f"error: {e.strerror or type(e).__name__}{where}"), file=sys.stderr)
