@@ -145,7 +145,3 @@ def _shorten(text: str, limit: int = 80) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[: limit - 3]!r}... ({len(text)} characters)"
-
-
-def token_ids(texts: str | list[str], context_length: int = 17, warn: bool = True):  # placeholder until the BPE port
-    return tokenize(texts, context_length, warn).numpy()
