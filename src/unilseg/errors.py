@@ -99,8 +99,9 @@ def shown(text: object) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-TORCH_MISSING = ("this needs PyTorch, which this environment lacks (the slim ONNX Runtime install): pip install "
-                 "-r requirements.txt for the full one (`--runtime onnx` runs an export without it)")
+TORCH_MISSING = ("this command needs PyTorch, which this environment does not have (the slim ONNX Runtime install): "
+                 "add --runtime onnx --weights EXPORT_DIR to run an `unilseg export`, or install the full unilseg "
+                 "(pip install -r requirements.txt -e .)")
 
 
 def needs_torch(e: ModuleNotFoundError) -> bool:
