@@ -38,8 +38,7 @@ def export_all(root: Path) -> None:
     from tiny import write_tiny_model
 
     from unilseg.__main__ import main
-    from unilseg.export import read_info, write_info
-    from unilseg.export.onnx import INT8_SCHEMES, quantize_graphs
+    from unilseg.export.onnx import INT8_SCHEMES, requantize
 
     config, weights = write_tiny_model(root / "src" / "tiny")
     _, full = seeded_checkpoints(root / "src" / "full")
@@ -52,17 +51,14 @@ def export_all(root: Path) -> None:
         fp32 = root / name / "fp32"
         if not fp32.is_dir():
             assert main(["export", *argv, "--format", "onnx", "--out", str(fp32)]) == 0
-        for scheme, setting in INT8_SCHEMES.items():
+        for scheme in INT8_SCHEMES:
             out = root / name / scheme
             if out.is_dir():
                 continue
             tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(fp32, tmp)
-            info = read_info(tmp)
-            info.files = quantize_graphs(tmp, info.files, scheme)
-            info.variant, info.extra["quantization"] = "int8", setting.to_json()
-            write_info(tmp, info)
+            requantize(tmp, scheme)
             tmp.rename(out)
 
 

@@ -19,9 +19,10 @@ from tiny import write_images, write_tiny_model
 from unilseg.__main__ import main
 from unilseg.errors import UnilsegError
 from unilseg.export import EXPORT_FILE, INT8_DEFAULT, INT8_LEGACY, INT8_SCHEMES, read_info, write_info
-from unilseg.export.onnx import quantize_graphs
+from unilseg.export.onnx import requantize
 from unilseg.inference.backends import load_backend
 from unilseg.inference.backends.cpu import parse_cpuinfo
+from unilseg.inference.backends.info import CPU_ROLES
 from unilseg.inference.predictor import Predictor, to_prediction
 from unilseg.model.build import load_model
 
@@ -59,8 +60,9 @@ def test_export_writes_two_checked_graphs_and_settings(tiny):
     assert info["format"] == "onnx" and info["variant"] == "fp32" and info["extra"]["opset"] == 18
     assert info["spec"]["size"] == 96 and info["spec"]["threshold"] == 0.5 and info["spec"]["context_length"] == 17
     assert info["spec"]["tokenizer"]["sot"] == 49406
-    for name in info["files"].values():
-        model = onnx.load(str(out / name))
+    assert sorted(info["files"]) == sorted(["image_encoder", "prompt_decoder", *CPU_ROLES.values()])
+    for role in ("image_encoder", "prompt_decoder"):  # the portable graphs: standard ops only, fully checked
+        model = onnx.load(str(out / info["files"][role]))
         onnx.checker.check_model(model)
         dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
         assert all(isinstance(d[0], str) and d[0] for d in dims)  # batch / pairs axis is dynamic
@@ -84,9 +86,45 @@ def test_tiny_logits_match_torch_and_dynamic_axes_match_one_at_a_time(tiny):
     assert np.abs(got - one_by_one).max() <= 1e-5
 
 
+def test_cpu_graphs_load_on_cpu_and_equal_the_portable_ones(tiny, tmp_path):
+    """The pre-optimised CPU copies are what a CPU run loads, with the very logits of the portable graphs; an
+    export from another ONNX Runtime version (or made --portable-only) runs its portable graphs."""
+    import onnxruntime as ort
+
+    config, weights, out = tiny
+    info = json.loads((out / EXPORT_FILE).read_text())
+    assert info["extra"]["cpu_graphs"] == {"provider": "CPUExecutionProvider", "level": "extended",
+                                           "onnxruntime": ort.__version__}
+    image = np.random.default_rng(3).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+
+    def run(directory: Path) -> tuple[list[str], np.ndarray]:
+        backend = load_backend("onnx", weights=str(directory), device="cpu")
+        pred = Predictor(backend, max_batch=len(TEXTS))
+        pred.set_image(image)
+        return [backend.encoder.name, backend.decoder.name], pred.predict_logits(TEXTS)
+
+    names, fast = run(out)
+    assert names == [info["files"][CPU_ROLES[r]] for r in ("image_encoder", "prompt_decoder")]
+    other = tmp_path / "other-ort"
+    shutil.copytree(out, other)
+    info["extra"]["cpu_graphs"]["onnxruntime"] = "1.0.0"
+    (other / EXPORT_FILE).write_text(json.dumps(info))
+    names, portable = run(other)
+    assert names == [info["files"]["image_encoder"], info["files"]["prompt_decoder"]]
+    assert np.array_equal(fast, portable)
+    plain = tmp_path / "portable"
+    assert main(["export", "--config", str(config), "--weights", str(weights), "--format", "onnx", "--portable-only",
+                 "--out", str(plain)]) == 0
+    recorded = json.loads((plain / EXPORT_FILE).read_text())
+    assert sorted(recorded["files"]) == ["image_encoder", "prompt_decoder"] and "cpu_graphs" not in recorded["extra"]
+    assert sorted(p.name for p in plain.iterdir()) == sorted([EXPORT_FILE, *recorded["files"].values()])
+    assert np.array_equal(run(plain)[1], portable)
+
+
 def test_wrong_input_shape_or_dtype_is_one_clear_line(tiny):
     backend = load_backend("onnx", weights=str(tiny[2]), device="cpu")
-    with pytest.raises(UnilsegError, match=r"image_encoder.onnx: input 'image' must have shape batchx3x96x96, got "
+    with pytest.raises(UnilsegError, match=r"image_encoder.ort-cpu.onnx: input 'image' must have shape batchx3x96x96, "
+                                           r"got "
                                            r"1x3x95x96"):
         backend.encoder({"image": np.zeros((1, 3, 95, 96), np.float32)})
     with pytest.raises(UnilsegError, match="input 'image' must be float32, got float64"):
@@ -142,12 +180,10 @@ def test_int8_export_records_its_settings(tiny, tmp_path):
 def _int8_export(fp32: Path, out: Path, scheme: str, record: bool = True) -> Path:
     """`fp32` quantised with `scheme`; record=False writes the settings file as unilseg 0.1.0 did (no scheme)."""
     shutil.copytree(fp32, out)
-    info = read_info(out)
-    info.files = quantize_graphs(out, info.files, scheme)
-    info.variant = "int8"
-    if record:
-        info.extra["quantization"] = INT8_SCHEMES[scheme].to_json()
-    write_info(out, info)
+    info = requantize(out, scheme)
+    if not record:
+        del info.extra["quantization"]
+        write_info(out, info)
     return out
 
 

@@ -14,6 +14,7 @@ import pytest
 from fuzz.harness import MODEL, Sandbox
 from fuzz.hostile import VALID, make
 from fuzz.special import fifo_guard, memory_cap
+from unilseg.inference.backends.info import CPU_ROLES
 
 JSON = "unilseg-export.json"
 SCENE = Path(__file__).resolve().parents[2] / "imgs" / "demo_scene.png"  # the demo model knows its sky
@@ -34,12 +35,20 @@ def _edit_json(d: Path, change: Callable[[dict], object]) -> None:
     (d / JSON).write_text(json.dumps(info))
 
 
-def _graph(d: Path, role: str) -> Path:
-    return d / json.loads((d / JSON).read_text())["files"][role]
+def _graphs(d: Path, role: str) -> list[Path]:
+    """The files of `role`: the portable graph and ONNX Runtime's CPU copy of it (the one a CPU run loads)."""
+    files = json.loads((d / JSON).read_text())["files"]
+    return [d / files[r] for r in (role, CPU_ROLES[role]) if r in files]
 
 
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _swap_graphs(info: dict) -> None:
+    files = info["files"]
+    for enc, dec in (("image_encoder", "prompt_decoder"), tuple(CPU_ROLES.values())):
+        files[enc], files[dec] = files[dec], files[enc]
 
 
 # name -> what to do to a copy of a good export; each must be refused in one line, exit 2, before any work
@@ -52,12 +61,13 @@ DAMAGE: dict[str, Callable[[Path], object]] = {
     "no-files-key": lambda d: _edit_json(d, lambda i: i.pop("files")),
     "file-escapes": lambda d: _edit_json(d, lambda i: i["files"].update(image_encoder="../../escape.onnx")),
     "file-absolute": lambda d: _edit_json(d, lambda i: i["files"].update(image_encoder="/etc/passwd")),
-    "file-missing": lambda d: _graph(d, "prompt_decoder").unlink(),
-    "graph-truncated": lambda d: _truncate(_graph(d, "image_encoder")),
-    "graph-html": lambda d: _graph(d, "prompt_decoder").write_text("<html><body>404</body></html>"),
-    "graph-empty": lambda d: _graph(d, "image_encoder").write_bytes(b""),
-    "graphs-swapped": lambda d: _edit_json(d, lambda i: i["files"].update(
-        image_encoder=i["files"]["prompt_decoder"], prompt_decoder=i["files"]["image_encoder"])),
+    "file-missing": lambda d: _graphs(d, "prompt_decoder")[0].unlink(),
+    "cpu-copy-missing": lambda d: _graphs(d, "prompt_decoder")[1].unlink(),
+    "graph-truncated": lambda d: [_truncate(p) for p in _graphs(d, "image_encoder")],
+    "cpu-copy-truncated": lambda d: _truncate(_graphs(d, "image_encoder")[1]),
+    "graph-html": lambda d: [p.write_text("<html><body>404</body></html>") for p in _graphs(d, "prompt_decoder")],
+    "graph-empty": lambda d: [p.write_bytes(b"") for p in _graphs(d, "image_encoder")],
+    "graphs-swapped": lambda d: _edit_json(d, _swap_graphs),
     "size-negative": lambda d: _edit_json(d, lambda i: i["spec"].update(size=-5)),
     "size-text": lambda d: _edit_json(d, lambda i: i["spec"].update(size="big")),
     "size-mismatch": lambda d: _edit_json(d, lambda i: i["spec"].update(size=200)),

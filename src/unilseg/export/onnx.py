@@ -6,6 +6,9 @@
                          -> logits (P, 1, S/4, S/4)
 
 B and P are dynamic; S and L are fixed by the model's settings (unilseg-export.json).
+Beside them, unless `--portable-only`: the same two graphs as ONNX Runtime's CPU provider
+optimises them (`*.ort-cpu.onnx`), which `--runtime onnx` loads on a CPU with the ONNX
+Runtime version that wrote them (a faster cold start), and the portable ones otherwise.
 The split keeps the main saving of the torch path: Swin runs once per image, the text
 encoder, fusion and decoders once per instruction.
 """
@@ -28,6 +31,7 @@ from unilseg.inference.backends.graphs import (
     PromptDecoderGraph,
     example_inputs,
 )
+from unilseg.inference.backends.info import CPU_ROLES
 
 FILES = {"image_encoder": "image_encoder.onnx", "prompt_decoder": "prompt_decoder.onnx"}
 
@@ -84,9 +88,58 @@ def quantize_graphs(directory: Path, files: dict[str, str], scheme: str = INT8_D
     return out
 
 
-def export_onnx(model: nn.Module, directory: Path, opset: int = 18, quantize: str | None = None) -> ExportInfo:
+def optimize_for_cpu(directory: Path, files: dict[str, str]) -> dict[str, str]:
+    """ONNX Runtime's CPU provider's own copy of each graph, its fusions done (level 'extended': LayerNorm,
+    GELU, attention, int8 MatMul chains into com.microsoft ops; no layout changes, which depend on the CPU's
+    instruction set) -> CPU_ROLES role -> file name. Loading these skips the optimiser, half of a cold
+    session build; the portable graphs stay for every other runtime and provider."""
+    import onnxruntime as ort
+
+    out = {}
+    for role, name in files.items():
+        target = name.replace(".onnx", ".ort-cpu.onnx") if ".int8." not in name else \
+            name.replace(".int8.onnx", ".ort-cpu.int8.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(directory / target)
+        ort.InferenceSession(str(directory / name), options, providers=["CPUExecutionProvider"])
+        out[CPU_ROLES[role]] = target
+    return out
+
+
+def requantize(directory: Path, scheme: str = INT8_DEFAULT) -> ExportInfo:
+    """An fp32 export directory made int8 in place with `scheme` (INT8_SCHEMES), its settings file rewritten, its
+    CPU copies (if it had them) made again from the int8 graphs -> its ExportInfo. For comparing schemes on one
+    export (benchmarks/int8_settings.py, the tests)."""
+    from unilseg.export import read_info, write_info
+
+    info = read_info(directory, "onnx")
+    if info.variant != "fp32":
+        raise UnilsegError(f"{directory} is a {info.variant} export; requantize an fp32 one")
+    had_copies = info.extra.pop("cpu_graphs", None) is not None
+    for role in CPU_ROLES.values():
+        if role in info.files:
+            (directory / info.files.pop(role)).unlink()
+    info.files = quantize_graphs(directory, info.files, scheme)
+    info.variant, info.extra["quantization"] = "int8", INT8_SCHEMES[scheme].to_json()
+    if had_copies:
+        info.files.update(optimize_for_cpu(directory, info.files))
+        info.extra["cpu_graphs"] = _cpu_graphs_record()
+    write_info(directory, info)
+    return info
+
+
+def _cpu_graphs_record() -> dict[str, str]:
+    import onnxruntime as ort
+
+    return {"provider": "CPUExecutionProvider", "level": "extended", "onnxruntime": ort.__version__}
+
+
+def export_onnx(model: nn.Module, directory: Path, opset: int = 18, quantize: str | None = None,
+                cpu_graphs: bool = True) -> ExportInfo:
     """`unilseg export --format onnx`: the two graphs in `directory` (opset 14..21; quantize: None, or
-    "int8" for int8 weights too) -> their ExportInfo."""
+    "int8" for int8 weights too; cpu_graphs: also ONNX Runtime's pre-optimised CPU copies,
+    `optimize_for_cpu`) -> their ExportInfo."""
     if not 14 <= opset <= 21:
         raise UnilsegError(f"--opset {opset}: use an opset between 14 and 21 (default 18)")
     files = export_graphs(model, directory, opset)
@@ -95,4 +148,7 @@ def export_onnx(model: nn.Module, directory: Path, opset: int = 18, quantize: st
     if quantize == "int8":
         files = quantize_graphs(directory, files)
         extra["quantization"] = INT8_SCHEMES[INT8_DEFAULT].to_json()
+    if cpu_graphs:
+        files.update(optimize_for_cpu(directory, files))
+        extra["cpu_graphs"] = _cpu_graphs_record()
     return ExportInfo("onnx", quantize or "fp32", files, model.spec, extra=extra)

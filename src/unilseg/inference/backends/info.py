@@ -89,6 +89,8 @@ class ExportInfo:
 
 
 ROLES = ("image_encoder", "prompt_decoder")  # the files every export holds
+# an ONNX export's optional copies of ROLES pre-optimised for ONNX Runtime's CPU provider (export/onnx.py)
+CPU_ROLES = {role: f"{role}_ort_cpu" for role in ROLES}
 SPEC_KEYS = ("size", "mean", "std", "context_length", "threshold")
 OPTIONAL_SPEC_KEYS = ("min_score",)  # absent from exports made before it existed
 
