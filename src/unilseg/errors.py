@@ -99,9 +99,9 @@ def shown(text: object) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-TORCH_MISSING = ("this command needs PyTorch, which this environment does not have (the slim ONNX Runtime install): "
-                 "add --runtime onnx --weights EXPORT_DIR to run an `unilseg export`, or install the full unilseg "
-                 "(pip install -r requirements.txt -e .)")
+TORCH_MISSING = ("this command needs PyTorch, which this environment does not have (the slim install runs an "
+                 "`unilseg export` with --runtime onnx --weights EXPORT_DIR: single calls, batches, --classes, "
+                 "--video, serve, demo); for the rest install the full unilseg: pip install -r requirements.txt -e .")
 
 
 def needs_torch(e: ModuleNotFoundError) -> bool:

@@ -1,4 +1,4 @@
-"""CLIP BPE tokenizer (open_clip's `SimpleTokenizer`), cut the way UniLSeg's authors cut.
+"""CLIP BPE tokenizer, token-exact with open_clip's `SimpleTokenizer`, without torch; cut as the authors cut.
 
 The ids of open_clip's SimpleTokenizer, without torch or open_clip: CLIP's cleaning (ftfy, html
 unescape, whitespace, lower case) and word split (the `regex` package) in Python, the byte-level BPE
