@@ -18,6 +18,7 @@ from unilseg.eval.metrics import (
     stats,
     summarize,
 )
+from unilseg.inference.backends.info import DeviceName
 from unilseg.inference.predictor import Predictor
 from unilseg.model.spec import InferenceSpec
 
@@ -77,20 +78,20 @@ class ConstantBackend:
     """A Backend whose logits are one value everywhere: predicts the whole image (value > 0) or nothing."""
 
     spec = InferenceSpec(size=64, threshold=0.35)
-    device = torch.device("cpu")
+    device = DeviceName("cpu")
 
     def __init__(self, value: float) -> None:
         self.value = value
 
-    def encode_image(self, x):
-        return [x.mean(1, keepdim=True)[:, :, ::4, ::4]]
+    def encode_image(self, x: np.ndarray) -> list[np.ndarray]:
+        return [x.mean(1, keepdims=True)[:, :, ::4, ::4]]
 
-    def encode_text(self, tokens):
+    def encode_text(self, tokens: np.ndarray) -> tuple[np.ndarray]:
         return (tokens,)
 
-    def decode(self, features, text):
+    def decode(self, features, text) -> np.ndarray:
         b, _, h, w = features[0].shape
-        return torch.full((b, 1, h, w), self.value)
+        return np.full((b, 1, h, w), self.value, np.float32)
 
 
 def constant(value: float) -> Predictor:
