@@ -13,7 +13,7 @@ from unilseg.cli.eval import main as eval_main
 from unilseg.data.dataset import SyntheticSamples
 from unilseg.data.synthetic import Target, generate_scene, render, target_instances, target_mask
 from unilseg.data.synthetic.instructions import instructions
-from unilseg.eval.instances import annotate_options, coco_scores, plan_instances, write_truth
+from unilseg.eval.instances import annotate_options, coco_scores, format_table, plan_instances, write_truth
 from unilseg.io.writers import rle_decode
 
 # The demo model on synthetic:8:2 (32 instructions, 36 instances of held-out stream 2) measured AP 0.721,
@@ -79,6 +79,11 @@ def test_perfect_predictions_score_one_and_missing_ones_zero(tmp_path):
     assert part["detections"] == 0 and part["AP"] == 0.0 and part["AR"] == 0.0
     assert [summary["granularity"][g]["AP"] for g in ("object", "group", "stuff")] == pytest.approx([1.0] * 3)
     assert 0.0 < summary["overall"]["AP"] < 1.0
+    table = format_table(summary).splitlines()  # fractions with four decimals, columns aligned
+    assert table[0].split()[-4:] == ["AP", "AP50", "AP75", "AR"] and len({len(line) for line in table}) == 1
+    rows = {line.split()[0]: line.split()[4:] for line in table[1:]}
+    assert rows["granularity=part"] == ["0.0000"] * 4 and rows["granularity=stuff"] == ["1.0000"] * 4
+    assert rows["overall"][0] == f"{summary['overall']['AP']:.4f}"
 
 
 def test_demo_model_instance_ap_floor(tmp_path, capsys):
@@ -93,6 +98,8 @@ def test_demo_model_instance_ap_floor(tmp_path, capsys):
     assert overall["AP"] >= AP_FLOOR and overall["AP50"] >= AP50_FLOOR and overall["AR"] >= AR_FLOOR
     assert set(summary["granularity"]) == {"object", "part", "group", "stuff"}
     assert "AP50" in text and "granularity=part" in text
+    printed = next(line for line in text.splitlines() if line.startswith("overall")).split()[4:]
+    assert printed == [f"{overall[k]:.4f}" for k in ("AP", "AP50", "AP75", "AR")]  # the JSON's fractions
     # the job's own files: ground truth and predictions share image and category ids (loadRes checks the images)
     gt = COCO(str(out / "truth.json"))
     dt = gt.loadRes(str(out / "predictions.json"))

@@ -205,4 +205,8 @@ def test_semantic_eval_floor_on_demo_model(tmp_path, capsys):
     assert summary["images"] == 20
     assert [c["name"] for c in summary["classes"]] == ["sky", "ground", "house", "tree", "car", "ball", "sun"]
     assert summary["mIoU"] >= SEMANTIC_FLOOR
-    assert "mIoU" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()  # fractions with four decimals, as the JSON holds them
+    assert lines[2].split() == ["sky", "the", "sky", f"{summary['classes'][0]['iou']:.4f}"]
+    assert lines[-2].split() == ["mIoU", f"{summary['mIoU']:.4f}"]
+    assert lines[-1].split() == ["pixel", "accuracy", f"{summary['pixel_accuracy']:.4f}"]
+    assert len({len(line) for line in lines[1:]}) == 1

@@ -69,7 +69,9 @@ def test_miou_oiou_and_precision_by_hand():
     table = format_table(summary).splitlines()
     assert table[0].split() == ["count", "mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9"]
     overall = table[1].split()
-    assert overall[:3] == ["overall", "6", f"{100 * s['mIoU']:.2f}"]
+    # fractions with four decimals, as --json has them: mIoU 3.5857/6, oIoU 98/142, Prec@X 4, 3, 3, 3, 2 of 6
+    assert overall == ["overall", "6", "0.5976", "0.6901", "0.6667", "0.5000", "0.5000", "0.5000", "0.3333"]
+    assert len({len(line) for line in table}) == 1  # columns line up
     assert any(line.startswith("source=b") for line in table)
     assert stats([]) == {"count": 0}
 
@@ -147,8 +149,8 @@ def test_absent_metrics_by_hand():
     assert best_min_score(scores, has_target) == pytest.approx((0.3, 0.5, 1.0))
     table = format_absent_table(summarize(records)).splitlines()
     assert table[0].split() == ["empty", "target", "N-acc", "T-acc", "gIoU", "cIoU", "AUC"]
-    assert table[1].split() == ["absent", "2", "3", "50.00", "66.67", "46.00", "23.64", "75.00"]
-    assert table[2].startswith("best min score 0.9000") and "N-acc 100.00, T-acc 33.33" in table[2]
+    assert table[1].split() == ["absent", "2", "3", "0.5000", "0.6667", "0.4600", "0.2364", "0.7500"]
+    assert table[2].startswith("best min score 0.9000") and "N-acc 1.0000, T-acc 0.3333" in table[2]
 
 
 def test_presence_auc_ties_and_edges():
@@ -209,7 +211,10 @@ def test_eval_command_reports_absent_targets_and_plots(tmp_path, capsys):
     assert out[head + 1].split()[:3] == ["absent", "2", "8"] and out[head + 2].startswith("best min score ")
     data = json.loads(report.read_text())
     assert data["absent"]["empty_targets"] == 2 and data["granularity"]["no-target"]["count"] == 2
-    assert f"{100 * data['absent']['N-acc']:.2f}" == out[head + 1].split()[3]
+    a = data["absent"]  # the printed row is the JSON's fractions, four decimals
+    assert out[head + 1].split()[3:] == [f"{a[k]:.4f}" for k in ("N-acc", "T-acc", "gIoU", "cIoU", "presence_auc")]
+    overall = next(line for line in out if line.startswith("overall")).split()
+    assert overall[2:4] == [f"{data['overall']['mIoU']:.4f}", f"{data['overall']['oIoU']:.4f}"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["presence.png", "report.json"]  # no temporary left
 

@@ -252,12 +252,18 @@ def test_demo_model_video_quality_floor():
     """J (mean over clips x instructions of the mean IoU over frames) of the shipped demo model on
     generated clips read back from mp4. The README's figure is 0.814 (8 clips of 24 frames);
     this subset (the first 2 clips, 8 frames each, 8 sequences) scores 0.844."""
-    from unilseg.eval.video import evaluate_clips
+    from unilseg.eval.video import evaluate_clips, format_table
     from unilseg.model.build import load_model as load
 
     summary = evaluate_clips(Predictor(load("unilseg-demo")), clips=2, seed=5, frames=8)
     assert summary["overall"]["sequences"] == 8
     assert summary["overall"]["J"] >= 0.80, summary
+    table = format_table(summary).splitlines()  # fractions with four decimals, columns aligned
+    assert table[0].split() == ["sequences", "count", "mIoU", "oIoU", "J", "J-recall"]
+    assert len({len(line) for line in table}) == 1
+    o = summary["overall"]
+    figures = [f"{o[k]:.4f}" for k in ("mIoU", "oIoU", "J", "J-recall")]
+    assert table[1].split() == ["overall", "8", str(o["count"]), *figures]
 
 
 @pytest.mark.parametrize("extra, says", [

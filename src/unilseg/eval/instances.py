@@ -36,6 +36,7 @@ from unilseg.batch.sinks.coco import CocoResultsSink, file_name
 from unilseg.data.dataset import SyntheticSamples
 from unilseg.data.synthetic import GRANULARITIES, target_instances
 from unilseg.errors import UnilsegError
+from unilseg.eval.metrics import fraction
 from unilseg.inference.predictor import Predictor
 from unilseg.io.paths import json_text
 from unilseg.io.writers import rle_encode, write_atomic
@@ -228,14 +229,15 @@ def evaluate_instances(predictor: Predictor, samples: SyntheticSamples, workdir:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Plain text: one row overall and one per granularity; AP, AP50, AP75, AR in % with two decimals."""
+    """Plain text: one row overall and one per granularity; counts, then AP, AP50, AP75, AR as fractions
+    (`metrics.fraction`)."""
     cols = ("instructions", "instances", "detections", *METRICS)
     rows = [("overall", summary["overall"])] + [(f"granularity={g}", s) for g, s in summary["granularity"].items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{c:>12}" if k < 3 else f"{c:>7}" for k, c in enumerate(cols))]
     for name, s in rows:
         cells = [f"{s[c]:>12}" for c in cols[:3]]
-        cells += [f"{'-':>7}" if s[m] is None else f"{100 * s[m]:>7.2f}" for m in METRICS]
+        cells += [fraction(s[m], 7) for m in METRICS]
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 

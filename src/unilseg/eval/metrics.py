@@ -23,6 +23,14 @@ from typing import Any
 import numpy as np
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+DECIMALS = 4  # every quality figure eval prints is a fraction in [0, 1] with this many decimals, as --json holds it
+
+
+def fraction(value: float | None, width: int = 0) -> str:
+    """A quality figure as the tables print it: `value` with DECIMALS decimals ("-" when None), right-aligned
+    to `width` characters."""
+    text = "-" if value is None else f"{value:.{DECIMALS}f}"
+    return f"{text:>{width}}"
 
 
 def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
@@ -143,7 +151,7 @@ def summarize(records: Iterable[Record]) -> dict[str, Any]:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """A plain-text table, percentages with two decimals, one row per group."""
+    """A plain-text table, one row per group: the count, then fractions (`fraction`)."""
     cols = ["count", "mIoU", "oIoU", *(f"prec@{t}" for t in THRESHOLDS)]
     rows = [("overall", summary["overall"])]
     for key in ("granularity", "source"):
@@ -153,25 +161,22 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [f"{'':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
     for name, s in rows:
         cells = [f"{s.get('count', 0):>8}"]
-        cells += [f"{100 * s[c]:>8.2f}" if c in s else f"{'-':>8}" for c in cols[1:]]
+        cells += [fraction(s.get(c), 8) for c in cols[1:]]
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
 def format_absent_table(summary: dict[str, Any]) -> str:
-    """The "absent" section as plain text (percentages with two decimals; "" when the summary has none)."""
+    """The "absent" section as plain text (fractions, `fraction`; "" when the summary has none)."""
     a = summary.get("absent")
     if a is None:
         return ""
 
-    def pct(value: float | None) -> str:
-        return f"{'-':>8}" if value is None else f"{100 * value:>8.2f}"
-
     cols = ["empty", "target", "N-acc", "T-acc", "gIoU", "cIoU", "AUC"]
     head = f"{'':<6}  " + "  ".join(f"{c:>8}" for c in cols)
     row = "absent  " + "  ".join([f"{a['empty_targets']:>8}", f"{a['targets']:>8}",
-                                   *(pct(a[k]) for k in ("N-acc", "T-acc", "gIoU", "cIoU", "presence_auc"))])
+                                   *(fraction(a[k], 8) for k in ("N-acc", "T-acc", "gIoU", "cIoU", "presence_auc"))])
     cut = a["best_min_score"]
     best = (f"best min score {cut:.4f} " + ("(off; " if cut == 0 else "(a presence below it empties the mask; ")
-            + f"N-acc {pct(a['best_N-acc']).strip()}, T-acc {pct(a['best_T-acc']).strip()} there)")
+            + f"N-acc {fraction(a['best_N-acc'])}, T-acc {fraction(a['best_T-acc'])} there)")
     return "\n".join([head, row, best])

@@ -16,6 +16,7 @@ import numpy as np
 from unilseg.batch.labels import LabelStep
 from unilseg.batch.run import step_results
 from unilseg.errors import UnilsegError
+from unilseg.eval.metrics import fraction
 from unilseg.inference.predictor import Predictor
 from unilseg.io.progress import progress_bar
 from unilseg.tasks.labelmap import ClassSpec
@@ -82,17 +83,12 @@ class _Scene:
 
 
 def format_semantic_table(summary: dict[str, Any]) -> str:
-    """Plain text: one row per class (IoU in %), then mIoU and pixel accuracy."""
-    rows = [(r["name"], r["instruction"], "-" if r["iou"] is None else f"{100 * r['iou']:.2f}")
-            for r in summary["classes"]]
+    """Plain text: one row per class (its IoU), then mIoU and pixel accuracy; fractions (`metrics.fraction`)."""
+    rows = [(r["name"], r["instruction"], fraction(r["iou"])) for r in summary["classes"]]
     w_name = max(5, *(len(n) for n, _, _ in rows))
     w_inst = max(11, *(len(i) for _, i, _ in rows))
     lines = [f"{'class':<{w_name}}  {'instruction':<{w_inst}}  {'IoU':>6}"]
     lines += [f"{n:<{w_name}}  {i:<{w_inst}}  {v:>6}" for n, i, v in rows]
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.2f}"
-
-    lines.append(f"{'mIoU':<{w_name}}  {'':<{w_inst}}  {pct(summary['mIoU']):>6}")
-    lines.append(f"{'pixel accuracy':<{w_name + w_inst + 2}}  {pct(summary['pixel_accuracy']):>6}")
+    lines.append(f"{'mIoU':<{w_name}}  {'':<{w_inst}}  {fraction(summary['mIoU'], 6)}")
+    lines.append(f"{'pixel accuracy':<{w_name + w_inst + 2}}  {fraction(summary['pixel_accuracy'], 6)}")
     return "\n".join(lines)

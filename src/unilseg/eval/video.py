@@ -25,7 +25,7 @@ import numpy as np
 from unilseg.data.synthetic import SceneConfig
 from unilseg.data.synthetic.clip import CLIP_FPS, make_clip, write_mp4, write_pngs
 from unilseg.errors import UnilsegError
-from unilseg.eval.metrics import intersection_union, iou
+from unilseg.eval.metrics import fraction, intersection_union, iou
 from unilseg.inference.predictor import Predictor
 from unilseg.io.progress import progress_bar
 from unilseg.tasks.video import segment_video
@@ -109,13 +109,12 @@ def evaluate_clips(
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Plain-text table: one row overall and one per granularity, percentages with two decimals."""
+    """Plain-text table: one row overall and one per granularity; counts, then fractions (`metrics.fraction`)."""
     cols = ["sequences", "count", "mIoU", "oIoU", "J", "J-recall"]
     rows = [("overall", summary["overall"])] + [(f"granularity={g}", s) for g, s in summary["granularity"].items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for name, s in rows:
-        cells = [f"{s.get(c, 0):>9}" for c in cols[:2]] + [f"{100 * s[c]:>9.2f}" if c in s else f"{'-':>9}"
-                                                            for c in cols[2:]]
+        cells = [f"{s.get(c, 0):>9}" for c in cols[:2]] + [fraction(s.get(c), 9) for c in cols[2:]]
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from unilseg.data.sources import open_samples, train_dataset
 from unilseg.errors import CheckpointError, UnilsegError
 from unilseg.eval.evaluate import evaluate
+from unilseg.eval.metrics import fraction
 from unilseg.inference.predictor import Predictor, resolve_device
 from unilseg.io.paths import user_path
 from unilseg.io.writers import write_atomic
@@ -202,7 +203,7 @@ class Trainer:
                 self.log({"step": step, "eval": summary})
                 if bar is not None:
                     o = summary["overall"]
-                    bar.write(f"step {step}: val mIoU {100 * o['mIoU']:.2f} oIoU {100 * o['oIoU']:.2f}")
+                    bar.write(f"step {step}: val mIoU {fraction(o['mIoU'])} oIoU {fraction(o['oIoU'])}")
         barrier(self.dist)
 
     def run(self) -> nn.Module:
