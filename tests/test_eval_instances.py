@@ -81,6 +81,7 @@ def test_perfect_predictions_score_one_and_missing_ones_zero(tmp_path):
     assert 0.0 < summary["overall"]["AP"] < 1.0
 
 
+@pytest.mark.slow  # a quality floor
 def test_demo_model_instance_ap_floor(tmp_path, capsys):
     out, report = tmp_path / "job", tmp_path / "instances.json"
     code = eval_main(["--model", "unilseg-demo", "--task", "instances", "--data", "synthetic:8:2", "--device", "cpu",
