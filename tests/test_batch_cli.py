@@ -215,6 +215,7 @@ def test_shards_cover_every_item_exactly_once(capsys, tiny, tmp_path):
     assert sizes == [6, 4, 4]  # images dealt round-robin, both expressions of an image together
 
 
+@pytest.mark.slow  # a subprocess, killed
 def test_skip_existing_after_a_killed_run(capsys, tiny, reference, tmp_path):
     images = write_images(tmp_path / "images", 60, seed=1)
     out = tmp_path / "out"

@@ -46,6 +46,7 @@ def _small_official(meta_model) -> dict:
     return {"module." + k: torch.zeros(v.shape, dtype=v.dtype) for k, v in meta_model.state_dict().items()}
 
 
+@pytest.mark.slow  # each writes a full-size checkpoint of zeros
 @pytest.mark.parametrize("defect", ["missing", "extra", "shape"])
 def test_mismatched_checkpoint_is_refused(meta_model, tmp_path, defect):
     sd = _small_official(meta_model)
@@ -128,6 +129,7 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
         read_checkpoint(tmp_path / "nope.pth")
 
 
+@pytest.mark.slow
 def test_loaded_model_is_on_cpu_in_eval_mode_without_meta_tensors(seeded_model):
     assert not seeded_model.training
     assert all(t.device.type == "cpu" for t in seeded_model.state_dict().values())

@@ -100,6 +100,7 @@ def test_help_does_not_import_torch():
     assert proc.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_long_expression_warns_in_one_line_and_still_writes(capsys, tmp_path, seeded_checkpoint):
     out = tmp_path / "m.png"
     long_text = "the handle of the white coffee cup on the saucer, which is on a wooden table next to a spoon"
@@ -146,6 +147,7 @@ def test_batch_overlay_takes_the_same_spellings_for_masks_and_label_maps(capsys,
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # two subprocesses that import torch
 def test_threads_sets_torch_intra_op_threads(tiny, tmp_path):
     """--threads N is torch's thread count for the run (default: torch's own, left alone)."""
     code = ("import sys, torch; from unilseg.cli.segment import main; before = torch.get_num_threads(); "

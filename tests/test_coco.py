@@ -135,6 +135,7 @@ def test_label_maps_feed_the_same_files(scenes, tmp_path):
             assert np.array_equal(gt.annToMask(ann).astype(bool), labels == ann["category_id"])
 
 
+@pytest.mark.slow  # subprocesses, killed
 def test_a_coco_job_killed_twice_and_resumed_writes_the_bytes_of_one_never_killed(tmp_path):
     config, weights = write_tiny_model(tmp_path)
     write_images(tmp_path / "images", 40, seed=2)

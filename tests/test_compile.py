@@ -53,6 +53,7 @@ def compiled(seeded_model):
     return Predictor(seeded_model), Predictor(seeded_model, compile=True)
 
 
+@pytest.mark.slow
 def test_compiled_matches_golden(compiled):
     _, predictor = compiled
     for case in CASES:
@@ -64,6 +65,7 @@ def test_compiled_matches_golden(compiled):
         assert mask.shape == expected.shape and (mask != expected).mean() <= 1e-3
 
 
+@pytest.mark.slow
 def test_ten_items_of_one_to_four_texts_compile_at_most_once_more(compiled):
     """Batch size 1 compiles each part once (done here first, as the golden test also does); pairs
     batches of 2-4 add one dynamic decoder graph, and nothing per item after it."""
@@ -84,6 +86,7 @@ def test_ten_items_of_one_to_four_texts_compile_at_most_once_more(compiled):
     assert graphs_compiled() - before <= 1
 
 
+@pytest.mark.slow
 def test_compile_uses_the_user_cache(monkeypatch, tmp_path, seeded_model):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
@@ -106,6 +109,7 @@ def aoti_dir(tiny, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_aoti_writes_packages_and_fingerprint(aoti_dir):
     info = read_info(aoti_dir, "aoti")
     assert info.variant == "fp32" and info.files == FILES
@@ -114,6 +118,7 @@ def test_export_aoti_writes_packages_and_fingerprint(aoti_dir):
     assert info.extra["sizes"] == {role: (aoti_dir / name).stat().st_size for role, name in FILES.items()}
 
 
+@pytest.mark.slow
 def test_aoti_matches_eager(tiny, aoti_dir):
     eager = Predictor(load_model(tiny[1], tiny[0]))
     aoti = Predictor(load_backend("aoti", weights=str(aoti_dir), device="cpu"), max_batch=3)
@@ -128,6 +133,7 @@ def test_aoti_matches_eager(tiny, aoti_dir):
     assert np.abs(aoti.pair_logits(pairs, texts[:2]) - eager.pair_logits(embeddings[:2], texts[:2])).max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_segment_cli_with_runtime_aoti(capsys, tiny, aoti_dir, tmp_path):
     out = tmp_path / "mask.png"
     code = main(["--img", str(tiny[2][0]), "--exp", "a red ball", "--sp", str(out), "--runtime", "aoti",
@@ -171,6 +177,7 @@ def test_garbage_package_refused(capsys, tmp_path):
     assert line.startswith("error: cannot load ") and line.endswith(REEXPORT)
 
 
+@pytest.mark.slow
 def test_truncated_package_refused(capsys, aoti_dir, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(aoti_dir, broken)

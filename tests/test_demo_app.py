@@ -118,6 +118,7 @@ def cli_masks(tmp_path: Path, image: Path, texts: list[str]) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_page_segments_like_the_cli(page, tmp_path):
     upload(page, SCENE)
     status = run_page(page, "\n".join(INSTRUCTIONS), "Done")
@@ -158,6 +159,7 @@ def test_page_segments_like_the_cli(page, tmp_path):
         shutil.copyfile(shot, os.environ["UNILSEG_DEMO_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_message_and_the_page_keeps_serving(page, tmp_path):
     status = run_page(page, "the sky", "Upload an image first")
     assert status.startswith("Problem:")

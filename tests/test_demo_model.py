@@ -8,6 +8,7 @@ must say so (N-acc) without losing what is there (T-acc).
 """
 import json
 
+import pytest
 from conftest import ROOT
 
 from unilseg.cli.eval import main as eval_main
@@ -27,6 +28,7 @@ def test_demo_weights_are_shipped_small_and_registered():
     assert path.stat().st_size <= 25 * 2**20
 
 
+@pytest.mark.slow  # a quality floor
 def test_demo_model_held_out_quality(tmp_path, capsys):
     out = tmp_path / "summary.json"
     code = eval_main(["--model", "unilseg-demo", "--data", "synthetic:75:3:absent=1", "--device", "cpu",

@@ -86,6 +86,7 @@ def test_perfect_predictions_score_one_and_missing_ones_zero(tmp_path):
     assert rows["overall"][0] == f"{summary['overall']['AP']:.4f}"
 
 
+@pytest.mark.slow  # a quality floor
 def test_demo_model_instance_ap_floor(tmp_path, capsys):
     out, report = tmp_path / "job", tmp_path / "instances.json"
     code = eval_main(["--model", "unilseg-demo", "--task", "instances", "--data", "synthetic:8:2", "--device", "cpu",

@@ -9,6 +9,8 @@ from unilseg.cli.segment import main
 from unilseg.inference.transforms import postprocess, preprocess, read_image
 from unilseg.model.tokenizer import tokenize
 
+pytestmark = pytest.mark.slow  # every test runs the seeded full-size UniLSeg-20
+
 CASES = golden_cases()
 
 

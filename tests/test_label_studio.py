@@ -148,6 +148,7 @@ def job(scenes, documents, tmp_path_factory):
     return out / "tasks.json", read_records(out / "maps" / "annotations.jsonl"), out
 
 
+@pytest.mark.slow  # its job: label maps and instances over the scenes
 def test_tasks_decode_to_the_masks(job, documents):
     from PIL import Image
 
@@ -274,6 +275,7 @@ def project(server, job, documents):
     return client, proj.id, tasks
 
 
+@pytest.mark.slow
 def test_server_predictions_decode_to_our_masks(project, server, job):
     from unilseg.io.writers import rle_decode
 
@@ -303,6 +305,7 @@ def test_server_predictions_decode_to_our_masks(project, server, job):
             assert r.read() == Path(rec["image"]).read_bytes()
 
 
+@pytest.mark.slow
 def test_labeling_page_shows_the_predictions(project, server, tmp_path):
     client, pid, tasks = project
     url, _ = server

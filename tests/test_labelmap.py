@@ -196,6 +196,7 @@ def test_cli_folder_and_manifest(capsys, tiny, tmp_path, predictor):
                                                                              for p in images[:2]]
 
 
+@pytest.mark.slow  # a quality floor
 def test_semantic_eval_floor_on_demo_model(tmp_path, capsys):
     out = tmp_path / "semantic.json"
     code = eval_main(["--model", "unilseg-demo", "--task", "semantic", "--data", "synthetic:20:3", "--device", "cpu",

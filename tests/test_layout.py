@@ -68,6 +68,7 @@ def test_a_script_saved_there(parent):
     assert proc.stdout.strip() == f"the sky ({height}, {width}) bool"
 
 
+@pytest.mark.slow  # starts Ray
 def test_unilseg_ray_with_one_actor(parent):
     pytest.importorskip("ray")
     console = Path(sys.executable).parent / "unilseg"  # the command the install puts next to python

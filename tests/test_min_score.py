@@ -172,6 +172,7 @@ def test_video_frames(tmp_path):
     assert any(b["foreground"] > 0 and not a["present"] for b, a in zip(before, after))
 
 
+@pytest.mark.slow  # the demo page's handler, through Gradio
 @pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request
 def test_demo_page_handler(tmp_path):
     pytest.importorskip("gradio")
@@ -203,6 +204,7 @@ def test_demo_page_handler(tmp_path):
     assert bad[3].startswith("**Problem:** The minimum presence must be a number from 0 (off) to 1"), bad[3]
 
 
+@pytest.mark.slow  # four runs over the scenes
 def test_coco_and_label_studio_absent_has_no_annotation_and_scores_are_presence(scenes, tmp_path):
     off, on = tmp_path / "off", tmp_path / "on"
     ls = ["--label-studio", "ls.json"] if importlib.util.find_spec("label_studio_sdk") else []
@@ -285,6 +287,7 @@ def post(server: Server, **fields) -> dict:
     return r.json()
 
 
+@pytest.mark.slow
 def test_serve_min_score_flag_and_field(server, measured):
     presences, s = measured
     assert server.client.get("/v1/models").json()["models"][0]["min_score"] == s
@@ -305,6 +308,7 @@ def test_serve_min_score_flag_and_field(server, measured):
     assert any(o["area"] > 0 and not d["present"] for o, d in zip(off["results"], default["results"]))
 
 
+@pytest.mark.slow
 def test_serve_classes_absent_class_paints_nothing(server, measured):
     r = server.client.post("/v1/segment", json=json_body(example("demo_scene_3.png"),
                                                          ["house: the red house", "sky", "elephant: a purple elephant"],
@@ -317,6 +321,7 @@ def test_serve_classes_absent_class_paints_nothing(server, measured):
             assert row["area"] == 0 and not (labels == row["index"]).any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [1.5, -1, "abc", True, [0.5]])
 def test_serve_bad_min_score_is_400_one_line(server, value):
     r = server.client.post("/v1/segment", json=json_body(example("demo_scene_3.png"), TEXTS, min_score=value))

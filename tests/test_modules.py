@@ -32,6 +32,8 @@ from conftest import FIXTURES
 from unilseg.inference.transforms import preprocess, read_image
 from unilseg.model.tokenizer import tokenize
 
+pytestmark = pytest.mark.slow  # the seeded full-size UniLSeg-20, stage by stage
+
 INTER = FIXTURES / "intermediates"
 SUB = (..., slice(None, None, 3), slice(None, None, 3))  # the rows/columns the fixture keeps
 TOL = 1e-2

@@ -86,6 +86,7 @@ def test_tiny_logits_match_torch_and_dynamic_axes_match_one_at_a_time(tiny):
     assert np.abs(got - one_by_one).max() <= 1e-5
 
 
+@pytest.mark.slow  # a second export
 def test_cpu_graphs_load_on_cpu_and_equal_the_portable_ones(tiny, tmp_path):
     """The pre-optimised CPU copies are what a CPU run loads, with the very logits of the portable graphs; an
     export from another ONNX Runtime version (or made --portable-only) runs its portable graphs."""
@@ -150,6 +151,7 @@ def test_cli_runtime_onnx_writes_the_same_masks_as_torch(tiny, tmp_path):
         assert (a != b).mean() <= 1e-3
 
 
+@pytest.mark.slow  # an int8 export
 def test_int8_export_runs_and_stays_close(tiny, tmp_path):
     config, weights, out = tiny
     q = tmp_path / "int8"
@@ -167,6 +169,7 @@ def test_int8_export_runs_and_stays_close(tiny, tmp_path):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
+@pytest.mark.slow  # an int8 export
 def test_int8_export_records_its_settings(tiny, tmp_path):
     config, weights, _ = tiny
     q = tmp_path / "int8"
@@ -221,6 +224,7 @@ np.savez(sys.argv[3], **out)
 """
 
 
+@pytest.mark.slow  # QEMU
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the AVX2 kernels are x86's")
 def test_int8_export_stays_close_on_avx2_kernels(tiny, tmp_path):
     """The int8 test's bound (> 0.99 correlation with fp32 logits) on the kernels of a CPU without VNNI; the
@@ -246,6 +250,7 @@ def test_int8_export_stays_close_on_avx2_kernels(tiny, tmp_path):
     assert corr[INT8_LEGACY] < 0.95, corr  # the emulator really ran the saturating kernels
 
 
+@pytest.mark.slow  # int8 quantisation
 def test_old_int8_export_loads_and_warns_once_without_vnni(tiny, tmp_path, monkeypatch, capsys):
     config, weights, fp32 = tiny
     old = _int8_export(fp32, tmp_path / "old", INT8_LEGACY, record=False)
@@ -285,6 +290,7 @@ def full_predictor(full_export):
     return Predictor(load_backend("onnx", weights=str(full_export), device="cpu"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
 def test_full_size_onnx_matches_golden(full_predictor, case):
     full_predictor.set_image(str(FIXTURES / case["img"]))
@@ -300,6 +306,7 @@ def test_full_size_onnx_matches_golden(full_predictor, case):
 INT8_GOLDEN_IOU = {"astronaut_face": 0.948, "chelsea_cat": 0.797, "coffee_cup_handle": 1.0}  # 1.0: both empty
 
 
+@pytest.mark.slow
 def test_full_size_int8_masks_stay_close_to_fp32(full_predictor, full_export, tmp_path):
     int8 = Predictor(load_backend("onnx", weights=str(_int8_export(full_export, tmp_path / "int8", INT8_DEFAULT)),
                                   device="cpu"))
@@ -313,6 +320,7 @@ def test_full_size_int8_masks_stay_close_to_fp32(full_predictor, full_export, tm
         assert iou >= INT8_GOLDEN_IOU[case["name"]] - 0.02, (case["name"], iou)
 
 
+@pytest.mark.slow
 def test_full_size_cli_runtime_onnx_writes_the_golden_mask(full_export, tmp_path):
     case = CASES[0]
     out = tmp_path / "mask.png"
@@ -369,6 +377,7 @@ def test_runtime_errors_are_one_line(tiny, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.slow  # exports the demo model
 def test_model_name_finds_the_cached_export(tmp_path, monkeypatch):
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
     assert main(["export", "--model", "unilseg-demo", "--format", "onnx"]) == 0
@@ -379,6 +388,7 @@ def test_model_name_finds_the_cached_export(tmp_path, monkeypatch):
     assert (tmp_path / "m.png").is_file()
 
 
+@pytest.mark.slow  # exports the demo model
 def test_an_export_of_another_model_is_refused_when_a_model_is_named(tmp_path, monkeypatch, capsys):
     """--model names what the run needs: an export recorded as another registered model is refused in one
     line; without --model the export runs as what it holds."""

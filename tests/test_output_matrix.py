@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import FIXTURES
 from output_matrix import CASES, compare, run_matrix
+
+pytestmark = pytest.mark.slow  # every command's outputs, on the seeded full-size model, Ray and ONNX
 
 
 def test_the_matrix_gives_the_recorded_names_and_digests(tmp_path, seeded_checkpoint):

@@ -28,6 +28,7 @@ def bf16_predictor(seeded_checkpoint):
     return Predictor(model, precision="bf16")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
 def test_bf16_masks_match_fp32_on_golden_cases(bf16_predictor, case):
     expected_prob = np.load(FIXTURES / f"{case['name']}.prob.npy")  # fp32, the authors' code on the same weights

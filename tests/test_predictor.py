@@ -22,6 +22,7 @@ def single_path(model, text):
     return postprocess(logits, inverse, image.shape[:2], 0.35)
 
 
+@pytest.mark.slow
 def test_batched_texts_equal_one_at_a_time(seeded_model):
     predictor = Predictor(seeded_model)
     predictor.set_image(IMG)
@@ -36,6 +37,7 @@ def test_batched_texts_equal_one_at_a_time(seeded_model):
         assert abs(pred.score - expected_score) <= 1e-4
 
 
+@pytest.mark.slow
 def test_image_sources_and_colour_order(seeded_model):
     predictor = Predictor(seeded_model)
     predictor.set_image(IMG)
@@ -51,6 +53,7 @@ def test_image_sources_and_colour_order(seeded_model):
     assert np.array_equal(predictor.predict_logits("cat"), ref)
 
 
+@pytest.mark.slow
 def test_predict_before_set_image_raises(seeded_model):
     with pytest.raises(UnilsegError, match="set_image"):
         Predictor(seeded_model).predict("cat")

@@ -80,6 +80,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != "results.jsonl"}
 
 
+@pytest.mark.slow
 def test_same_files_and_rows_as_the_local_runner(cluster, tmp_path):
     options = OutputOptions(fmt="png", save_prob=True, overlay="png")
     make = lambda: make_predictor(cluster["config"], cluster["weights"])  # noqa: E731
@@ -105,6 +106,7 @@ def test_same_files_and_rows_as_the_local_runner(cluster, tmp_path):
     assert "image not found" in rows[24]["error"] and rows[25]["error"].startswith("empty expression")
 
 
+@pytest.mark.slow
 def test_a_killed_actor_is_restarted_and_its_batch_redone(cluster, tmp_path):
     options = OutputOptions()
     items = plan(cluster, tmp_path, options)
@@ -119,6 +121,7 @@ def test_a_killed_actor_is_restarted_and_its_batch_redone(cluster, tmp_path):
     assert [r["output"] for r in rows] == [str(item.output) for item in items]
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_with_skip_existing(cluster, tmp_path, capsys):
     out = tmp_path / "out"
     images = cluster["root"] / "more"
@@ -155,6 +158,7 @@ def test_a_killed_driver_resumes_with_skip_existing(cluster, tmp_path, capsys):
     assert len(rows) == 48 and all(r["error"] is None for r in rows)
 
 
+@pytest.mark.slow
 def test_label_maps_on_ray_are_the_local_batch_bytes(cluster, tmp_path, capsys):
     """`unilseg ray --classes` writes the label maps, legends, overlays, rows and COCO files (instances) that
     `unilseg segment --classes` does, byte for byte, though the actors finish in their own order."""

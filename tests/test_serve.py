@@ -63,6 +63,7 @@ def segment(server: Server, scene: str, texts: list[str], **fields) -> dict:
     return r.json()
 
 
+@pytest.mark.slow
 def test_health_ready_models_and_openapi(server):
     assert server.client.get("/healthz").json() == {"status": "ok"}
     assert server.client.get("/readyz").json() == {"status": "ready"}
@@ -75,6 +76,7 @@ def test_health_ready_models_and_openapi(server):
     assert {"/predict", "/setup", "/health", "/v1/models", "/readyz"} <= set(spec["paths"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scene", SCENES)
 def test_masks_are_the_clis_in_every_output_form(server, cli_masks, scene):
     answer = segment(server, scene, list(TEXTS), outputs=["rle", "png", "polygons"])
@@ -97,6 +99,7 @@ def test_masks_are_the_clis_in_every_output_form(server, cli_masks, scene):
             assert row["score"] == 0.0 and row["bbox"] == [0, 0, 0, 0] and row["polygons"] == []
 
 
+@pytest.mark.slow
 def test_multipart_upload_answers_as_json_does(server):
     files = {"image": ("scene.png", example("demo_scene_2.png"), "image/png")}
     data = {"instructions": ["the sky", "the blue car"], "outputs": "rle,png"}
@@ -108,6 +111,7 @@ def test_multipart_upload_answers_as_json_does(server):
                                                                     if k not in strip}
 
 
+@pytest.mark.slow
 def test_instances_partition_the_mask(server):
     answer = segment(server, "demo_scene_2.png", ["all the trees"], instances=True, min_area=1, outputs=["rle"])
     row = answer["results"][0]
@@ -119,6 +123,7 @@ def test_instances_partition_the_mask(server):
     assert [i["area"] for i in row["instances"]] == sorted((i["area"] for i in row["instances"]), reverse=True)
 
 
+@pytest.mark.slow
 def test_classes_give_the_clis_label_map(server, tmp_path):
     out = tmp_path / "labels.png"
     subprocess.run([sys.executable, "-m", "unilseg", "segment", "--model", "unilseg-demo", "--device", "cpu",
@@ -132,6 +137,7 @@ def test_classes_give_the_clis_label_map(server, tmp_path):
     assert [r["name"] for r in answer["classes"]] == ["sky", "tree", "house"]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_encoder_batches_and_each_gets_its_own_answer(server, cli_masks):
     before = server.client.get("/v1/stats").json()
     flipped = cv2.imencode(".png", cv2.flip(cv2.imread(str(EXAMPLES / "demo_scene.png")), 1))[1].tobytes()
@@ -157,6 +163,7 @@ def test_concurrent_requests_share_encoder_batches_and_each_gets_its_own_answer(
     assert mirrored.any() and mirrored.shape == cv2.imread(str(EXAMPLES / "demo_scene.png")).shape[:2]
 
 
+@pytest.mark.slow
 def test_a_repeated_image_with_a_new_instruction_is_a_cache_hit(server):
     data = example("demo_scene_3.png") + b"\0\0"  # bytes no other test sent
     first = server.client.post("/v1/segment", json=json_body(data, ["the sky"])).json()
@@ -169,6 +176,7 @@ def test_a_repeated_image_with_a_new_instruction_is_a_cache_hit(server):
     assert after["encoder_calls"] == before["encoder_calls"] and after["images_encoded"] == before["images_encoded"]
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_503_with_retry_after_and_then_serves():
     texts = [f"the sky {i}" for i in range(24)]  # each request: 24 decoder passes
     with Server("--queue-size", "1", "--batch-images", "1", "--batch-wait-ms", "0") as s:
@@ -183,6 +191,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_then_serves():
         assert s.client.post("/v1/segment", json=json_body(example("demo_scene.png"), ["the sky"])).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_request_past_the_timeout_answers_504_and_the_server_goes_on():
     with Server("--timeout", "0.05") as s:
         r = s.client.post("/v1/segment", json=json_body(example("demo_scene.png"), [f"t {i}" for i in range(40)]))
@@ -190,6 +199,7 @@ def test_a_request_past_the_timeout_answers_504_and_the_server_goes_on():
         assert s.client.get("/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_the_api_key_refuses_and_admits(tmp_path):
     key = "k" * 8 + "-unilseg-test-key-" + "9" * 8
     (tmp_path / "key").write_text(key + "\n")

@@ -311,6 +311,7 @@ def predicted(label_studio, images, tmp_path_factory):
         yield client, proj.id, ids, server
 
 
+@pytest.mark.slow
 def test_label_studio_gets_the_clis_masks(predicted, images, cli_masks):
     from unilseg.batch.sinks.label_studio import brush_mask
 
@@ -346,6 +347,7 @@ def test_label_studio_gets_the_clis_masks(predicted, images, cli_masks):
     assert len(warned) == 1 and "'http://example.org/elsewhere.png' is not on Label Studio" in warned[0]
 
 
+@pytest.mark.slow
 def test_labeling_page_shows_the_backend_prediction(predicted, label_studio, cli_masks, tmp_path):
     client, pid, ids, _ = predicted
     url, _ = label_studio
@@ -376,6 +378,7 @@ def test_labeling_page_shows_the_backend_prediction(predicted, label_studio, cli
             im.convert("RGB").quantize(256).save(os.environ["UNILSEG_LS_SCREENSHOT_BACKEND"], optimize=True)
 
 
+@pytest.mark.slow
 def test_images_come_with_either_kind_of_key(predicted, label_studio, images):
     """The legacy token goes as `Token KEY`; a personal access token is exchanged at /api/token/refresh/ for an
     access token sent as `Bearer`. A wrong key, or none, is one sentence."""

@@ -22,6 +22,8 @@ import httpx
 import pytest
 from serving import EXAMPLES, Server
 
+pytestmark = pytest.mark.slow  # two real server processes, one on Ray Serve
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [("demo_scene.png", ["the roof of the red house", "the sky"]),
          ("demo_scene_2.png", ["the blue car", "all the trees"]),

@@ -78,6 +78,7 @@ def front_end_calls(export: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.slow
 def test_no_front_end_on_onnx_imports_torch(export, hooked, tmp_path):
     env, record = hooked
     calls = front_end_calls(export, tmp_path / "out")
@@ -96,6 +97,7 @@ def test_no_front_end_on_onnx_imports_torch(export, hooked, tmp_path):
     assert len(list((tmp_path / "out" / "batch").rglob("*.png"))) == 4
 
 
+@pytest.mark.slow
 def test_importtime_of_an_onnx_call_lists_no_torch(export, tmp_path):
     out = tmp_path / "mask.png"
     proc = run([sys.executable, "-X", "importtime", "-m", "unilseg", "--img", str(SCENES[0]), "--exp", "the sky",
@@ -134,6 +136,7 @@ def serve_and_stop(argv: list[str], env: dict[str, str], url: str, request) -> s
     return subprocess.CompletedProcess(argv, proc.returncode, output)
 
 
+@pytest.mark.slow
 def test_serve_and_demo_on_onnx_import_no_torch(export, hooked):
     import base64
 
@@ -183,6 +186,7 @@ def test_slim_pins_are_the_full_install_pins():
     assert "torch" not in slim and {k: v for k, v in slim.items() if full.get(k) != v} == {}
 
 
+@pytest.mark.slow
 def test_slim_install_has_no_torch_and_gives_the_full_install_masks(slim, export, tmp_path):
     assert run([str(slim), "-c", "import torch"], check=False).returncode != 0
     assert run([str(slim), "-c", "import torchvision"], check=False).returncode != 0
@@ -201,6 +205,7 @@ def test_slim_install_has_no_torch_and_gives_the_full_install_masks(slim, export
     assert [p for p in full if thin[p] != full[p]] == []
 
 
+@pytest.mark.slow
 def test_slim_install_says_in_one_line_what_needs_torch(slim, export, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     calls = [["--model", "unilseg-demo", "--img", str(SCENES[0]), "--exp", "the sky", "--sp", str(tmp_path / "a.png")],

@@ -100,6 +100,7 @@ def _differences(texts, got, want) -> str:
     return f"{len(bad)} of {len(texts)} texts differ:\n{shown}" if bad else ""
 
 
+@pytest.mark.slow  # the 21k-text corpus, against open_clip
 def test_the_corpus_is_large_and_varied(texts):
     assert len(texts) > 21_000 and len(set(texts)) > 15_000
     assert sum(len(t) > 3000 for t in texts) >= 50  # over-long texts
@@ -108,12 +109,14 @@ def test_the_corpus_is_large_and_varied(texts):
         assert any(needle in t for t in texts), needle
 
 
+@pytest.mark.slow  # the 21k-text corpus, against open_clip
 def test_encode_matches_open_clip(texts, expected, monkeypatch):
     monkeypatch.setattr(tokenizer, "_pieces", {})  # every word through the BPE model at least once
     got = [encode(text) for text in texts]
     assert not _differences(texts, got, expected)
 
 
+@pytest.mark.slow  # the 21k-text corpus, against open_clip
 def test_cleaning_matches_open_clip(reference, texts):
     """The ASCII short cut (no ftfy, no html.unescape) included: the cleaned texts themselves are the same."""
     cleaned = [tokenizer._clean(t) for t in texts]
@@ -122,6 +125,7 @@ def test_cleaning_matches_open_clip(reference, texts):
     assert not bad, [(texts[i][:80], cleaned[i][:80], want[i][:80]) for i in bad[:5]]
 
 
+@pytest.mark.slow  # the 21k-text corpus, against open_clip
 @pytest.mark.parametrize("context_length", [17, 77])
 def test_token_ids_match_open_clip_in_one_batch(reference, texts, expected, context_length, monkeypatch):
     memo = dict(zip(texts, expected))
@@ -133,6 +137,7 @@ def test_token_ids_match_open_clip_in_one_batch(reference, texts, expected, cont
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow  # the 21k-text corpus, against open_clip
 def test_a_small_cache_is_emptied_and_the_ids_stay_exact(texts, expected, monkeypatch):
     monkeypatch.setattr(tokenizer, "_pieces", {})
     monkeypatch.setattr(tokenizer, "CACHE_WORDS", 50)

@@ -112,6 +112,7 @@ def test_sampler_shards_ranks_and_resumes():
     assert list(resumed) == [a.keys(s) for s in range(4, 9)] and len(resumed) == 5
 
 
+@pytest.mark.slow  # trains, twice
 def test_resume_continues_bit_exactly(tmp_path):
     cfg = tiny_config(steps=4, ckpt_every=2, warmup_steps=1, keep_checkpoints=5)
     straight = Trainer(cfg, tmp_path / "a", progress=False).run()

@@ -12,6 +12,7 @@ from unilseg.cli.train import main as train_main
 TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 
 
+@pytest.mark.slow  # trains three times, then evaluates
 def test_train_resume_and_eval_commands(tmp_path, capsys):
     out = tmp_path / "run"
     common = [TINY, "--out", str(out), "--val-data", "synthetic:2:1:96", "--no-progress",

@@ -4,8 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # two torchrun processes
 
 WORKER = textwrap.dedent("""
     import sys

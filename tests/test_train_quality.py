@@ -1,11 +1,14 @@
 """A short run of the training command beats the untrained network on held-out generated scenes."""
 import json
 
+import pytest
 import torch
 from conftest import ROOT
 
 from unilseg.cli.eval import main as eval_main
 from unilseg.cli.train import main as train_main
+
+pytestmark = pytest.mark.slow  # trains, then evaluates twice
 
 TINY = str(ROOT / "src/unilseg/configs/unilseg-tiny.yaml")
 HELD_OUT = "synthetic:30:1:96"  # seed 1: scenes the training stream (seed 0) never shows

@@ -151,6 +151,7 @@ def test_every_max_frames_start_end_and_rle_json(capsys, tiny, reference, tmp_pa
     assert not list(out.glob(".*"))  # no partial files left
 
 
+@pytest.mark.slow  # a subprocess, killed
 @pytest.mark.parametrize("fmt", ["png", "rle-json"])
 def test_skip_existing_after_a_killed_run_recomputes_nothing(capsys, tiny, tmp_path, fmt):
     long_clip = write_mp4((f[0] for f in iter_frames(5, 0, 60, SceneConfig(size=64))), tmp_path / "long.mp4", FPS)
@@ -248,6 +249,7 @@ def test_unreadable_video_is_one_error_exit_2_before_the_model(capsys, tiny, tmp
     assert not out.exists()
 
 
+@pytest.mark.slow  # a quality floor
 def test_demo_model_video_quality_floor():
     """J (mean over clips x instructions of the mean IoU over frames) of the shipped demo model on
     generated clips read back from mp4. The README's figure is 0.814 (8 clips of 24 frames);

@@ -24,6 +24,7 @@ def converted(seeded_checkpoint, tmp_path_factory):
     return convert(seeded_checkpoint, tmp_path_factory.mktemp("st") / "seed0.safetensors")
 
 
+@pytest.mark.slow
 def test_registry_resolves_name_to_cached_file_preferring_safetensors(monkeypatch, tmp_path, seeded_checkpoint):
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
     spec = get_spec("unilseg-20")
@@ -45,6 +46,7 @@ def test_unknown_model_name_lists_known_ones():
     assert "unilseg-20" in MODELS
 
 
+@pytest.mark.slow
 def test_partial_download_is_never_taken_for_the_file(monkeypatch, tmp_path, seeded_checkpoint):
     monkeypatch.setenv("UNILSEG_HOME", str(tmp_path))
     spec = get_spec("unilseg-20")
@@ -108,6 +110,7 @@ def test_cli_without_weights_names_the_download_command(tmp_path, capsys):
     assert not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.slow
 def test_convert_round_trip_identical_tensors(seeded_checkpoint, converted):
     pth, _ = read_weights(seeded_checkpoint)
     st, cfg = read_weights(converted)
@@ -119,6 +122,7 @@ def test_convert_round_trip_identical_tensors(seeded_checkpoint, converted):
     assert converted.stat().st_size < seeded_checkpoint.stat().st_size - 300e6  # CLIP image tower dropped
 
 
+@pytest.mark.slow
 def test_safetensors_and_pth_give_identical_logits(seeded_model, converted):
     model_st = load_model(converted)  # config comes from the file's metadata
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -127,6 +131,7 @@ def test_safetensors_and_pth_give_identical_logits(seeded_model, converted):
         assert torch.equal(model_st(x, tokens), seeded_model(x, tokens))
 
 
+@pytest.mark.slow
 def test_safetensors_without_metadata_needs_a_config(converted, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -137,6 +142,7 @@ def test_safetensors_without_metadata_needs_a_config(converted, tmp_path):
     assert not load_model(bare, CONFIG).training
 
 
+@pytest.mark.slow
 def test_truncated_safetensors_is_refused(converted, tmp_path):
     bad = tmp_path / "cut.safetensors"
     with open(converted, "rb") as f:
@@ -153,6 +159,7 @@ def test_convert_refuses_another_models_checkpoint(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_subcommands_convert_and_models(seeded_checkpoint, tmp_path, capsys, monkeypatch):
     from unilseg.__main__ import main
 

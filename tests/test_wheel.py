@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel, then runs it in subprocesses
+
 FIRST_COMMAND = ["--model", "unilseg-demo", "--img", "imgs/demo_scene.png", "--exp", "the roof of the red house",
                  "--sp", "roof.png"]  # the README's first command, after `python -m unilseg`
 

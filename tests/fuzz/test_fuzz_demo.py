@@ -17,7 +17,8 @@ from fuzz.hostile import BAD, animated_gif, bomb_png, image_bytes, make, solid_p
 
 pytest.importorskip("gradio")
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),  # gr.Warning outside a request
-              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+              pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.slow]  # the demo model on every case, through Gradio
 
 
 @pytest.fixture(scope="module")

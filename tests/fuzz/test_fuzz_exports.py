@@ -16,6 +16,8 @@ from fuzz.hostile import VALID, make
 from fuzz.special import fifo_guard, memory_cap
 from unilseg.inference.backends.info import CPU_ROLES
 
+pytestmark = pytest.mark.slow  # exports the demo model to ONNX, and again in several cases
+
 JSON = "unilseg-export.json"
 SCENE = Path(__file__).resolve().parents[2] / "imgs" / "demo_scene.png"  # the demo model knows its sky
 

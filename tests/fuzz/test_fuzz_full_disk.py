@@ -13,6 +13,8 @@ from fuzz.hostile import image_bytes
 from fuzz.test_fuzz_writes import demo_weights
 from fuzz.videos import check_rle_doc, frame_folder, limited_main, mp4_frame_count, png_mask
 
+pytestmark = pytest.mark.slow  # video and batch runs of the demo model, each run again on resume
+
 EXP = "the red disc"
 STEM = "frames__the-red-disc"
 # The demo model's 64x48 masks are some 200 bytes and a row of results.jsonl some 200; the

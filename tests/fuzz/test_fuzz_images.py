@@ -9,6 +9,8 @@ import pytest
 from fuzz.harness import MODEL
 from fuzz.hostile import BAD, VALID, make, solid_png
 
+pytestmark = pytest.mark.slow  # ~100 cases, each a model run (one on 40 megapixels)
+
 MODES = ("single", "batch", "labels")
 
 

@@ -84,6 +84,7 @@ def test_blank_instruction(sandbox, name):
     assert len(sandbox.outputs()) == 1 and [bool(r["error"]) for r in results(sandbox)] == [True, False]
 
 
+@pytest.mark.slow  # Hypothesis
 @pytest.mark.filterwarnings("ignore:expression has")  # long texts are cut to the tokenizer's length, with a warning
 @given(texts=st.lists(st.text(max_size=60), min_size=1, max_size=4))
 @HYPOTHESIS
@@ -249,6 +250,7 @@ def test_escaping_label_folder_stops_the_job(sandbox):
     sandbox.run(["--img", str(image), str(image), "--classes", "x,y", "--sp", ".", *MODEL], 2)
 
 
+@pytest.mark.slow  # Hypothesis
 @given(rows=st.lists(st.tuples(
     st.sampled_from(["a.png", "missing.png", "in/a.png", "", " "]),
     st.one_of(st.text(max_size=20), st.sampled_from(["", " ", "the sky"])),
@@ -295,6 +297,7 @@ def test_a_huge_manifest_is_streamed(tmp_path):
     rows.close()
 
 
+@pytest.mark.slow  # plans and logs 100k rows
 def test_100k_rows_of_one_image(sandbox):
     """100k rows planned (unique names, linear time) and logged; each row's blank text fails it, so no
     model runs and the job takes seconds."""

@@ -31,7 +31,8 @@ from conftest import ROOT
 
 from fuzz.hostile import bomb_png, image_bytes, solid_png
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Gradio's own
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Gradio's own
+              pytest.mark.slow]  # a served page, 90 requests through its API
 
 META = {"_type": "gradio.FileData"}
 CALL_LIMIT_S = 30.0  # a refusal takes milliseconds; a blocked worker never answers

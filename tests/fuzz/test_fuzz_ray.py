@@ -10,6 +10,7 @@ from fuzz.harness import MODEL
 from fuzz.test_fuzz_manifests import ESCAPES, check_refused, escaping_rows
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # starts Ray
 
 
 def test_escaping_outputs_refused_on_ray(sandbox):

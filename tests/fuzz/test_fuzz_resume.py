@@ -14,6 +14,8 @@ from fuzz.harness import MODEL
 from fuzz.hostile import image_bytes
 from fuzz.videos import SIZE, check_rle_doc, frame_folder, mp4_frame_count, png_mask, rows
 
+pytestmark = pytest.mark.slow  # each case runs the demo model twice (the damaged run, the resume)
+
 EXP = "the red disc"
 STEM = "frames__the-red-disc"
 

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import Server, example, json_body
 
+pytestmark = pytest.mark.slow  # a real server process, and Hypothesis' requests to it
+
 KEY = "fuzz-serve-key-0123456789abcdef"
 MAX_BODY = 2 * 1024 * 1024
 

@@ -9,6 +9,8 @@ from fuzz.harness import MODEL
 from fuzz.hostile import bomb_png
 from fuzz.videos import SIZE, check_rle_doc, frame_folder, mp4_frame_count, mp4_frame_sizes, png_mask, rows
 
+pytestmark = pytest.mark.slow  # video runs of the demo model
+
 EXP = "the red disc"
 STEM = "frames__the-red-disc"
 
