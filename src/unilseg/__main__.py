@@ -65,12 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return getattr(importlib.import_module(module), func)(argv[1:])
         return segment_main(argv)
     except ModuleNotFoundError as e:  # a command module that imports torch at its top, in a slim install
-        from unilseg.errors import TORCH_MISSING, needs_torch
+        from unilseg.errors import torch_missing
 
-        if not needs_torch(e):
-            raise
-        print(f"error: {TORCH_MISSING}", file=sys.stderr)
-        return 2
+        return torch_missing(e)
 
 
 if __name__ == "__main__":

@@ -104,9 +104,13 @@ TORCH_MISSING = ("this command needs PyTorch, which this environment does not ha
                  "--video, serve, demo); for the rest install the full unilseg: pip install -r requirements.txt -e .")
 
 
-def needs_torch(e: ModuleNotFoundError) -> bool:
-    """True when `e` is the import of torch (or torchvision, safetensors' torch part, open_clip) that failed."""
-    return (e.name or "").split(".")[0] in ("torch", "torchvision")
+def torch_missing(e: ModuleNotFoundError) -> int:
+    """For a failed import of torch (or torchvision): print the one line saying so -> exit code 2. Any other
+    missing module is raised again."""
+    if (e.name or "").split(".")[0] not in ("torch", "torchvision"):
+        raise e
+    print(f"error: {TORCH_MISSING}", file=sys.stderr)
+    return 2
 
 
 def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
@@ -125,10 +129,7 @@ def run_guarded(fn: Callable[[], object], interrupted: str = "interrupted",
         print(shown(f"error: {e.worded(names or {})}"), file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except ModuleNotFoundError as e:
-        if not needs_torch(e):
-            raise
-        print(f"error: {TORCH_MISSING}", file=sys.stderr)
-        return 2
+        return torch_missing(e)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         print(shown(f"error: {e.strerror or type(e).__name__}{where}"), file=sys.stderr)

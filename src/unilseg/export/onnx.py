@@ -97,8 +97,8 @@ def optimize_for_cpu(directory: Path, files: dict[str, str]) -> dict[str, str]:
 
     out = {}
     for role, name in files.items():
-        target = name.replace(".onnx", ".ort-cpu.onnx") if ".int8." not in name else \
-            name.replace(".int8.onnx", ".ort-cpu.int8.onnx")
+        stem, _, suffixes = name.partition(".")  # image_encoder.int8.onnx -> image_encoder.ort-cpu.int8.onnx
+        target = f"{stem}.ort-cpu.{suffixes}"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(directory / target)
