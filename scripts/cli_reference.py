@@ -28,7 +28,7 @@ USAGE_WIDTH = 100  # argparse wraps usage to the terminal; fixed here so the pag
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's parsers, not an installed copy's
 
 
-class _Parser(Exception):  # noqa: N818 (a result, not an error)
+class _Parser(Exception):  # a result carried out of main, not an error
     """Raised instead of parsing: carries the parser a command built."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
