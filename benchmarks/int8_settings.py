@@ -3,7 +3,7 @@
     python benchmarks/int8_settings.py --dir /tmp/int8                   # this CPU (exports on first run)
     qemu-x86_64 -cpu EPYC-Rome .venv/bin/python benchmarks/int8_settings.py --dir /tmp/int8 \
         --no-speed --label "AVX2, no VNNI (QEMU EPYC-Rome)"               # the AVX2 kernels, emulated
-    python benchmarks/int8_settings.py --dir /tmp/int8 --table            # the README's table
+    python benchmarks/int8_settings.py --dir /tmp/int8 --table            # the table in docs/runtimes.md
 
 The first run exports, into DIR, three models in fp32 and with each scheme of
 `unilseg.export.onnx.INT8_SCHEMES`: the tiny test model (tests/tiny.py), the seeded full-size

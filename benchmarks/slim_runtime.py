@@ -32,7 +32,7 @@ from slim_venv import build  # noqa: E402
 
 IMAGE = ROOT / "tests/fixtures/images/astronaut.png"
 TEXT = "the astronaut's face"
-AUTHORS_COLD_S = 24.4  # their general_inference.py, one cold call on the 2-core AVX-512 EPYC (README, Start-up)
+AUTHORS_COLD_S = 24.4  # their general_inference.py, one cold call on the 2-core AVX-512 EPYC (docs/speed.md, Start-up)
 
 
 def du(path: Path, leave_out: tuple[Path, ...] = ()) -> int:
@@ -67,7 +67,7 @@ def main() -> None:
     p.add_argument("--slim", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-slim")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
     p.add_argument("--authors", type=float, default=AUTHORS_COLD_S,
-                   help=f"the authors' cold call on this kind of machine, s (default {AUTHORS_COLD_S}: the README's)")
+                   help=f"the authors' cold call on this kind of machine, s (default {AUTHORS_COLD_S}: the docs')")
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.prepare:

@@ -2,7 +2,7 @@
 
     python scripts/demo_figure.py [--model unilseg-demo] [--out imgs]
 
-Writes imgs/demo_scene.png (a scene with a red house, for the README's first command),
+Writes imgs/demo_scene.png (a scene with a red house, for the README's first command and the docs' examples),
 imgs/demo_scene_2.png, imgs/demo_scene_3.png, and imgs/demo_granularity.png: per row a
 scene with its instruction, the predicted mask and the true mask, two rows per
 granularity (object, part, group, stuff). Scenes come from seed 777, which no training

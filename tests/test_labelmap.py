@@ -26,7 +26,7 @@ from unilseg.tasks.labelmap import (
 CLASSES = ["a red circle", "the blue thing", "background stuff: the big square"]
 
 # A little under what the demo model scores on synthetic:20:3 (mIoU 0.916; sky 0.991, ground 0.979,
-# house 0.928, tree 0.923, car 0.893, ball 0.855, sun 0.846; README, "Label maps").
+# house 0.928, tree 0.923, car 0.893, ball 0.855, sun 0.846; docs/label-maps.md).
 SEMANTIC_FLOOR = 0.88
 
 

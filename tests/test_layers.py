@@ -265,7 +265,7 @@ def test_the_walk_sees_imports_inside_functions_and_module_strings():
 
 def test_every_layer_states_its_purpose():
     """Each package's __init__ docstring (every layer's, and inference/backends, data/synthetic) opens with
-    one line, a sentence, saying what it is for: README's "What is inside" shows it (scripts/layout.py)."""
+    one line, a sentence, saying what it is for: the docs' internals page shows it (scripts/layout.py)."""
     found = []
     for init in sorted(PACKAGE.rglob("__init__.py")):
         doc = (ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or "").strip()

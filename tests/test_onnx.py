@@ -302,7 +302,7 @@ def test_full_size_onnx_matches_golden(full_predictor, case):
 
 
 # IoU of int8 masks with fp32 masks on the golden cases, measured by benchmarks/int8_settings.py with the
-# default scheme (README, "int8 on every x86 CPU"), less a margin of 0.02 for other CPUs' kernels.
+# default scheme (docs/runtimes.md, "int8 on every x86 CPU"), less a margin of 0.02 for other CPUs' kernels.
 INT8_GOLDEN_IOU = {"astronaut_face": 0.948, "chelsea_cat": 0.797, "coffee_cup_handle": 1.0}  # 1.0: both empty
 
 

@@ -371,7 +371,7 @@ def test_labeling_page_shows_the_backend_prediction(predicted, label_studio, cli
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
-    if os.environ.get("UNILSEG_LS_SCREENSHOT_BACKEND"):  # 256 colours: the README's copy stays small
+    if os.environ.get("UNILSEG_LS_SCREENSHOT_BACKEND"):  # 256 colours: the docs' copy stays small
         from PIL import Image
 
         with Image.open(shot) as im:

@@ -252,7 +252,7 @@ def test_unreadable_video_is_one_error_exit_2_before_the_model(capsys, tiny, tmp
 @pytest.mark.slow  # a quality floor
 def test_demo_model_video_quality_floor():
     """J (mean over clips x instructions of the mean IoU over frames) of the shipped demo model on
-    generated clips read back from mp4. The README's figure is 0.814 (8 clips of 24 frames);
+    generated clips read back from mp4. The docs' figure (docs/video.md) is 0.814 (8 clips of 24 frames);
     this subset (the first 2 clips, 8 frames each, 8 sequences) scores 0.844."""
     from unilseg.eval.video import evaluate_clips, format_table
     from unilseg.model.build import load_model as load

@@ -238,7 +238,7 @@ def test_device_as_input_file_is_refused(sandbox: Sandbox, flag: str, device: st
 @pytest.mark.parametrize("flag,size", [("--exp-file", 17 << 20), ("--config", 2 << 20), ("--classes-file", 17 << 20),
                                        ("--manifest", (256 << 20) + 1)])
 def test_input_file_over_its_bound_is_refused_unread(sandbox: Sandbox, flag: str, size: int) -> None:
-    """Each input read whole has a size bound (README); a sparse file past it is refused before reading."""
+    """Each input read whole has a size bound (docs/bad-input.md); a sparse file past it is refused before reading."""
     path = sandbox.inp / ("big.jsonl" if flag == "--manifest" else "big.txt")
     with open(path, "wb") as f:
         f.truncate(size)

@@ -2,7 +2,7 @@
 
 UniLSeg-20 has no presence head, so the score is a statistic of the soft map. The
 candidates below were compared on generated scenes with no-target instructions
-(`scripts/presence_scores.py`, table in the README); `PRESENCE` names the one kept.
+(`scripts/presence_scores.py`, table in docs/absent-targets.md); `PRESENCE` names the one kept.
 Each takes the soft map (H, W) float32 and the mask (H, W) bool, and returns a number in
 [0, 1]: pixel values are clipped to [0, 1] (the cubic warp can overshoot). The peak clips
 only its result (the same number), so the kept statistic copies no map per prediction.
@@ -28,7 +28,7 @@ STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "top5%": lambda prob, mask: _top_mean(prob, 0.05),
     "mask mean": lambda prob, mask: float(np.clip(prob[mask], 0.0, 1.0).mean()) if mask.any() else 0.0,  # `score`
 }
-PRESENCE = "peak"  # best ROC AUC with the shipped demo (README: "Absent targets")
+PRESENCE = "peak"  # best ROC AUC with the shipped demo (docs/absent-targets.md)
 
 
 def presence_score(prob: np.ndarray, mask: np.ndarray, statistic: str = PRESENCE) -> float:

@@ -53,7 +53,8 @@ MODELS: dict[str, ModelSpec] = {
             name="unilseg-demo",
             config="unilseg-demo.yaml",
             filename="unilseg-demo.safetensors",
-            source="this package (unilseg/weights/), trained from the unilseg-demo config in three stages (README)",
+            source="this package (unilseg/weights/), trained from the unilseg-demo config in three stages "
+                   "(docs/demo-model.md)",
             bundled=True,
             description="small offline demo model trained on generated scenes (not for photographs)",
         ),

@@ -66,7 +66,7 @@ INT8_SCHEMES = {s.name: s for s in (
     Int8Scheme("u8s8-reduced", "int8", reduce_range=True),
     Int8Scheme("u8u8", "uint8", reduce_range=False),
 )}
-INT8_DEFAULT = "u8u8"  # chosen by benchmarks/int8_settings.py (README, "int8 on every x86 CPU")
+INT8_DEFAULT = "u8u8"  # chosen by benchmarks/int8_settings.py (docs/runtimes.md, "int8 on every x86 CPU")
 INT8_LEGACY = "u8s8"  # what an int8 export that records no scheme was made with (unilseg 0.1.0)
 
 

@@ -1,4 +1,4 @@
-"""README's "What is inside" is the package tree as `scripts/layout.py` prints it."""
+"""The docs' "Internals" page shows the package tree as `scripts/layout.py` prints it."""
 import difflib
 import importlib.util
 
@@ -13,13 +13,13 @@ def load_layout():
     return module
 
 
-def test_readme_lists_the_package_tree():
+def test_internals_page_lists_the_package_tree():
     layout = load_layout()
-    shown, actual = layout.readme_section((ROOT / "README.md").read_text(encoding="utf-8")), layout.tree()
+    shown, actual = layout.shown_section(layout.PAGE.read_text(encoding="utf-8")), layout.tree()
     if shown != actual:
-        diff = "\n".join(difflib.unified_diff(shown.splitlines(), actual.splitlines(), "README.md", "the tree",
+        diff = "\n".join(difflib.unified_diff(shown.splitlines(), actual.splitlines(), "docs/internals.md", "the tree",
                                               lineterm=""))
-        pytest.fail(f"README's \"What is inside\" differs from the package tree; run `python scripts/layout.py "
+        pytest.fail(f"docs/internals.md differs from the package tree; run `python scripts/layout.py "
                     f"--write`:\n{diff}", pytrace=False)
 
 
