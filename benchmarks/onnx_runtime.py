@@ -1,7 +1,7 @@
 """ONNX Runtime against torch: one forward, one image x K instructions, a cold CLI call, int8 quality.
 
     python benchmarks/onnx_runtime.py [--repeat 3] [--texts 8] [--runtimes torch-fp32,torch-bf16,ort-fp32,ort-int8]
-                              [--workdir /tmp/unilseg-bench]
+                              [--workdir /tmp/unilseg-bench] [--no-cli] [--json PATH]
 
 Full-size UniLSeg-20 with seeded weights (480-px input) on the astronaut fixture, side by
 side in one process: torch fp32, torch bf16 (`--precision bf16`), ONNX Runtime fp32 and
@@ -14,7 +14,8 @@ int8 (`unilseg export --format onnx [--quantize int8]`, written to --workdir onc
 - int8 quality: mask IoU against the torch fp32 masks on the three golden cases.
 
 Each runtime is timed in its own process (best of --repeat after a warm-up); cold calls are medians.
-Prints Markdown tables.
+Prints Markdown tables; --json PATH also writes their numbers (`_common.save_results`;
+`scripts/speed_plots.py` draws them).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, median, run_child, seeded_checkpoints
+from _common import ROOT, add_json_option, median, run_child, save_results, seeded_checkpoints
 
 sys.path.insert(0, str(ROOT))
 
@@ -71,7 +72,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
-def cold_cli(args: argparse.Namespace, st: Path, dirs: dict[str, Path], image: Path) -> list[str]:
+def cold_cli(args: argparse.Namespace, st: Path, dirs: dict[str, Path], image: Path) -> list[dict]:
+    """Median wall time and peak RSS of fresh CLI processes per runtime (rows of table "cold_cli")."""
     rows = []
     out = args.workdir / "cold.png"
     base = [sys.executable, "-m", "unilseg", "--img", str(image), "--exp", TEXTS[0], "--sp", str(out),
@@ -86,8 +88,29 @@ def cold_cli(args: argparse.Namespace, st: Path, dirs: dict[str, Path], image: P
             w, r, _ = run_child(base + extra)
             walls.append(w)
             rss.append(r)
-        rows.append(f"| {name} | {median(walls):.2f} | {median(imports):.2f} | {median(rss):.2f} |")
+        rows.append({"table": "cold_cli", "call": name, "wall_s": median(walls), "import_torch_s": median(imports),
+                     "peak_rss_gb": median(rss)})
     return rows
+
+
+def texts_case(texts: int) -> str:
+    return f"1 image x {texts} texts"
+
+
+def runtime_rows(times: dict[tuple[str, str], float], runtimes: list[str], texts: int) -> list[dict]:
+    """Best seconds per (runtime, case) -> one row per runtime (table "runtimes"), forward against the reference."""
+    ref = "torch-fp32" if "torch-fp32" in runtimes else runtimes[0]
+    return [{"table": "runtimes", "runtime": r, "forward_s": times[r, "forward"], "texts": texts,
+             "texts_s": times[r, texts_case(texts)], "reference": ref,
+             "forward_vs_reference": times[r, "forward"] / times[ref, "forward"]} for r in runtimes]
+
+
+def print_runtimes(rows: list[dict]) -> None:
+    ref, texts = rows[0]["reference"], rows[0]["texts"]
+    print(f"| runtime | forward (s) | {texts_case(texts)} (s) | vs {ref} |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['runtime']} | {r['forward_s']:.2f} | {r['texts_s']:.2f} | {r['forward_vs_reference']:.2f}x |")
 
 
 def main() -> None:
@@ -98,6 +121,7 @@ def main() -> None:
     p.add_argument("--no-cli", action="store_true", help="skip the cold CLI calls")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    add_json_option(p)
     args = p.parse_args()
     if args.child:
         return time_one_runtime(args)
@@ -118,15 +142,10 @@ def main() -> None:
                  "--workdir", str(args.workdir)]
         for case, t in json.loads(run_child(argv)[2].strip().splitlines()[-1]).items():
             times[r, case] = t
-    cases = list(dict.fromkeys(c for _, c in times))
     print(f"seeded UniLSeg-20, 480x480, CPU, {torch.get_num_threads()} threads, best of {args.repeat}, "
           "one process per runtime\n")
-    ref = "torch-fp32" if "torch-fp32" in runtimes else runtimes[0]
-    print("| runtime | " + " | ".join(f"{c} (s)" for c in cases) + f" | vs {ref} |")
-    print("|---|" + "---|" * (len(cases) + 1))
-    for r in runtimes:
-        ratio = times[r, "forward"] / times[ref, "forward"]
-        print(f"| {r} | " + " | ".join(f"{times[r, c]:.2f}" for c in cases) + f" | {ratio:.2f}x |")
+    rows = runtime_rows(times, runtimes, args.texts)
+    print_runtimes(rows)
 
     preds = {r: predictor(r, st, dirs) for r in runtimes if r in ("torch-fp32", "ort-int8")}
     if "ort-int8" in preds and "torch-fp32" in preds:
@@ -136,12 +155,17 @@ def main() -> None:
         for case in golden_cases():
             masks = [preds[r].predict(case["exp"], embedding=preds[r].embed([str(FIXTURES / case["img"])])[0])[0].mask
                      for r in ("torch-fp32", "ort-int8")]
-            print(f"- {case['name']}: {iou(*masks):.3f} ({int(masks[0].sum())} px in fp32)")
+            rows.append({"table": "int8_iou", "case": case["name"], "iou": iou(*masks),
+                         "fp32_pixels": int(masks[0].sum())})
+            print(f"- {case['name']}: {rows[-1]['iou']:.3f} ({rows[-1]['fp32_pixels']} px in fp32)")
 
     if cold:
         print("\n| cold CLI call | wall (s) | `import torch` alone (s) | peak RSS (GB) |\n|---|---|---|---|")
-        print("\n".join(cold))
+        for r in cold:
+            print(f"| {r['call']} | {r['wall_s']:.2f} | {r['import_torch_s']:.2f} | {r['peak_rss_gb']:.2f} |")
     print("\n" + json.dumps({f"{r}|{c}": round(t, 3) for (r, c), t in times.items()}))
+    if args.json:
+        save_results(args.json, "onnx_runtime", rows + cold, args)
 
 
 def time_one_runtime(args: argparse.Namespace) -> None:
@@ -154,7 +178,7 @@ def time_one_runtime(args: argparse.Namespace) -> None:
     texts = (TEXTS * args.texts)[: args.texts]
     cases = {
         "forward": lambda: pred.predict_logits(texts[:1], pred.embed([image])[0]),
-        f"1 image x {args.texts} texts": lambda: pred.predict_logits(texts, pred.embed([image])[0]),
+        texts_case(args.texts): lambda: pred.predict_logits(texts, pred.embed([image])[0]),
     }
     cases["forward"]()  # warm-up
     best = {c: min(timed(fn) for _ in range(args.repeat)) for c, fn in cases.items()}

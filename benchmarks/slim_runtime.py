@@ -1,6 +1,7 @@
 """The slim runtime (ONNX Runtime, no PyTorch) against the full install: size on disk and cold calls.
 
     python benchmarks/slim_runtime.py [--repeat 3] [--slim /tmp/unilseg-slim] [--workdir /tmp/unilseg-bench]
+                                      [--json PATH]
 
 - size: the slim venv (`scripts/slim_venv.py`, Dockerfile.onnx's lines; made at --slim if it is
   not there) and this one (the full install: torch, every extra; a Label Studio server venv
@@ -13,7 +14,7 @@
   its figure is the one measured before, on this kind of machine). The masks of the two venvs are
   compared byte for byte.
 
-Prints Markdown tables.
+Prints Markdown tables; --json PATH also writes their numbers (`_common.save_results`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, median, run_child, seeded_checkpoints
+from _common import ROOT, add_json_option, median, run_child, save_results, seeded_checkpoints
 from onnx_runtime import exports
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -69,6 +70,7 @@ def main() -> None:
     p.add_argument("--authors", type=float, default=AUTHORS_COLD_S,
                    help=f"the authors' cold call on this kind of machine, s (default {AUTHORS_COLD_S}: the docs')")
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    add_json_option(p)
     args = p.parse_args()
     if args.prepare:
         return prepare(args.workdir)
@@ -79,6 +81,8 @@ def main() -> None:
     site = next((full / "lib").glob("python3*/site-packages"))
     torch_dirs = [site / name for name in os.listdir(site) if name.split("-")[0] in ("torch", "nvidia", "triton")]
     sizes = {"slim": du(args.slim), "full": du(full, (full / "label-studio",)), "torch": sum(map(du, torch_dirs))}
+    rows = [{"table": "size", "venv": "slim", "mb": sizes["slim"] / 1e6, "torch_mb": None},
+            {"table": "size", "venv": "full", "mb": sizes["full"] / 1e6, "torch_mb": sizes["torch"] / 1e6}]
     print("| venv | size on disk |\n|---|---|")
     print(f"| slim (`scripts/slim_venv.py`, Dockerfile.onnx) | {sizes['slim'] / 1e6:.0f} MB |")
     print(f"| full (`scripts/install.sh`: torch and every extra) | {sizes['full'] / 1e6:.0f} MB "
@@ -103,10 +107,15 @@ def main() -> None:
         wall, peak, masks[runtime, venv] = cold_calls([*argv, "--sp", str(out)], out, args.repeat)
         walls[runtime, venv] = wall
         ref = walls["torch fp32 (.safetensors)", "full"]
+        rows.append({"table": "cold", "runtime": runtime, "venv": venv, "wall_s": wall, "peak_rss_gb": peak,
+                     "vs_torch_fp32": wall / ref, "vs_authors": wall / args.authors})
         print(f"| {runtime} | {venv} | {wall:.2f} | {peak:.2f} | {wall / ref:.2f}x | {wall / args.authors:.2f}x |")
     for variant in dirs:
         same = masks[f"ORT {variant}", "slim"] == masks[f"ORT {variant}", "full"]
+        rows.append({"table": "masks", "variant": variant, "byte_equal": same})
         print(f"\nORT {variant}: masks byte-equal between the slim and the full venv: {'yes' if same else 'NO'}")
+    if args.json:
+        save_results(args.json, "slim_runtime", rows, args)
 
 
 if __name__ == "__main__":

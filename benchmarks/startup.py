@@ -1,10 +1,11 @@
 """Start-up cost: one cold CLI call (process start to PNG written) and model load alone.
 
-    python benchmarks/startup.py [--repeat 3] [--workdir /tmp/unilseg-bench]
+    python benchmarks/startup.py [--repeat 3] [--workdir /tmp/unilseg-bench] [--size 480] [--json PATH]
 
 Uses seeded full-size UniLSeg-20 checkpoints (same tensors as the real one) in both
 formats; the page cache is warm (files just written or read), the process is cold.
-Prints medians of wall time and peak RSS (the child's own ru_maxrss).
+Prints medians of wall time and peak RSS (the child's own ru_maxrss); --json PATH also writes
+them (`_common.save_results`; `scripts/speed_plots.py` draws them).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, median, run_child, seeded_checkpoints
+from _common import ROOT, add_json_option, median, run_child, save_results, seeded_checkpoints
 
 LOAD_ONLY = """
 import resource, sys, time
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
     p.add_argument("--size", type=int, default=480, help="input size (the checkpoint's is 480)")
+    add_json_option(p)
     args = p.parse_args()
     pth, st = seeded_checkpoints(args.workdir)
     img = ROOT / "tests/fixtures/images/astronaut.png"
@@ -40,6 +42,7 @@ def main() -> None:
     print(f"input {args.size}x{args.size}, fp32, CPU, {args.repeat} runs each (median)")
     print("| weights | cold CLI call: wall | peak RSS | model load alone: wall | RSS added by load |")
     print("|---|---|---|---|---|")
+    rows = []
     for path in (pth, st):
         cli = [sys.executable, "general_inference.py", "--img", str(img), "--exp", "the face of the astronaut",
                "--sp", str(out), "--weights", str(path), "--device", "cpu", "--opts", "input.size", str(args.size)]
@@ -54,8 +57,13 @@ def main() -> None:
             t, rss = map(float, text.split())
             loads.append(t)
             added.append(rss)
-        print(f"| {path.suffix} ({path.stat().st_size / 1e9:.2f} GB) | {median(walls):.2f} s | {median(peaks):.2f} GB "
-              f"| {median(loads):.2f} s | {median(added):.2f} GB |")
+        r = {"weights": path.suffix, "size_gb": path.stat().st_size / 1e9, "cold_wall_s": median(walls),
+             "peak_rss_gb": median(peaks), "load_wall_s": median(loads), "load_rss_added_gb": median(added)}
+        rows.append(r)
+        print(f"| {r['weights']} ({r['size_gb']:.2f} GB) | {r['cold_wall_s']:.2f} s | {r['peak_rss_gb']:.2f} GB "
+              f"| {r['load_wall_s']:.2f} s | {r['load_rss_added_gb']:.2f} GB |")
+    if args.json:
+        save_results(args.json, "startup", rows, args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--repeat 2] [--images 20] [--threads N] [--clock wall|cpu]
                                     [--workdir /tmp/unilseg-bench] [--no-cli] [--cli-precision fp32|bf16]
+                                    [--json PATH]
 
 On a seeded full-size UniLSeg-20 checkpoint (same tensors and shapes as the real one), CPU:
 
@@ -16,7 +17,8 @@ On a seeded full-size UniLSeg-20 checkpoint (same tensors and shapes as the real
 wait4 — instead of wall time: on a machine shared with other jobs it is not inflated by
 waiting for a core, so ratios stay meaningful. Children get OMP_NUM_THREADS=--threads.
 Timings are the best of --repeat runs after a warm-up run (cases interleaved, so a burst
-of load hits all alike). Prints Markdown tables.
+of load hits all alike). Prints Markdown tables; --json PATH also writes their numbers
+(`_common.save_results`; `scripts/speed_plots.py` draws them).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, seeded_checkpoints
+from _common import ROOT, add_json_option, save_results, seeded_checkpoints
 
 sys.path.insert(0, str(ROOT))
 
@@ -170,6 +172,52 @@ def steady_image_cost(weights: Path, image_paths: list[Path], repeat: int, preci
             "whole": min(timed(lambda p=p: whole(p)) for p in paths)}
 
 
+def expression_rows(res: dict[str, dict]) -> list[dict]:
+    """`expressions_per_image`'s result -> one row per precision and case (table "expressions")."""
+    rows = []
+    for precision, r in res.items():
+        for key, total in r["k"].items():
+            k = key if isinstance(key, int) else 8
+            rows.append({"table": "expressions", "precision": precision, "single_forward_s": r["single"],
+                         "expressions": k, "decoder_batch": 1 if isinstance(key, int) else k, "total_s": total,
+                         "per_expression_s": total / k, "vs_single_forwards": total / (k * r["single"]),
+                         "per_expression_vs_fp32": total / res["fp32"]["k"][key] if key in res["fp32"]["k"] else None})
+    return rows
+
+
+def image_row(cli: dict, steady: dict, n: int, precision: str) -> dict:
+    """`cli_throughput` and `steady_image_cost` for n images -> the row of table "images"."""
+    per_image = (cli["all"] - cli["one"]) / (n - 1)
+    return {"table": "images", "precision": precision, "images": n, "one_process_one_image_s": cli["one"],
+            "one_process_all_s": cli["all"], "per_image_marginal_s": per_image, "separate_calls_s": cli["separate"],
+            "separate_per_image_s": cli["separate"] / n, "steady_forward_s": steady["forward"],
+            "steady_whole_s": steady["whole"], "marginal_vs_steady_forward": per_image / steady["forward"]}
+
+
+def print_expressions(rows: list[dict]) -> None:
+    print("| precision | single forward | k | total | per expression | vs k single forwards | per expr. vs fp32 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        key = r["expressions"] if r["decoder_batch"] == 1 else f"{r['expressions']}, one decoder batch"
+        vs_fp32 = "" if r["per_expression_vs_fp32"] is None else f"{r['per_expression_vs_fp32']:.2f}"
+        print(f"| {r['precision']} | {r['single_forward_s']:.2f} s | {key} | {r['total_s']:.2f} s "
+              f"| {r['per_expression_s']:.2f} s | {r['vs_single_forwards']:.2f} | {vs_fp32} |")
+
+
+def print_images(r: dict, clock: str) -> None:
+    n = r["images"]
+    print(f"\n### {n} images x 1 expression, {r['precision']} (CLI processes, {clock} clock)\n")
+    print("| run | total | per image |")
+    print("|---|---|---|")
+    print(f"| one process, 1 image (start-up + 1 image) | {r['one_process_one_image_s']:.1f} s | |")
+    print(f"| one process, {n} images | {r['one_process_all_s']:.1f} s "
+          f"| {r['per_image_marginal_s']:.2f} s (marginal) |")
+    print(f"| {n} separate CLI calls | {r['separate_calls_s']:.1f} s | {r['separate_per_image_s']:.2f} s |")
+    print(f"| warm process: single forward | | {r['steady_forward_s']:.2f} s |")
+    print(f"| warm process: read + forward + mask + PNG | | {r['steady_whole_s']:.2f} s |")
+    print(f"\nper image in one process / steady single forward: {r['marginal_vs_steady_forward']:.2f}")
+
+
 def main() -> None:
     global CLOCK
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,6 +228,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "unilseg-bench")
     p.add_argument("--no-cli", action="store_true", help="skip the N-images CLI comparison (the slow part)")
     p.add_argument("--cli-precision", default="fp32", choices=("fp32", "bf16"))
+    add_json_option(p)
     args = p.parse_args()
     import torch
 
@@ -194,31 +243,18 @@ def main() -> None:
     print(f"seeded UniLSeg-20 (480 px), CPU, {torch.get_num_threads()} thread(s), {args.clock} clock, "
           f"best of {args.repeat}; load average {os.getloadavg()[0]:.1f} at start")
     res = expressions_per_image(weights, args.repeat)
+    rows = expression_rows(res)
     print("\n### One image, k expressions (Predictor: set_image + predict, masks included)\n")
-    print("| precision | single forward | k | total | per expression | vs k single forwards | per expr. vs fp32 |")
-    print("|---|---|---|---|---|---|---|")
-    for precision, r in res.items():
-        for key, total in r["k"].items():
-            k = key if isinstance(key, int) else 8
-            vs_fp32 = f"{total / res['fp32']['k'][key]:.2f}" if key in res["fp32"]["k"] else ""
-            print(f"| {precision} | {r['single']:.2f} s | {key} | {total:.2f} s | {total / k:.2f} s "
-                  f"| {total / (k * r['single']):.2f} | {vs_fp32} |")
+    print_expressions(rows)
     if not args.no_cli:
         images = make_images(args.workdir / "images", args.images)
         cli = cli_throughput(weights, args.workdir, images, args.repeat, args.cli_precision)
         steady = steady_image_cost(weights, images, args.repeat, args.cli_precision)
-        n = args.images
-        per_image = (cli["all"] - cli["one"]) / (n - 1)
-        print(f"\n### {n} images x 1 expression, {args.cli_precision} (CLI processes, {args.clock} clock)\n")
-        print("| run | total | per image |")
-        print("|---|---|---|")
-        print(f"| one process, 1 image (start-up + 1 image) | {cli['one']:.1f} s | |")
-        print(f"| one process, {n} images | {cli['all']:.1f} s | {per_image:.2f} s (marginal) |")
-        print(f"| {n} separate CLI calls | {cli['separate']:.1f} s | {cli['separate'] / n:.2f} s |")
-        print(f"| warm process: single forward | | {steady['forward']:.2f} s |")
-        print(f"| warm process: read + forward + mask + PNG | | {steady['whole']:.2f} s |")
-        print(f"\nper image in one process / steady single forward: {per_image / steady['forward']:.2f}")
+        rows.append(image_row(cli, steady, args.images, args.cli_precision))
+        print_images(rows[-1], args.clock)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    if args.json:
+        save_results(args.json, "throughput", rows, args)
 
 
 if __name__ == "__main__":
