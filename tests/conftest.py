@@ -69,6 +69,15 @@ def label_studio(ls_documents, tmp_path_factory):
         yield server
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The docs examples' tally, when tests/test_docs_examples.py ran pages: blocks run, and those not tested."""
+    runner = sys.modules.get("docs_runner")
+    if runner is not None and runner.RESULTS:
+        terminalreporter.write_sep("=", "docs examples")
+        for line in runner.summary(runner.RESULTS):
+            terminalreporter.write_line(line)
+
+
 _exit_status: list[int] = []
 
 
