@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +37,15 @@ def seeded_model(seeded_checkpoint):
     from unilseg.model.build import load_model
 
     return load_model(seeded_checkpoint, ROOT / "src" / "unilseg" / "configs" / "unilseg20.yaml", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request) -> Path:
+    """A folder for one test module's shared files (exports, venvs, converted checkpoints), removed when the
+    module ends: a run's module-wide gigabytes must not pile up until the session ends."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -94,6 +104,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     import os
 
     if _exit_status:
+        # os._exit skips atexit, where pytest removes the lock of this run's temporary folder; a folder left
+        # locked is never cleaned up by later runs (kept if the run failed: tmp_path_retention_policy).
+        basetemp = getattr(getattr(config, "_tmp_path_factory", None), "_basetemp", None)
+        if basetemp is not None:
+            (Path(basetemp) / ".lock").unlink(missing_ok=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[0])

@@ -32,9 +32,9 @@ TEXTS = ["the left cat", "sky", "a person in a red coat"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(module_tmp):
     """A tiny seeded model and its fp32 ONNX export -> (config, weights, export dir)."""
-    root = tmp_path_factory.mktemp("onnx-tiny")
+    root = module_tmp / "onnx-tiny"
     config, weights = write_tiny_model(root)
     out = root / "export"
     assert main(["export", "--config", str(config), "--weights", str(weights), "--format", "onnx",
@@ -43,9 +43,10 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full_export(seeded_checkpoint, tmp_path_factory):
+def full_export(seeded_checkpoint, module_tmp):
     """The seeded full-size UniLSeg-20 exported to ONNX (fp32)."""
-    out = tmp_path_factory.mktemp("onnx-full") / "unilseg20"
+    (module_tmp / "onnx-full").mkdir()
+    out = module_tmp / "onnx-full" / "unilseg20"
     assert main(["export", "--weights", str(seeded_checkpoint), "--config", FULL_CONFIG, "--format", "onnx",
                  "--out", str(out)]) == 0
     return out

@@ -44,9 +44,9 @@ def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True, 
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory) -> Path:
+def export(module_tmp) -> Path:
     """An fp32 ONNX export of the demo model, made by this (full) environment."""
-    out = tmp_path_factory.mktemp("export") / "demo-onnx"
+    out = module_tmp / "demo-onnx"
     run([sys.executable, "-m", "unilseg", "export", "--model", "unilseg-demo", "--device", "cpu", "--format", "onnx",
          "--out", str(out)])
     return out
@@ -163,13 +163,13 @@ def test_serve_and_demo_on_onnx_import_no_torch(export, hooked):
 
 
 @pytest.fixture(scope="module")
-def slim(tmp_path_factory) -> Path:
+def slim(module_tmp) -> Path:
     """A fresh virtual environment with Dockerfile.onnx's install lines only (`scripts/slim_venv.py`) -> its
     python."""
     lines = (ROOT / "Dockerfile.onnx").read_text().splitlines()
     installs = [line for line in lines if line.startswith("RUN pip install ")]
     assert "-r requirements-onnx.txt" in installs[0] and installs[-1].endswith("--no-deps .")
-    venv = tmp_path_factory.mktemp("slim") / "venv"
+    venv = module_tmp / "slim-venv"
     run([sys.executable, str(ROOT / "scripts/slim_venv.py"), str(venv)], timeout=900)
     return venv / "bin" / "python"
 

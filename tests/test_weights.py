@@ -20,8 +20,8 @@ CONFIG = ROOT / "src/unilseg/configs/unilseg20.yaml"
 
 
 @pytest.fixture(scope="module")
-def converted(seeded_checkpoint, tmp_path_factory):
-    return convert(seeded_checkpoint, tmp_path_factory.mktemp("st") / "seed0.safetensors")
+def converted(seeded_checkpoint, module_tmp):
+    return convert(seeded_checkpoint, module_tmp / "seed0.safetensors")
 
 
 @pytest.mark.slow

@@ -16,9 +16,9 @@ FIRST_COMMAND = ["--model", "unilseg-demo", "--img", "imgs/demo_scene.png", "--e
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(module_tmp):
     """(site dir with the wheel installed, environment that imports it first, a work dir outside the checkout)."""
-    tmp = tmp_path_factory.mktemp("wheel")
+    tmp = module_tmp
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
                             "-w", str(tmp / "dist")], capture_output=True, text=True, cwd=tmp)
     assert build.returncode == 0, build.stderr[-2000:]

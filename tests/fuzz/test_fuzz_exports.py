@@ -23,10 +23,10 @@ SCENE = Path(__file__).resolve().parents[2] / "imgs" / "demo_scene.png"  # the d
 
 
 @pytest.fixture(scope="module")
-def demo_export(tmp_path_factory) -> Path:
+def demo_export(module_tmp) -> Path:
     from unilseg.__main__ import main
 
-    out = tmp_path_factory.mktemp("fuzz-export") / "demo-onnx"
+    out = module_tmp / "demo-onnx"
     assert main(["export", *MODEL, "--format", "onnx", "--out", str(out)]) == 0
     return out
 
