@@ -99,6 +99,7 @@ class SyntheticSamples(Sequence):
         self.num_scenes, self.seed, self.per_scene, self.absent = num_scenes, seed, per_scene, absent
         self.scene = scene or SceneConfig()
         self._cache: tuple[int, Any] | None = None
+        self._absent: tuple[int, Any] | None = None  # (scene index, its absent_instructions), made on first need
 
     def __len__(self) -> int:
         return self.num_scenes * (self.per_scene + self.absent)
@@ -114,7 +115,6 @@ class SyntheticSamples(Sequence):
             meta={"phrasing": inst.granularity} if no_target else {},
         )
 
-
     def instruction(self, k: int) -> tuple[Scene, np.ndarray, np.ndarray, Instruction]:
         """Sample k's scene, image RGB uint8 (S, S, 3), labels uint16 (S, S) and instruction (with its target)."""
         if not 0 <= k < len(self):
@@ -126,7 +126,9 @@ class SyntheticSamples(Sequence):
             self._cache = (index, (scene, image, labels, instructions(scene, labels)))
         scene, image, labels, options = self._cache[1]
         if slot >= self.per_scene:  # a no-target instruction: granularities in turn over the scenes
-            options = absent_instructions(scene)
+            if self._absent is None or self._absent[0] != index:
+                self._absent = (index, absent_instructions(scene))
+            options = self._absent[1]
             granularity = GRANULARITIES[(index + slot - self.per_scene) % len(GRANULARITIES)]
             rng = np.random.default_rng([self.seed, index, slot, 4])
             return scene, image, labels, sample_instruction(options, rng, granularity)
