@@ -1,9 +1,9 @@
-"""Make the README's demo pictures from held-out generated scenes and the demo model.
+"""Make the demo scenes and the granularity figure from held-out generated scenes and the demo model.
 
-    python scripts/demo_figure.py [--model unilseg-demo] [--out imgs]
+    python scripts/demo_figure.py [--model unilseg-demo] [--out imgs] [--figures docs/img]
 
 Writes imgs/demo_scene.png (a scene with a red house, for the README's first command and the docs' examples),
-imgs/demo_scene_2.png, imgs/demo_scene_3.png, and imgs/demo_granularity.png: per row a
+imgs/demo_scene_2.png, imgs/demo_scene_3.png, and docs/img/demo_granularity.png: per row a
 scene with its instruction, the predicted mask and the true mask, two rows per
 granularity (object, part, group, stuff). Scenes come from seed 777, which no training
 run uses.
@@ -71,7 +71,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="unilseg-demo")
     p.add_argument("--weights", help="weights file (overrides --model)")
-    p.add_argument("--out", type=Path, default=Path("imgs"))
+    p.add_argument("--out", type=Path, default=Path("imgs"), help="the demo scenes (inputs of the examples)")
+    p.add_argument("--figures", type=Path, default=Path("docs/img"), help="the granularity figure")
     p.add_argument("--per-granularity", type=int, default=2)
     args = p.parse_args()
 
@@ -102,8 +103,9 @@ def main() -> None:
         ], 1))
     sep = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([r for row in rows for r in (row, sep)][:-1], 0)
-    cv2.imwrite(str(args.out / "demo_granularity.png"), grid[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    print(f"wrote {args.out}/demo_granularity.png and demo scenes")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(args.figures / "demo_granularity.png"), grid[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {args.figures}/demo_granularity.png and the demo scenes in {args.out}/")
 
 
 if __name__ == "__main__":

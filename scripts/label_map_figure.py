@@ -1,6 +1,6 @@
 """Make the README's label-map picture: a held-out scene, its label map, the overlay and the truth.
 
-    python scripts/label_map_figure.py [--model unilseg-demo] [--out imgs/label_map.png]
+    python scripts/label_map_figure.py [--model unilseg-demo] [--out docs/img/label_map.png]
 
 The scene is the first of stream 777 (no training run uses it) with the sun, a house
 and two more kinds of thing (a scene holds at most three kinds besides the sun). The
@@ -44,7 +44,7 @@ def panel(image_bgr: np.ndarray, caption: str) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="unilseg-demo")
-    p.add_argument("--out", type=Path, default=Path("imgs/label_map.png"))
+    p.add_argument("--out", type=Path, default=Path("docs/img/label_map.png"))
     args = p.parse_args()
 
     from unilseg.inference.predictor import Predictor

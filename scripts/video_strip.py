@@ -1,6 +1,7 @@
-"""Make the README's video picture: frames of a generated clip with the demo model's masks.
+"""Make the docs' video picture: frames of a generated clip with the demo model's masks.
 
-    python scripts/video_strip.py [--model unilseg-demo] [--seed 5] [--clip 1] [--every 4] [--out imgs/video_strip.png]
+    python scripts/video_strip.py [--model unilseg-demo] [--seed 5] [--clip 1] [--every 4]
+                                   [--out docs/img/video_strip.png]
 
 The clip (a scene whose objects move a few pixels per frame, `unilseg.data.synthetic.clip`)
 is written to an mp4 and segmented through `tasks.video.segment_video`, as
@@ -45,7 +46,7 @@ def main() -> None:
     p.add_argument("--clip", type=int, default=1)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--every", type=int, default=4, help="show every Nth frame")
-    p.add_argument("--out", type=Path, default=Path("imgs/video_strip.png"))
+    p.add_argument("--out", type=Path, default=Path("docs/img/video_strip.png"))
     args = p.parse_args()
 
     from unilseg.inference.predictor import Predictor

@@ -9,7 +9,6 @@ demo model (`--model unilseg-demo`) knows. What is there:
 | `imgs/demo_scene.png` | the README's scene: the sun, a red, an orange and three green houses |
 | `imgs/demo_scene_2.png` | a green tree, two white cars, a blue car, a blue and a red ball |
 | `imgs/demo_scene_3.png` | a pink and a green tree, a blue and a green car, a white ball |
-| `imgs/demo_*.png` | the other figures of imgs/ (granularity grid, presence plots, web page) |
 | `photo.jpg` | `imgs/demo_scene.png` as a JPEG |
 | `a.png`, `a.jpg` | `imgs/demo_scene.png`, as PNG and JPEG |
 | `b.png`, `b.jpg` | `imgs/demo_scene_2.png`, as PNG and JPEG |

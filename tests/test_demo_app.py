@@ -4,7 +4,7 @@ Headless Chromium (Debian's `chromium` package, or the binary named by $UNILSEG_
 through Playwright for Python. Missing either is a failure with the command to install
 it, not a skip: `.ci/run` installs both.
 
-Set UNILSEG_DEMO_SCREENSHOT=imgs/demo_page.png to also write the docs' screenshot.
+Set UNILSEG_DEMO_SCREENSHOT=docs/img/demo_page.png to also write the docs' screenshot.
 """
 from __future__ import annotations
 

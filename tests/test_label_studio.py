@@ -10,7 +10,7 @@ the API decode to the same masks; headless Chromium opens a task's labeling page
 the image and the prediction regions. Without the server the online tests fail under CI
 (env CI set) and are skipped elsewhere.
 
-Set UNILSEG_LS_SCREENSHOT=imgs/label_studio_page.png to also write the docs' screenshot.
+Set UNILSEG_LS_SCREENSHOT=docs/img/label_studio_page.png to also write the docs' screenshot.
 """
 from __future__ import annotations
 

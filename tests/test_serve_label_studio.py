@@ -11,7 +11,7 @@ API (POST /api/ml), Label Studio is asked for predictions (the Data Manager acti
 retrieve_tasks_predictions), and the predictions read back from its API decode (the SDK's
 brush decoder) to the very masks `unilseg segment` writes; a task whose image is on
 another host gets an empty prediction and a logged warning. Headless Chromium then shows a
-pre-annotated task; set UNILSEG_LS_SCREENSHOT_BACKEND=imgs/label_studio_backend.png to keep
+pre-annotated task; set UNILSEG_LS_SCREENSHOT_BACKEND=docs/img/label_studio_backend.png to keep
 that screenshot.
 """
 from __future__ import annotations
