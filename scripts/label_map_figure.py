@@ -1,4 +1,4 @@
-"""Make the README's label-map picture: a held-out scene, its label map, the overlay and the truth.
+"""Make the docs' label-map picture: a held-out scene, its label map, the overlay and the truth.
 
     python scripts/label_map_figure.py [--model unilseg-demo] [--out docs/img/label_map.png]
 
