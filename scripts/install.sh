@@ -28,6 +28,7 @@ sdk_log="$(mktemp)"  # pip then warns of the OpenCV pin it was told to pass over
   >"$sdk_log" 2>&1 || { cat "$sdk_log" >&2; exit 1; }
 grep -v "opencv-python-headless<4.13\|resolver does not currently take into account\|^WARNING: Location" "$sdk_log" >&2 \
   || true
+rm -f "$sdk_log"
 need=()  # system packages the tests drive: the browser, and QEMU's user-mode emulator for the AVX2 int8 test
 command -v chromium >/dev/null || [ -n "${UNILSEG_CHROMIUM:-}" ] || need+=(chromium)
 command -v qemu-x86_64 >/dev/null || [ "$(uname -m)" != x86_64 ] || need+=(qemu-user)
@@ -36,6 +37,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >"$log" 2>&1 \
       || { echo "install: could not install ${need[*]} with apt-get; see $log" >&2; exit 1; }
+    rm -f "$log"
   else
     echo "install: run 'sudo apt-get install -y ${need[*]}' for the tests that drive them (the web demo's" \
          "browser test; the int8 test on AVX2 kernels)" >&2
