@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from unilseg.inference.backends.cpu import CpuFeatures, parse_cpuinfo  # noqa: E402 (imports no torch)
+
 RESULTS_FORMAT = 1
 # /proc/cpuinfo flags that change which kernels run: oneDNN's bf16 and ORT's int8 paths
 CPU_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -54,22 +56,6 @@ def median(values: list[float]) -> float:
     return s[len(s) // 2]
 
 
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
-    """(model name, flags) of the first processor listed in `cpuinfo`; (platform's guess, no flags) without it."""
-    model, flags = "", set()
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model or platform.processor() or platform.machine(), flags
-
-
 def _version(module: str, *distributions: str) -> str | None:
     """The imported module's __version__ (torch's carries its build, +cu130), else the installed distribution's."""
     if module in sys.modules:
@@ -94,10 +80,14 @@ def _git_revision() -> str | None:
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """What a timing depends on: CPU model and flags, cores, library versions; torch's view only if it is imported
     (a benchmark whose parent process stays without torch is not made to import it here)."""
-    model, flags = cpu_info(cpuinfo)
+    try:  # the parser `unilseg models` prints its CPU line with
+        cpu = parse_cpuinfo(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        cpu = CpuFeatures(platform.processor() or platform.machine(), None)
+    flags = cpu.flags or frozenset()
     torch = sys.modules.get("torch")
     return {
-        "cpu": model,
+        "cpu": cpu.model,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "flags": {flag: flag in flags for flag in CPU_FLAGS},
