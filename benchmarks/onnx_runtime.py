@@ -105,12 +105,19 @@ def runtime_rows(times: dict[tuple[str, str], float], runtimes: list[str], texts
              "forward_vs_reference": times[r, "forward"] / times[ref, "forward"]} for r in runtimes]
 
 
-def print_runtimes(rows: list[dict]) -> None:
+def runtimes_table(rows: list[dict]) -> str:
+    """Table "runtimes" in Markdown (printed here, and on the docs' speed page by scripts/speed_plots.py)."""
     ref, texts = rows[0]["reference"], rows[0]["texts"]
-    print(f"| runtime | forward (s) | {texts_case(texts)} (s) | vs {ref} |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['runtime']} | {r['forward_s']:.2f} | {r['texts_s']:.2f} | {r['forward_vs_reference']:.2f}x |")
+    return "\n".join([f"| runtime | forward (s) | {texts_case(texts)} (s) | vs {ref} |", "|---|---|---|---|"]
+                     + [f"| {r['runtime']} | {r['forward_s']:.2f} | {r['texts_s']:.2f} "
+                        f"| {r['forward_vs_reference']:.2f}x |" for r in rows])
+
+
+def cold_table(rows: list[dict]) -> str:
+    """Table "cold_cli" in Markdown."""
+    return "\n".join(["| cold CLI call | wall (s) | `import torch` alone (s) | peak RSS (GB) |", "|---|---|---|---|"]
+                     + [f"| {r['call']} | {r['wall_s']:.2f} | {r['import_torch_s']:.2f} | {r['peak_rss_gb']:.2f} |"
+                        for r in rows])
 
 
 def main() -> None:
@@ -145,7 +152,7 @@ def main() -> None:
     print(f"seeded UniLSeg-20, 480x480, CPU, {torch.get_num_threads()} threads, best of {args.repeat}, "
           "one process per runtime\n")
     rows = runtime_rows(times, runtimes, args.texts)
-    print_runtimes(rows)
+    print(runtimes_table(rows))
 
     preds = {r: predictor(r, st, dirs) for r in runtimes if r in ("torch-fp32", "ort-int8")}
     if "ort-int8" in preds and "torch-fp32" in preds:
@@ -160,9 +167,7 @@ def main() -> None:
             print(f"- {case['name']}: {rows[-1]['iou']:.3f} ({rows[-1]['fp32_pixels']} px in fp32)")
 
     if cold:
-        print("\n| cold CLI call | wall (s) | `import torch` alone (s) | peak RSS (GB) |\n|---|---|---|---|")
-        for r in cold:
-            print(f"| {r['call']} | {r['wall_s']:.2f} | {r['import_torch_s']:.2f} | {r['peak_rss_gb']:.2f} |")
+        print("\n" + cold_table(cold))
     print("\n" + json.dumps({f"{r}|{c}": round(t, 3) for (r, c), t in times.items()}))
     if args.json:
         save_results(args.json, "onnx_runtime", rows + cold, args)

@@ -29,6 +29,16 @@ print(t, (rss1 - rss0) / 1e9)
 """
 
 
+TABLE_HEADER = ("| weights | cold CLI call: wall | peak RSS | model load alone: wall | RSS added by load |\n"
+                "|---|---|---|---|---|")
+
+
+def table_line(r: dict) -> str:
+    """One row of the Markdown table (printed here, and on the docs' speed page by scripts/speed_plots.py)."""
+    return (f"| {r['weights']} ({r['size_gb']:.2f} GB) | {r['cold_wall_s']:.2f} s | {r['peak_rss_gb']:.2f} GB "
+            f"| {r['load_wall_s']:.2f} s | {r['load_rss_added_gb']:.2f} GB |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=3)
@@ -40,8 +50,7 @@ def main() -> None:
     img = ROOT / "tests/fixtures/images/astronaut.png"
     out = args.workdir / "mask.png"
     print(f"input {args.size}x{args.size}, fp32, CPU, {args.repeat} runs each (median)")
-    print("| weights | cold CLI call: wall | peak RSS | model load alone: wall | RSS added by load |")
-    print("|---|---|---|---|---|")
+    print(TABLE_HEADER)
     rows = []
     for path in (pth, st):
         cli = [sys.executable, "general_inference.py", "--img", str(img), "--exp", "the face of the astronaut",
@@ -60,8 +69,7 @@ def main() -> None:
         r = {"weights": path.suffix, "size_gb": path.stat().st_size / 1e9, "cold_wall_s": median(walls),
              "peak_rss_gb": median(peaks), "load_wall_s": median(loads), "load_rss_added_gb": median(added)}
         rows.append(r)
-        print(f"| {r['weights']} ({r['size_gb']:.2f} GB) | {r['cold_wall_s']:.2f} s | {r['peak_rss_gb']:.2f} GB "
-              f"| {r['load_wall_s']:.2f} s | {r['load_rss_added_gb']:.2f} GB |")
+        print(table_line(r))  # as each is measured
     if args.json:
         save_results(args.json, "startup", rows, args)
 

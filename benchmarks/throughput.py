@@ -194,27 +194,34 @@ def image_row(cli: dict, steady: dict, n: int, precision: str) -> dict:
             "steady_whole_s": steady["whole"], "marginal_vs_steady_forward": per_image / steady["forward"]}
 
 
-def print_expressions(rows: list[dict]) -> None:
-    print("| precision | single forward | k | total | per expression | vs k single forwards | per expr. vs fp32 |")
-    print("|---|---|---|---|---|---|---|")
+def expressions_table(rows: list[dict]) -> str:
+    """Table "expressions" in Markdown (printed here, and on the docs' speed page by scripts/speed_plots.py)."""
+    lines = ["| precision | single forward | k | total | per expression | vs k single forwards | per expr. vs fp32 |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         key = r["expressions"] if r["decoder_batch"] == 1 else f"{r['expressions']}, one decoder batch"
         vs_fp32 = "" if r["per_expression_vs_fp32"] is None else f"{r['per_expression_vs_fp32']:.2f}"
-        print(f"| {r['precision']} | {r['single_forward_s']:.2f} s | {key} | {r['total_s']:.2f} s "
-              f"| {r['per_expression_s']:.2f} s | {r['vs_single_forwards']:.2f} | {vs_fp32} |")
+        lines.append(f"| {r['precision']} | {r['single_forward_s']:.2f} s | {key} | {r['total_s']:.2f} s "
+                     f"| {r['per_expression_s']:.2f} s | {r['vs_single_forwards']:.2f} | {vs_fp32} |")
+    return "\n".join(lines)
+
+
+def images_table(r: dict) -> str:
+    """The row of table "images" as its Markdown table."""
+    n = r["images"]
+    return "\n".join([
+        "| run | total | per image |",
+        "|---|---|---|",
+        f"| one process, 1 image (start-up + 1 image) | {r['one_process_one_image_s']:.1f} s | |",
+        f"| one process, {n} images | {r['one_process_all_s']:.1f} s | {r['per_image_marginal_s']:.2f} s (marginal) |",
+        f"| {n} separate CLI calls | {r['separate_calls_s']:.1f} s | {r['separate_per_image_s']:.2f} s |",
+        f"| warm process: single forward | | {r['steady_forward_s']:.2f} s |",
+        f"| warm process: read + forward + mask + PNG | | {r['steady_whole_s']:.2f} s |"])
 
 
 def print_images(r: dict, clock: str) -> None:
-    n = r["images"]
-    print(f"\n### {n} images x 1 expression, {r['precision']} (CLI processes, {clock} clock)\n")
-    print("| run | total | per image |")
-    print("|---|---|---|")
-    print(f"| one process, 1 image (start-up + 1 image) | {r['one_process_one_image_s']:.1f} s | |")
-    print(f"| one process, {n} images | {r['one_process_all_s']:.1f} s "
-          f"| {r['per_image_marginal_s']:.2f} s (marginal) |")
-    print(f"| {n} separate CLI calls | {r['separate_calls_s']:.1f} s | {r['separate_per_image_s']:.2f} s |")
-    print(f"| warm process: single forward | | {r['steady_forward_s']:.2f} s |")
-    print(f"| warm process: read + forward + mask + PNG | | {r['steady_whole_s']:.2f} s |")
+    print(f"\n### {r['images']} images x 1 expression, {r['precision']} (CLI processes, {clock} clock)\n")
+    print(images_table(r))
     print(f"\nper image in one process / steady single forward: {r['marginal_vs_steady_forward']:.2f}")
 
 
@@ -245,7 +252,7 @@ def main() -> None:
     res = expressions_per_image(weights, args.repeat)
     rows = expression_rows(res)
     print("\n### One image, k expressions (Predictor: set_image + predict, masks included)\n")
-    print_expressions(rows)
+    print(expressions_table(rows))
     if not args.no_cli:
         images = make_images(args.workdir / "images", args.images)
         cli = cli_throughput(weights, args.workdir, images, args.repeat, args.cli_precision)

@@ -25,6 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import onnx_runtime  # noqa: E402 (the benchmarks' own tables; they import no torch at the top)
+import startup  # noqa: E402
+import throughput  # noqa: E402
+
 FIGSIZE, DPI = (7.0, 4.0), 100
 RUNTIME_COLORS = {"torch-fp32": "C0", "torch-bf16": "C1", "ort-fp32": "C2", "ort-int8": "C3"}
 
@@ -107,52 +113,25 @@ def rows_of(doc: dict, name: str) -> list[dict]:
 
 
 def throughput_tables(doc: dict) -> list[str]:
-    def k(r: dict) -> str:
-        return str(r["expressions"]) if r["decoder_batch"] == 1 else f"{r['expressions']}, one decoder batch"
-
-    out = [table([("precision", text("precision")), ("single forward", num("single_forward_s", " s")), ("k", k),
-                  ("total", num("total_s", " s")), ("per expression", num("per_expression_s", " s")),
-                  ("vs k single forwards", num("vs_single_forwards")),
-                  ("per expr. vs fp32", num("per_expression_vs_fp32"))], rows_of(doc, "expressions"))]
-    for r in rows_of(doc, "images"):
-        n = r["images"]
-        lines = [{"run": "one process, 1 image (start-up + 1 image)", "total": r["one_process_one_image_s"]},
-                 {"run": f"one process, {n} images", "total": r["one_process_all_s"],
-                  "per": f"{r['per_image_marginal_s']:.2f} s (marginal)"},
-                 {"run": f"{n} separate CLI calls", "total": r["separate_calls_s"],
-                  "per": f"{r['separate_per_image_s']:.2f} s"},
-                 {"run": "warm process: single forward", "per": f"{r['steady_forward_s']:.2f} s"},
-                 {"run": "warm process: read + forward + mask + PNG", "per": f"{r['steady_whole_s']:.2f} s"}]
-        out.append(f"{n} images x 1 expression, {r['precision']}; per image in one process / steady single "
-                   f"forward: {r['marginal_vs_steady_forward']:.2f}\n\n"
-                   + table([("run", text("run")), ("total", num("total", " s", 1)),
-                            ("per image", lambda x: x.get("per", ""))], lines))
+    out = [throughput.expressions_table(rows_of(doc, "expressions"))]
+    out += [f"{r['images']} images x 1 expression, {r['precision']}; per image in one process / steady single "
+            f"forward: {r['marginal_vs_steady_forward']:.2f}\n\n" + throughput.images_table(r)
+            for r in rows_of(doc, "images")]
     return out
 
 
 def onnx_runtime_tables(doc: dict) -> list[str]:
-    runtimes = rows_of(doc, "runtimes")
-    out = []
-    if runtimes:
-        ref, texts = runtimes[0]["reference"], runtimes[0]["texts"]
-        out.append(table([("runtime", text("runtime")), ("forward (s)", num("forward_s")),
-                          (f"1 image x {texts} texts (s)", num("texts_s")),
-                          (f"vs {ref}", num("forward_vs_reference", "x"))], runtimes))
-    if ious := rows_of(doc, "int8_iou"):
+    out = [onnx_runtime.runtimes_table(runtimes)] if (runtimes := rows_of(doc, "runtimes")) else []
+    if ious := rows_of(doc, "int8_iou"):  # the benchmark prints these as a list
         out.append(table([("golden case", text("case")), ("int8 mask IoU vs torch fp32", num("iou", digits=3)),
                           ("fp32 mask (px)", text("fp32_pixels"))], ious))
     if cold := rows_of(doc, "cold_cli"):
-        out.append(table([("cold CLI call", text("call")), ("wall (s)", num("wall_s")),
-                          ("`import torch` alone (s)", num("import_torch_s")),
-                          ("peak RSS (GB)", num("peak_rss_gb"))], cold))
+        out.append(onnx_runtime.cold_table(cold))
     return out
 
 
 def startup_tables(doc: dict) -> list[str]:
-    return [table([("weights", lambda r: f"{r['weights']} ({r['size_gb']:.2f} GB)"),
-                   ("cold CLI call: wall", num("cold_wall_s", " s")), ("peak RSS", num("peak_rss_gb", " GB")),
-                   ("model load alone: wall", num("load_wall_s", " s")),
-                   ("RSS added by load", num("load_rss_added_gb", " GB"))], doc["rows"])]
+    return ["\n".join([startup.TABLE_HEADER, *map(startup.table_line, doc["rows"])])]
 
 
 def slim_runtime_tables(doc: dict) -> list[str]:

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
 import struct
@@ -52,25 +50,18 @@ def save(bench: dict, monkeypatch: pytest.MonkeyPatch, folder: Path, name: str, 
     return bench["_common"].save_results(path, name, rows, argparse.Namespace(**opts, json=path))
 
 
-def printed(fn, *args) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        fn(*args)
-    return out.getvalue()
-
-
 def write_inputs(bench: dict, monkeypatch: pytest.MonkeyPatch, folder: Path) -> dict[str, str]:
     """The three plotted documents, their rows made by the benchmarks' own row builders where they have them
     -> {name: the table that benchmark prints from those rows}."""
     tp, ort = bench["throughput"], bench["onnx_runtime"]
     rows = tp.expression_rows(EXPRESSIONS)
-    tables = {"throughput": printed(tp.print_expressions, rows)}
+    tables = {"throughput": tp.expressions_table(rows)}
     rows.append(tp.image_row({"one": 9.3, "all": 97.6, "separate": 211.4}, {"forward": 4.8, "whole": 5.05}, 20, "fp32"))
     save(bench, monkeypatch, folder, "throughput", rows, repeat=2, threads=1, clock="cpu")
 
     times = {(r, case): t for r, ts in RUNTIMES.items() for case, t in zip(("forward", ort.texts_case(8)), ts)}
     rows = ort.runtime_rows(times, list(RUNTIMES), 8)
-    tables["onnx_runtime"] = printed(ort.print_runtimes, rows)
+    tables["onnx_runtime"] = ort.runtimes_table(rows)
     rows += [{"table": "int8_iou", "case": "astronaut_face", "iou": 0.9712, "fp32_pixels": 5230},
              {"table": "cold_cli", "call": "ORT int8", "wall_s": 3.21, "import_torch_s": 1.48, "peak_rss_gb": 1.02}]
     save(bench, monkeypatch, folder, "onnx_runtime", rows, repeat=3)
