@@ -7,7 +7,8 @@
 Each parser is taken from its command's own main, called the way `unilseg` calls it, with
 `ArgumentParser.parse_known_args` replaced by a function that hands the parser back instead of
 parsing: nothing runs, and as with `--help` no torch is imported. tests/test_docs_cli.py fails
-when the page is out of date, and when a flag in the first column of a docs table is no real flag.
+when the page is out of date, and when a flag in the first column of a docs table is none of
+`known_flags()` (the tables are read by tests/docs_blocks.py).
 """
 from __future__ import annotations
 
@@ -174,67 +175,12 @@ def page() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-# ---------------------------------------------------------------- flags named in docs tables
-
-FLAG = re.compile(r"(?<![\w-])--[A-Za-z0-9][\w-]*")
-FENCE = re.compile(r"^\s*(```|~~~)")
-DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")  # |---|:--:|
-
+# ---------------------------------------------------------------- flags
 
 def known_flags() -> set[str]:
     """Every option string of every subcommand's parser."""
     return {s for _, parser in subcommands().values() for a in parser._actions for s in a.option_strings}
 
-
-def first_cell(row: str) -> str:
-    """The first cell of a Markdown table row: up to the first `|` that is neither escaped nor in a code span."""
-    text = row.strip().removeprefix("|")
-    span, i = 0, 0  # span: the backtick run that opened the code span we are in (0: none)
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-        elif text[i] == "`":
-            run = len(text) - i - len(text[i:].lstrip("`"))
-            if span == 0 and re.search(rf"(?<!`)`{{{run}}}(?!`)", text[i + run:]):
-                span = run
-            elif run == span:
-                span = 0
-            i += run
-        elif text[i] == "|" and span == 0:
-            return text[:i]
-        else:
-            i += 1
-    return text
-
-
-def table_flags(text: str) -> list[tuple[int, str]]:
-    """(line number, flag) of every `--flag` in the first column of the Markdown tables in `text`: a row with a
-    `|`, a delimiter row (|---|---|) under it, and the rows up to a line without `|`; fenced code left out."""
-    lines, found, fenced, i = text.splitlines(), [], False, 0
-    while i < len(lines):
-        if FENCE.match(lines[i]):
-            fenced = not fenced
-        starts = "|" in lines[i] and i + 1 < len(lines) and "|" in lines[i + 1] and DELIMITER.match(lines[i + 1])
-        if fenced or not starts:
-            i += 1
-            continue
-        end = i + 2
-        while end < len(lines) and "|" in lines[end]:
-            end += 1
-        for k in [i, *range(i + 2, end)]:
-            found += [(k + 1, m.group(0).rstrip("-")) for m in FLAG.finditer(first_cell(lines[k]))]
-        i = end
-    return found
-
-
-def unknown_flags(paths: Iterable[Path], known: set[str], root: Path = ROOT) -> list[str]:
-    """`file:line: --flag` for each first-column table flag of `paths` that is not in `known`."""
-    out = []
-    for path in paths:
-        shown = path.relative_to(root) if path.is_relative_to(root) else path
-        out += [f"{shown}:{line}: {flag}" for line, flag in table_flags(path.read_text(encoding="utf-8"))
-                if flag not in known]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,17 +8,23 @@ The rules (tests/test_docs_examples.py runs them):
 - An example followed (blank lines allowed) by a block with info string `text title="Output"` shows output:
   each non-blank line of it must be a line of the example's stdout, in order; `...` in a line stands for any
   text, and lines are compared without trailing whitespace.
+
+The docs' tables are read here too: `table_flags` gives the flags their first columns name
+(tests/test_docs_cli.py checks each is a real one).
 """
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 LANGUAGES = ("bash", "python")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 NOT_TESTED = re.compile(r"#\s*not tested\s*:?(?P<reason>.*)", re.IGNORECASE)
+FLAG = re.compile(r"(?<![\w-])--[A-Za-z0-9][\w-]*")
+DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")  # |---|:--:|
 
 
 @dataclass(frozen=True)
@@ -145,3 +151,53 @@ def missing_output(expected: tuple[str, ...], stdout: str) -> str | None:
         if at == 0:
             return want
     return None
+
+
+def first_cell(row: str) -> str:
+    """The first cell of a Markdown table row: up to the first `|` that is neither escaped nor in a code span."""
+    text = row.strip().removeprefix("|")
+    span, i = 0, 0  # span: the backtick run that opened the code span we are in (0: none)
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == "`":
+            run = len(text) - i - len(text[i:].lstrip("`"))
+            if span == 0 and re.search(rf"(?<!`)`{{{run}}}(?!`)", text[i + run:]):
+                span = run
+            elif run == span:
+                span = 0
+            i += run
+        elif text[i] == "|" and span == 0:
+            return text[:i]
+        else:
+            i += 1
+    return text
+
+
+def table_flags(text: str) -> list[tuple[int, str]]:
+    """(line number, flag) of every `--flag` in the first column of the Markdown tables in `text`: a row with a
+    `|`, a delimiter row (|---|---|) under it, and the rows up to a line without `|`; fenced code left out."""
+    lines, found, i = text.splitlines(), [], 0
+    fenced = {k for f in fences(text) for k in range(f.line - 1, f.end)}  # 0-based, fence lines included
+    while i < len(lines):
+        starts = "|" in lines[i] and i + 1 < len(lines) and "|" in lines[i + 1] and DELIMITER.match(lines[i + 1])
+        if i in fenced or not starts:
+            i += 1
+            continue
+        end = i + 2
+        while end < len(lines) and "|" in lines[end]:
+            end += 1
+        for k in [i, *range(i + 2, end)]:
+            found += [(k + 1, m.group(0).rstrip("-")) for m in FLAG.finditer(first_cell(lines[k]))]
+        i = end
+    return found
+
+
+def unknown_flags(paths: Iterable[Path], known: set[str], root: Path) -> list[str]:
+    """`file:line: --flag` for each first-column table flag of `paths` that is not in `known`."""
+    out = []
+    for path in paths:
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+        out += [f"{shown}:{line}: {flag}" for line, flag in table_flags(path.read_text(encoding="utf-8"))
+                if flag not in known]
+    return out

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from docs_blocks import table_flags, unknown_flags
 
 from unilseg.__main__ import SUBCOMMANDS
 
@@ -36,7 +37,7 @@ def test_the_page_has_every_subcommand_and_every_flag():
     text = ref.page()
     for name in SUBCOMMANDS:
         assert f'<a id="{name}"></a>\n\n## unilseg {name}\n' in text
-    flags = {flag for _, flag in ref.table_flags(text)}
+    flags = {flag for _, flag in table_flags(text)}
     assert flags == ref.known_flags() - {"-h", "--help"}
 
 
@@ -64,7 +65,7 @@ def test_check_exits_1_with_a_diff_when_the_page_is_stale(tmp_path, monkeypatch,
 
 def test_docs_tables_name_only_real_flags():
     paths = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-    unknown = ref.unknown_flags(paths, ref.known_flags())
+    unknown = unknown_flags(paths, ref.known_flags(), ROOT)
     assert not unknown, "flags in docs tables that no subcommand has:\n" + "\n".join(unknown)
 
 
@@ -95,9 +96,9 @@ def test_unknown_flags_are_reported_with_file_and_line(tmp_path):
         "",
     ]) + "\n")
     known = ref.known_flags()
-    assert ref.unknown_flags([doc], known) == [f"{doc}:6: --exp-flie", f"{doc}:8: --bogus-one",
+    assert unknown_flags([doc], known, ROOT) == [f"{doc}:6: --exp-flie", f"{doc}:8: --bogus-one",
                                                f"{doc}:21: --shards"]
-    assert [flag for _, flag in ref.table_flags(doc.read_text())] == [
+    assert [flag for _, flag in table_flags(doc.read_text())] == [
         "--img", "--exp", "--exp-flie", "--format", "--runtime", "--bogus-one", "--no-progress", "--shard",
         "--shards"]
 
