@@ -58,9 +58,14 @@ def tree() -> str:
     return "```\n" + "\n".join(lines) + "\n```"
 
 
+def _between(page: str) -> tuple[int, int]:
+    """Where the text between the markers starts and ends."""
+    return page.index(BEGIN) + len(BEGIN), page.index(END)
+
+
 def shown_section(page: str) -> str:
     """What the page holds between the markers."""
-    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    start, end = _between(page)
     return page[start:end].strip("\n")
 
 
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(tree())
         return 0
     page = PAGE.read_text(encoding="utf-8")
-    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    start, end = _between(page)
     PAGE.write_text(page[:start] + "\n" + tree() + "\n" + page[end:], encoding="utf-8")
     return 0
 
